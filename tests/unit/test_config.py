@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tfgw.config import (
+    KeySettings,
+    ModelSettings,
+    Price,
+    ProviderSettings,
+    ServerSettings,
+    Target,
+    Timeouts,
+    find_config,
+    load,
+    parse,
+)
+from tfgw.errors import ConfigError
+
+MINIMAL = """
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1/"
+api_key = "env:UP_KEY"
+
+[[models]]
+name = "m"
+targets = [{ provider = "up", model = "gpt-x" }]
+"""
+
+
+def error_of(source: str, file: str = "t.toml") -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(source, file)
+    assert info.value.exit_code == 2
+    return info.value.message
+
+
+def test_minimal_config_gets_defaults_and_resolves_env_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UP_KEY", "sk-upstream-secret-1234")
+    settings = parse(MINIMAL, "t.toml")
+    assert settings.server == ServerSettings()
+    assert dict(settings.providers) == {
+        "up": ProviderSettings(name="up", kind="openai", base_url="http://127.0.0.1:9/v1",
+                               api_key="sk-upstream-secret-1234"),
+    }  # fmt: skip
+    assert dict(settings.models) == {"m": ModelSettings(name="m", targets=(Target("up", "gpt-x"),))}
+    assert settings.secrets() == ("sk-upstream-secret-1234",)
+
+
+def test_unresolved_secrets_are_kept_as_references() -> None:
+    settings = parse(MINIMAL, "t.toml", resolve_secrets=False)
+    assert settings.providers["up"].api_key == "env:UP_KEY"
+
+
+def test_example_config_covers_every_section_and_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("OPENAI_API_KEY", "GROQ_API_KEY", "AZURE_OPENAI_API_KEY", "ANTHROPIC_API_KEY",
+                "ARIZE_SPACE_ID", "ARIZE_API_KEY"):  # fmt: skip
+        monkeypatch.setenv(var, f"secret-value-of-{var}")
+    settings = load(REPO / "configs" / "tfgw.example.toml")
+    assert settings.server == ServerSettings(host="127.0.0.1", port=8787, workers=1, max_body_bytes=10485760,
+                                             graceful_timeout=30.0)  # fmt: skip
+    assert settings.keys == (KeySettings(name="ci", hash="sha256:" + "0" * 64, rpm=600, tpm=200000),)
+    assert sorted(settings.providers) == ["anthropic", "azure", "groq", "mock", "openai"]
+    assert settings.providers["azure"].api_version == "2024-10-21"
+    assert dict(settings.providers["openai"].headers) == {"OpenAI-Organization": "org-example"}
+    assert settings.models["gpt-4o"] == ModelSettings(
+        name="gpt-4o",
+        targets=(Target("openai", "gpt-4o", 3.0), Target("azure", "gpt-4o-deployment", 1.0)),
+        fallbacks=("claude-sonnet",),
+        price=Price(2.5, 10.0),
+        retries=1,
+        timeout=Timeouts(connect=5.0, first_token=60.0, total=600.0),
+    )
+    assert settings.otel_targets["arize"].api_key == "secret-value-of-ARIZE_API_KEY"
+    assert settings.otel_targets["collector"].protocol == "http/protobuf"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            "[server]\nport = 8787\nprot = 1\n",
+            "t.toml:3: server.prot: unknown key (allowed: host, port, workers, "
+            "max_body_bytes, graceful_timeout)",
+        ),
+        ('[server]\nport = "8787"\n', "t.toml:2: server.port: expected an integer, got a string"),
+        ("[server]\nworkers = 0\n", "t.toml:2: server.workers: must be > 0, got 0"),
+        ("[server]\nhost = true\n", "t.toml:2: server.host: expected a string, got a boolean"),
+        (
+            MINIMAL + '\n[[models]]\nname = "n"\ntargets = [{ provider = "nope", model = "x" }]\n',
+            "t.toml:13: models[1].targets[0].provider: unknown provider 'nope' (no [providers.nope])",
+        ),
+        (MINIMAL + 'fallbacks = ["ghost"]\n', "t.toml:10: models[0].fallbacks[0]: unknown model 'ghost'"),
+        (
+            '[providers.x]\nkind = "bedrock"\n',
+            "t.toml:2: providers.x.kind: must be one of openai, azure, anthropic, mock, got 'bedrock'",
+        ),
+        (
+            '[providers.x]\nbase_url = "http://h"\n',
+            "t.toml:1: providers.x.kind: is required (one of openai, azure, anthropic, mock)",
+        ),
+        (
+            '[[keys]]\nname = "a"\nhash = "md5:1"\n',
+            "t.toml:3: keys[0].hash: must be 'sha256:' followed by 64 hex digits",
+        ),
+        ("[server\nport = 1\n", "t.toml:1: invalid TOML: Expected ']' at the end of a table declaration"),
+        (
+            '[tracing]\nexclude_request_data = "yes"\n',
+            "t.toml:2: tracing.exclude_request_data: expected a boolean, got a string",
+        ),
+    ],
+)
+def test_bad_config_names_file_line_and_key(
+    source: str, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UP_KEY", "sk-upstream-secret-1234")
+    assert error_of(source) == message
+
+
+def test_missing_env_var_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UP_KEY", raising=False)
+    assert error_of(MINIMAL) == "t.toml:5: providers.up.api_key: environment variable UP_KEY is not set"
+
+
+def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _isolated_home: Path) -> None:
+    assert find_config() is None
+    user = _isolated_home / ".config" / "tfgw" / "config.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text("")
+    assert find_config() == user
+    (_isolated_home / "tfgw.toml").write_text("")
+    assert find_config() == Path("tfgw.toml")
+    monkeypatch.setenv("TFGW_CONFIG", str(tmp_path / "env.toml"))
+    assert find_config() == tmp_path / "env.toml"
+    assert find_config(tmp_path / "explicit.toml") == tmp_path / "explicit.toml"

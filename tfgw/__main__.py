@@ -1,0 +1,3 @@
+from tfgw.cli import main
+
+main()

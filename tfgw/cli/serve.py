@@ -1,0 +1,107 @@
+"""`tfgw init` and `tfgw serve`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import tomli_w
+import typer
+
+from tfgw import __version__
+from tfgw.cli.options import CONFIG, read_settings
+from tfgw.config import demo_settings, is_loopback
+from tfgw.config_file import write_atomic
+from tfgw.errors import ConfigError
+
+STARTER = {
+    "server": {"host": "127.0.0.1", "port": 8787},
+    "providers": {
+        "openai": {
+            "kind": "openai",
+            "base_url": "https://api.openai.com/v1",
+            "api_key": "env:OPENAI_API_KEY",
+        },
+        "anthropic": {
+            "kind": "anthropic",
+            "base_url": "https://api.anthropic.com",
+            "api_key": "env:ANTHROPIC_API_KEY",
+        },
+    },
+    "models": [
+        {
+            "name": "gpt-4o-mini",
+            "targets": [{"provider": "openai", "model": "gpt-4o-mini"}],
+            "fallbacks": ["claude-haiku"],
+            "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
+        },
+        {
+            "name": "claude-haiku",
+            "targets": [{"provider": "anthropic", "model": "claude-3-5-haiku-latest"}],
+            "price": {"input_per_mtok": 0.8, "output_per_mtok": 4.0},
+        },
+    ],
+}
+
+DEMO = {
+    "server": {"host": "127.0.0.1", "port": 8787},
+    "providers": {"mock": {"kind": "mock"}},
+    "models": [
+        {
+            "name": "demo",
+            "targets": [{"provider": "mock", "model": "demo-1"}],
+            "price": {"input_per_mtok": 0.5, "output_per_mtok": 1.5},
+        },
+        {"name": "demo-embed", "targets": [{"provider": "mock", "model": "demo-embed-1"}]},
+    ],
+}
+
+HEADER = "# tfgw config: every key is described in configs/tfgw.example.toml\n\n"
+
+
+def init(
+    path: Path = typer.Option(Path("tfgw.toml"), "--path", help="Where to write the config."),
+    demo: bool = typer.Option(False, "--demo", help="Use the built-in mock provider (no keys, no network)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Write a starter config."""
+    if path.exists() and not force:
+        raise ConfigError(str(path), "already exists (use --force to overwrite)")
+    write_atomic(path, HEADER + tomli_w.dumps(DEMO if demo else STARTER))
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def serve(
+    config: Path | None = CONFIG,
+    host: str | None = typer.Option(None, "--host", help="Address to listen on (default [server] host)."),
+    port: int | None = typer.Option(None, "--port", help="Port to listen on; 0 picks a free one."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Worker processes (default [server] workers)."
+    ),
+    demo: bool = typer.Option(False, "--demo", help="Serve the built-in demo provider without any config."),
+) -> None:
+    """Run the gateway."""
+    from tfgw.gateway.server import bind
+    from tfgw.gateway.server import serve as run
+
+    settings = demo_settings() if demo else read_settings(config)
+    host = host or settings.server.host
+    port = settings.server.port if port is None else port
+    workers = workers or settings.server.workers
+    if not is_loopback(host) and not settings.keys:
+        raise ConfigError(
+            settings.path or "--demo",
+            f"refusing to listen on {host} without gateway keys: anyone who can reach it could use your "
+            "provider keys. Add one with `tfgw keys add NAME`, or listen on 127.0.0.1.",
+            key="server.host",
+        )
+    hconfig, sockets = bind(settings, host, port)
+    bound = sockets.insecure_sockets[0].getsockname()
+    models = ", ".join(settings.models) or "none"
+    source = "demo" if demo else settings.path
+    print(
+        f"tfgw {__version__} listening on http://{host}:{bound[1]} "
+        f"({workers} worker{'s' * (workers > 1)}, config: {source}, models: {models})",
+        flush=True,
+    )
+    raise typer.Exit(run(settings, hconfig, sockets, workers))

@@ -1,0 +1,581 @@
+"""The only place that reads the config: TOML, `env:VAR` secrets and defaults.
+
+`load()` returns a frozen `Settings`. Every problem is a `ConfigError` whose message names the
+file, the line (found in the source text, since tomllib only reports lines for syntax errors) and
+the dotted key, and the CLI turns it into exit code 2.
+
+Lookup order: `--config`, then `$TFGW_CONFIG`, then `./tfgw.toml`, then `~/.config/tfgw/config.toml`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from tfgw.errors import ConfigError
+
+__all__ = [
+    "PROVIDER_KINDS",
+    "KeySettings",
+    "ModelSettings",
+    "Price",
+    "ProviderSettings",
+    "ServerSettings",
+    "Settings",
+    "Target",
+    "Timeouts",
+    "TracingSettings",
+    "demo_settings",
+    "find_config",
+    "load",
+    "parse",
+]
+
+PROVIDER_KINDS = ("openai", "azure", "anthropic", "mock")
+OTEL_KINDS = ("arize", "middleware", "otlp")
+OTEL_PROTOCOLS = ("grpc", "http/protobuf", "http/json")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    workers: int = 1
+    max_body_bytes: int = 10 * 1024 * 1024
+    graceful_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeySettings:
+    name: str
+    hash: str
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    name: str
+    kind: str
+    base_url: str
+    api_key: str | None = None
+    api_version: str | None = None
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: str
+    model: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0
+    first_token: float = 60.0
+    total: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    name: str
+    targets: tuple[Target, ...]
+    fallbacks: tuple[str, ...] = ()
+    price: Price | None = None
+    retries: int = 0
+    timeout: Timeouts = Timeouts()
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    dir: str = "~/.local/share/tfgw/traces"
+    project: str = "default"
+    exclude_request_data: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BusSettings:
+    kind: str = "local"
+    url: str = "nats://127.0.0.1:4222"
+
+
+@dataclass(frozen=True, slots=True)
+class OtelTargetSettings:
+    name: str
+    kind: str
+    endpoint: str | None = None
+    protocol: str | None = None
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    space_id: str | None = None
+    api_key: str | None = None
+    project: str | None = None
+    exclude_request_data: bool = False
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    path: str | None = None
+    server: ServerSettings = ServerSettings()
+    keys: tuple[KeySettings, ...] = ()
+    providers: Mapping[str, ProviderSettings] = field(default_factory=lambda: _EMPTY)
+    models: Mapping[str, ModelSettings] = field(default_factory=lambda: _EMPTY)
+    tracing: TracingSettings = TracingSettings()
+    bus: BusSettings = BusSettings()
+    otel_targets: Mapping[str, OtelTargetSettings] = field(default_factory=lambda: _EMPTY)
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every resolved secret, for scrubbing provider error bodies and logs."""
+        found = [p.api_key for p in self.providers.values()] + [t.api_key for t in self.otel_targets.values()]
+        return tuple(s for s in found if s)
+
+
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "mock": "mock://",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding and reading the file
+
+
+def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to use, in lookup order; None when there is none anywhere."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if env := os.environ.get("TFGW_CONFIG"):
+        return Path(env).expanduser()
+    for candidate in (Path("tfgw.toml"), Path("~/.config/tfgw/config.toml").expanduser()):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(path: str | os.PathLike[str], *, resolve_secrets: bool = True) -> Settings:
+    """Read and validate one config file. `resolve_secrets=False` leaves `env:VAR` references as they
+    are (for commands that only edit the file)."""
+    name = str(path)
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(name, "config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(name, f"cannot read config file: {exc}") from exc
+    return parse(source, name, resolve_secrets=resolve_secrets)
+
+
+def read_toml(source: str, file: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(source)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(match.group(1)) if match else None
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(file, f"invalid TOML: {message}", line=line) from exc
+
+
+def parse(source: str, file: str = "<config>", *, resolve_secrets: bool = True) -> Settings:
+    data = read_toml(source, file)
+    return _Validator(file, source, resolve_secrets).settings(data)
+
+
+def demo_settings() -> Settings:
+    """What `tfgw serve --demo` runs: the built-in mock provider behind two model names."""
+    mock = ProviderSettings(name="mock", kind="mock", base_url="mock://")
+    models = {
+        "demo": ModelSettings(
+            name="demo",
+            targets=(Target("mock", "demo-1"),),
+            price=Price(input_per_mtok=0.5, output_per_mtok=1.5),
+        ),
+        "demo-embed": ModelSettings(name="demo-embed", targets=(Target("mock", "demo-embed-1"),)),
+    }
+    return Settings(providers=MappingProxyType({"mock": mock}), models=MappingProxyType(models))
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+class _Validator:
+    """Checks the parsed TOML against the schema and builds the settings objects."""
+
+    def __init__(self, file: str, source: str, resolve_secrets: bool) -> None:
+        self.file = file
+        self.locate = KeyLocator(source)
+        self.resolve_secrets = resolve_secrets
+
+    def fail(self, path: tuple[str | int, ...], message: str) -> ConfigError:
+        return ConfigError(self.file, message, key=dotted(path), line=self.locate(path))
+
+    # -- primitives ------------------------------------------------------------------------------
+
+    def table(self, value: Any, path: tuple[str | int, ...], allowed: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected a table, got {_type_name(value)}")
+        for key in value:
+            if key not in allowed:
+                raise self.fail((*path, key), f"unknown key (allowed: {', '.join(allowed)})")
+        return value
+
+    def value(
+        self, table: dict[str, Any], path: tuple[str | int, ...], key: str, kind: type | tuple, default: Any
+    ):
+        if key not in table:
+            return default
+        value = table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            wanted = " or ".join(_TYPE_NAMES[k] for k in kinds)
+            raise self.fail((*path, key), f"expected {wanted}, got {_type_name(value)}")
+        return value
+
+    def positive(self, table, path, key, kind, default, *, zero: bool = False):
+        value = self.value(table, path, key, kind, default)
+        if value is not None and (value < 0 or (value == 0 and not zero)):
+            raise self.fail((*path, key), f"must be {'>= 0' if zero else '> 0'}, got {value}")
+        return value
+
+    def choice(self, table, path, key, choices: tuple[str, ...], default: str | None) -> str | None:
+        value = self.value(table, path, key, str, default)
+        if value is not None and value not in choices:
+            raise self.fail((*path, key), f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def str_map(self, table, path, key) -> Mapping[str, str]:
+        value = self.value(table, path, key, dict, {})
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise self.fail((*path, key, k), f"expected a string, got {_type_name(v)}")
+        return MappingProxyType({k: self.secret((*path, key, k), v) or "" for k, v in value.items()})
+
+    def str_list(self, table, path, key) -> tuple[str, ...]:
+        value = self.value(table, path, key, list, [])
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.fail((*path, key, i), f"expected a string, got {_type_name(item)}")
+        return tuple(value)
+
+    def secret(self, path: tuple[str | int, ...], value: str | None) -> str | None:
+        if value is None or not value.startswith("env:") or not self.resolve_secrets:
+            return value
+        var = value[4:]
+        resolved = os.environ.get(var)
+        if not resolved:
+            raise self.fail(path, f"environment variable {var} is not set")
+        return resolved
+
+    # -- sections --------------------------------------------------------------------------------
+
+    def settings(self, data: dict[str, Any]) -> Settings:
+        root = self.table(data, (), ("server", "keys", "providers", "models", "tracing", "bus", "otel"))
+        providers = self.providers(root.get("providers", {}))
+        models = self.models(root.get("models", []), providers)
+        return Settings(
+            path=self.file,
+            server=self.server(root.get("server", {})),
+            keys=self.keys(root.get("keys", [])),
+            providers=providers,
+            models=models,
+            tracing=self.tracing(root.get("tracing", {})),
+            bus=self.bus(root.get("bus", {})),
+            otel_targets=self.otel(root.get("otel", {})),
+        )
+
+    def server(self, value: Any) -> ServerSettings:
+        path = ("server",)
+        t = self.table(value, path, ("host", "port", "workers", "max_body_bytes", "graceful_timeout"))
+        port = self.value(t, path, "port", int, 8787)
+        if not 0 <= port <= 65535:
+            raise self.fail((*path, "port"), f"must be between 0 and 65535, got {port}")
+        return ServerSettings(
+            host=self.value(t, path, "host", str, "127.0.0.1"),
+            port=port,
+            workers=self.positive(t, path, "workers", int, 1),
+            max_body_bytes=self.positive(t, path, "max_body_bytes", int, 10 * 1024 * 1024),
+            graceful_timeout=self.positive(t, path, "graceful_timeout", float, 30.0, zero=True),
+        )
+
+    def keys(self, value: Any) -> tuple[KeySettings, ...]:
+        if not isinstance(value, list):
+            raise self.fail(("keys",), "expected an array of tables ([[keys]])")
+        keys, seen = [], set()
+        for i, item in enumerate(value):
+            path = ("keys", i)
+            t = self.table(item, path, ("name", "hash", "rpm", "tpm"))
+            name = self.required(t, path, "name", str)
+            if name in seen:
+                raise self.fail((*path, "name"), f"duplicate key name {name!r}")
+            seen.add(name)
+            digest = self.required(t, path, "hash", str)
+            if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+                raise self.fail((*path, "hash"), "must be 'sha256:' followed by 64 hex digits")
+            keys.append(
+                KeySettings(
+                    name=name,
+                    hash=digest,
+                    rpm=self.positive(t, path, "rpm", int, None),
+                    tpm=self.positive(t, path, "tpm", int, None),
+                )
+            )
+        return tuple(keys)
+
+    def required(self, table: dict[str, Any], path: tuple[str | int, ...], key: str, kind: type) -> Any:
+        if key not in table:
+            raise self.fail((*path, key), "is required")
+        return self.value(table, path, key, kind, None)
+
+    def providers(self, value: Any) -> Mapping[str, ProviderSettings]:
+        providers = {}
+        for name, item in self.table(
+            value, ("providers",), tuple(value) if isinstance(value, dict) else ()
+        ).items():
+            path = ("providers", name)
+            t = self.table(item, path, ("kind", "base_url", "api_key", "api_version", "headers"))
+            kind = self.choice(t, path, "kind", PROVIDER_KINDS, None)
+            if kind is None:
+                raise self.fail((*path, "kind"), f"is required (one of {', '.join(PROVIDER_KINDS)})")
+            base_url = self.value(t, path, "base_url", str, DEFAULT_BASE_URLS.get(kind))
+            if base_url is None:
+                raise self.fail((*path, "base_url"), f"is required for kind {kind!r}")
+            if kind != "mock" and not base_url.startswith(("http://", "https://")):
+                raise self.fail((*path, "base_url"), f"must start with http:// or https://, got {base_url!r}")
+            api_version = self.value(t, path, "api_version", str, None)
+            if kind == "azure" and api_version is None:
+                api_version = "2024-10-21"
+            providers[name] = ProviderSettings(
+                name=name,
+                kind=kind,
+                base_url=base_url.rstrip("/"),
+                api_key=self.secret((*path, "api_key"), self.value(t, path, "api_key", str, None)),
+                api_version=api_version,
+                headers=self.str_map(t, path, "headers"),
+            )
+        return MappingProxyType(providers)
+
+    def models(self, value: Any, providers: Mapping[str, ProviderSettings]) -> Mapping[str, ModelSettings]:
+        if not isinstance(value, list):
+            raise self.fail(("models",), "expected an array of tables ([[models]])")
+        models: dict[str, ModelSettings] = {}
+        allowed = ("name", "targets", "fallbacks", "price", "retries", "timeout")
+        for i, item in enumerate(value):
+            path = ("models", i)
+            t = self.table(item, path, allowed)
+            name = self.required(t, path, "name", str)
+            if name in models:
+                raise self.fail((*path, "name"), f"duplicate model name {name!r}")
+            targets = self.targets(self.required(t, path, "targets", list), (*path, "targets"), providers)
+            price = None
+            if "price" in t:
+                pt = self.table(t["price"], (*path, "price"), ("input_per_mtok", "output_per_mtok"))
+                price = Price(
+                    input_per_mtok=self.positive(
+                        pt, (*path, "price"), "input_per_mtok", float, 0.0, zero=True
+                    ),
+                    output_per_mtok=self.positive(
+                        pt, (*path, "price"), "output_per_mtok", float, 0.0, zero=True
+                    ),
+                )
+            timeouts = Timeouts()
+            if "timeout" in t:
+                tp = (*path, "timeout")
+                tt = self.table(t["timeout"], tp, ("connect", "first_token", "total"))
+                timeouts = Timeouts(
+                    connect=self.positive(tt, tp, "connect", float, timeouts.connect),
+                    first_token=self.positive(tt, tp, "first_token", float, timeouts.first_token),
+                    total=self.positive(tt, tp, "total", float, timeouts.total),
+                )
+            models[name] = ModelSettings(
+                name=name,
+                targets=targets,
+                fallbacks=self.str_list(t, path, "fallbacks"),
+                price=price,
+                retries=self.positive(t, path, "retries", int, 0, zero=True),
+                timeout=timeouts,
+            )
+        for i, model in enumerate(models.values()):
+            for j, fallback in enumerate(model.fallbacks):
+                if fallback not in models and not _is_direct(fallback, providers):
+                    raise self.fail(("models", i, "fallbacks", j), f"unknown model {fallback!r}")
+        return MappingProxyType(models)
+
+    def targets(self, value: list[Any], path: tuple[str | int, ...], providers) -> tuple[Target, ...]:
+        if not value:
+            raise self.fail(path, "needs at least one target")
+        targets = []
+        for j, item in enumerate(value):
+            tp = (*path, j)
+            t = self.table(item, tp, ("provider", "model", "weight"))
+            provider = self.required(t, tp, "provider", str)
+            if provider not in providers:
+                raise self.fail(
+                    (*tp, "provider"), f"unknown provider {provider!r} (no [providers.{provider}])"
+                )
+            targets.append(
+                Target(
+                    provider=provider,
+                    model=self.required(t, tp, "model", str),
+                    weight=self.positive(t, tp, "weight", float, 1.0),
+                )
+            )
+        return tuple(targets)
+
+    def tracing(self, value: Any) -> TracingSettings:
+        path = ("tracing",)
+        t = self.table(value, path, ("dir", "project", "exclude_request_data"))
+        return TracingSettings(
+            dir=self.value(t, path, "dir", str, TracingSettings().dir),
+            project=self.value(t, path, "project", str, TracingSettings().project),
+            exclude_request_data=self.value(t, path, "exclude_request_data", bool, False),
+        )
+
+    def bus(self, value: Any) -> BusSettings:
+        path = ("bus",)
+        t = self.table(value, path, ("kind", "url"))
+        return BusSettings(
+            kind=self.choice(t, path, "kind", ("local", "nats"), "local") or "local",
+            url=self.value(t, path, "url", str, BusSettings().url),
+        )
+
+    def otel(self, value: Any) -> Mapping[str, OtelTargetSettings]:
+        root = self.table(value, ("otel",), ("targets",))
+        raw = root.get("targets", {})
+        targets = {}
+        allowed = (
+            "kind", "endpoint", "protocol", "headers", "space_id", "api_key", "project",
+            "exclude_request_data", "enabled",
+        )  # fmt: skip
+        for name, item in self.table(
+            raw, ("otel", "targets"), tuple(raw) if isinstance(raw, dict) else ()
+        ).items():
+            path = ("otel", "targets", name)
+            t = self.table(item, path, allowed)
+            kind = self.choice(t, path, "kind", OTEL_KINDS, None)
+            if kind is None:
+                raise self.fail((*path, "kind"), f"is required (one of {', '.join(OTEL_KINDS)})")
+            targets[name] = OtelTargetSettings(
+                name=name,
+                kind=kind,
+                endpoint=self.value(t, path, "endpoint", str, None),
+                protocol=self.choice(t, path, "protocol", OTEL_PROTOCOLS, None),
+                headers=self.str_map(t, path, "headers"),
+                space_id=self.secret((*path, "space_id"), self.value(t, path, "space_id", str, None)),
+                api_key=self.secret((*path, "api_key"), self.value(t, path, "api_key", str, None)),
+                project=self.value(t, path, "project", str, None),
+                exclude_request_data=self.value(t, path, "exclude_request_data", bool, False),
+                enabled=self.value(t, path, "enabled", bool, True),
+            )
+        return MappingProxyType(targets)
+
+
+def _is_direct(model: str, providers: Mapping[str, ProviderSettings]) -> bool:
+    provider, sep, rest = model.partition("/")
+    return bool(sep and rest and provider in providers)
+
+
+_TYPE_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    list: "an array",
+    dict: "a table",
+}
+
+
+def _type_name(value: Any) -> str:
+    for kind in (bool, str, int, float, list, dict):
+        if isinstance(value, kind):
+            return _TYPE_NAMES[kind]
+    return type(value).__name__
+
+
+def dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Finding lines: tomllib reports lines only for syntax errors, so the source is scanned once.
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_ASSIGN = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.\-" ]+?)\s*=""")
+
+
+def _split_key(text: str) -> tuple[str, ...]:
+    parts = re.findall(r'"([^"]*)"|\'([^\']*)\'|([^.\s]+)', text)
+    return tuple(a or b or c for a, b, c in parts)
+
+
+class KeyLocator:
+    """Maps a key path such as ("models", 1, "targets") to the line it is written on."""
+
+    def __init__(self, source: str) -> None:
+        self.lines: dict[tuple[str | int, ...], int] = {}
+        #: the line numbers of every table header
+        self.headers: list[int] = []
+        counters: dict[tuple[str | int, ...], int] = {}
+        table: tuple[str | int, ...] = ()
+        for number, line in enumerate(source.splitlines(), start=1):
+            if header := _HEADER.match(line):
+                keys = _split_key(header.group(2))
+                resolved = self._resolve(keys, counters)
+                if header.group(1) == "[[":
+                    index = counters.get(resolved, -1) + 1
+                    counters[resolved] = index
+                    table = (*resolved, index)
+                else:
+                    table = resolved
+                self.lines.setdefault(table, number)
+                self.headers.append(number)
+                continue
+            if assign := _ASSIGN.match(line):
+                path = table + _split_key(assign.group(1))
+                self.lines.setdefault(path, number)
+                for inner in re.finditer(r"[{,]\s*([A-Za-z0-9_\-]+)\s*=", line[assign.end() :]):
+                    self.lines.setdefault((*path, inner.group(1)), number)
+
+    @staticmethod
+    def _resolve(keys: tuple[str, ...], counters: dict[tuple[str | int, ...], int]) -> tuple[str | int, ...]:
+        """`[models.price]` after `[[models]]` means the price of the latest model."""
+        resolved: tuple[str | int, ...] = ()
+        for key in keys:
+            resolved = (*resolved, key)
+            if resolved in counters and len(resolved) < len(keys):
+                resolved = (*resolved, counters[resolved])
+        return resolved
+
+    def __call__(self, path: tuple[str | int, ...]) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            # a key inside an inline array (targets = [{...}, {...}]) is on its parent's line
+            path = path[:-1]
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")

@@ -1,0 +1,105 @@
+"""Serving the app on Hypercorn: sockets, workers, uvloop, and graceful shutdown.
+
+The listening sockets are made once, in the parent; with several workers each is a forked process
+serving the same sockets, and the parent restarts a worker that dies. SIGTERM or SIGINT stops
+accepting new connections and lets in-flight requests (streams included) finish, for up to
+`[server] graceful_timeout` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config, Sockets
+from hypercorn.utils import wrap_app
+
+from tfgw.config import Settings
+from tfgw.gateway.app import create_app
+
+__all__ = ["bind", "serve"]
+
+log = logging.getLogger("tfgw.server")
+
+
+def bind(settings: Settings, host: str, port: int) -> tuple[Config, Sockets]:
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = settings.server.graceful_timeout
+    config.backlog = 2048
+    config.accesslog = None
+    config.errorlog = logging.getLogger("tfgw.hypercorn")
+    return config, config.create_sockets()
+
+
+def serve(settings: Settings, config: Config, sockets: Sockets, workers: int) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code."""
+    if workers == 1:
+        _run_worker(settings, config, sockets)
+        return 0
+    return _supervise(lambda: _run_worker(settings, config, sockets), workers)
+
+
+def _run_worker(settings: Settings, config: Config, sockets: Sockets) -> None:
+    app = create_app(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await worker_serve(wrap_app(app, config.wsgi_max_body_size, "asgi"), config, sockets=sockets,
+                           shutdown_trigger=stop.wait)  # fmt: skip
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(main())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def _supervise(target: Callable[[], None], workers: int) -> int:
+    """Fork `workers` processes running `target`; restart any that dies; stop them all on a signal."""
+    ctx = multiprocessing.get_context("fork")
+    stopping = False
+
+    def start() -> multiprocessing.process.BaseProcess:
+        process = ctx.Process(target=target, daemon=False)
+        process.start()
+        return process
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+
+    processes = [start() for _ in range(workers)]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping:
+        multiprocessing.connection.wait([p.sentinel for p in processes], timeout=1.0)
+        for i, process in enumerate(processes):
+            if not stopping and not process.is_alive():
+                print(
+                    f"tfgw: worker {process.pid} exited with {process.exitcode}; restarting", file=sys.stderr
+                )
+                time.sleep(0.1)
+                processes[i] = start()
+    for process in processes:
+        process.join()
+    return 0
