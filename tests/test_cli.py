@@ -1,0 +1,112 @@
+"""The CLI as a user runs it: real subprocesses, whole outputs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tfgw.config import load
+from tfgw.keys import hash_key
+
+
+def tfgw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tfgw", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server]\nport = 8787\nprot = 1\n",
+         "bad.toml:3: server.prot: unknown key (allowed: host, port, workers, max_body_bytes, "
+         "graceful_timeout)"),
+        ("[server]\nport = \"high\"\n", "bad.toml:2: server.port: expected an integer, got a string"),
+        ("[providers.p]\nkind = \"openai\"\napi_key = \"env:TFGW_TEST_UNSET_VAR\"\n",
+         "bad.toml:3: providers.p.api_key: environment variable TFGW_TEST_UNSET_VAR is not set"),
+        ("[server\n", "bad.toml:1: invalid TOML: Expected ']' at the end of a table declaration"),
+    ],
+)  # fmt: skip
+def test_bad_config_exits_2_naming_file_line_and_key(text: str, message: str) -> None:
+    Path("bad.toml").write_text(text)
+    done = tfgw("serve", "--config", "bad.toml")
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", f"tfgw: {message}\n")
+
+
+def test_missing_config_exits_2() -> None:
+    done = tfgw("serve")
+    assert done.returncode == 2
+    assert done.stderr == (
+        "tfgw: tfgw.toml: no config file found (looked at --config, $TFGW_CONFIG, ./tfgw.toml, "
+        "~/.config/tfgw/config.toml); run `tfgw init` first\n"
+    )
+
+
+def test_init_writes_configs_that_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert tfgw("init", "--demo").returncode == 0
+    demo = load("tfgw.toml")
+    assert list(demo.models) == ["demo", "demo-embed"]
+    again = tfgw("init", "--demo")
+    assert (again.returncode, again.stderr) == (
+        2,
+        "tfgw: tfgw.toml: already exists (use --force to overwrite)\n",
+    )
+    assert tfgw("init", "--path", "real.toml").returncode == 0
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-a-0123456789")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-b-0123456789")
+    real = load("real.toml")
+    assert sorted(real.providers) == ["anthropic", "openai"]
+    assert real.models["gpt-4o-mini"].fallbacks == ("claude-haiku",)
+
+
+def test_keys_add_list_revoke_keep_the_rest_of_the_file() -> None:
+    original = "# my gateway\n[server]\nport = 9000  # not the default\n"
+    Path("tfgw.toml").write_text(original)
+
+    added = tfgw("keys", "add", "ci", "--rpm", "60")
+    assert added.returncode == 0
+    key = added.stdout.strip()
+    assert re.fullmatch(r"tfgw-[A-Za-z0-9_\-]{43}", key)
+    assert added.stdout == key + "\n"
+    assert added.stderr == "added key 'ci' to tfgw.toml; it is shown only this once\n"
+    assert tfgw("keys", "add", "batch", "--tpm", "1000").returncode == 0
+
+    text = Path("tfgw.toml").read_text()
+    assert text.startswith(original)
+    assert key not in text
+    first = load("tfgw.toml").keys[0]
+    assert (first.name, first.hash, first.rpm, first.tpm) == (
+        "ci",
+        hash_key(key),
+        60,
+        None,
+    )
+
+    listed = tfgw("keys", "list", "--json")
+    assert listed.returncode == 0
+    assert key not in listed.stdout
+    assert listed.stdout == (
+        f'[{{"name":"ci","hash":"{hash_key(key)[:15]}…","rpm":60,"tpm":null}},'
+        f'{{"name":"batch","hash":"{load("tfgw.toml").keys[1].hash[:15]}…","rpm":null,"tpm":1000}}]\n'
+    )
+
+    duplicate = tfgw("keys", "add", "ci")
+    assert (duplicate.returncode, duplicate.stderr) == (
+        2,
+        "tfgw: tfgw.toml: keys: a key named 'ci' already exists\n",
+    )
+
+    assert tfgw("keys", "revoke", "ci").returncode == 0
+    assert [k.name for k in load("tfgw.toml").keys] == ["batch"]
+    assert Path("tfgw.toml").read_text().startswith(original)
+    missing = tfgw("keys", "revoke", "ci")
+    assert (missing.returncode, missing.stderr) == (2, "tfgw: tfgw.toml: keys: no key named 'ci'\n")
