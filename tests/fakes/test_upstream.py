@@ -70,7 +70,9 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def test_chat_json_echoes_the_last_user_message_and_is_recorded(up: FakeUpstream, client: httpx.Client) -> None:
+def test_chat_json_echoes_the_last_user_message_and_is_recorded(
+    up: FakeUpstream, client: httpx.Client
+) -> None:
     body = {"model": "gpt-x", "messages": MESSAGES}
     response = client.post("/v1/chat/completions?trace=1", json=body, headers={"Authorization": "Bearer k"})
 
@@ -96,7 +98,11 @@ def test_chat_json_echoes_the_last_user_message_and_is_recorded(up: FakeUpstream
 
 
 def test_chat_n_gives_n_choices_and_counts_their_tokens(client: httpx.Client) -> None:
-    body = {"model": "gpt-x", "n": 2, "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]}
+    body = {
+        "model": "gpt-x",
+        "n": 2,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}],
+    }
     answer = client.post("/v1/chat/completions", json=body).json()
 
     assert [c["index"] for c in answer["choices"]] == [0, 1]
@@ -105,7 +111,9 @@ def test_chat_n_gives_n_choices_and_counts_their_tokens(client: httpx.Client) ->
 
 
 def test_chat_stream_without_usage(client: httpx.Client) -> None:
-    response = client.post("/v1/chat/completions", json={"model": "gpt-x", "messages": MESSAGES, "stream": True})
+    response = client.post(
+        "/v1/chat/completions", json={"model": "gpt-x", "messages": MESSAGES, "stream": True}
+    )
 
     assert response.headers["content-type"] == "text/event-stream"
     assert sse(response) == [
@@ -220,7 +228,12 @@ def test_anthropic_json(client: httpx.Client) -> None:
 
 
 def test_anthropic_stream(client: httpx.Client) -> None:
-    body = {"model": "claude-x", "max_tokens": 10, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    body = {
+        "model": "claude-x",
+        "max_tokens": 10,
+        "stream": True,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
     response = client.post("/v1/messages", json=body, headers=ANTHROPIC_HEADERS)
 
     start_usage = {
@@ -272,7 +285,9 @@ def test_anthropic_tools_answer_a_tool_use_block(client: httpx.Client) -> None:
     answer = client.post("/v1/messages", json=body, headers=ANTHROPIC_HEADERS).json()
     streamed = sse(client.post("/v1/messages", json={**body, "stream": True}, headers=ANTHROPIC_HEADERS))
 
-    assert answer["content"] == [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"x": 1}}]
+    assert answer["content"] == [
+        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"x": 1}}
+    ]
     assert answer["stop_reason"] == "tool_use"
     assert [data for name, data in streamed if name in ("content_block_start", "content_block_delta")] == [
         {
@@ -280,19 +295,32 @@ def test_anthropic_tools_answer_a_tool_use_block(client: httpx.Client) -> None:
             "index": 0,
             "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}},
         },
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": '{"x": '}},
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "1}"}},
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": '{"x": '},
+        },
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": "1}"},
+        },
     ]
     assert streamed[-2][1]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
 
 
 def test_anthropic_refuses_what_the_real_api_refuses(client: httpx.Client) -> None:
     no_version = client.post("/v1/messages", json={"model": "c", "max_tokens": 1, "messages": MESSAGES[1:]})
-    no_max = client.post("/v1/messages", json={"model": "c", "messages": MESSAGES[1:]}, headers=ANTHROPIC_HEADERS)
+    no_max = client.post(
+        "/v1/messages", json={"model": "c", "messages": MESSAGES[1:]}, headers=ANTHROPIC_HEADERS
+    )
 
     assert (no_version.status_code, no_version.json()) == (
         400,
-        {"type": "error", "error": {"type": "invalid_request_error", "message": "anthropic-version: header is required"}},
+        {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": "anthropic-version: header is required"},
+        },
     )
     assert no_max.json()["error"]["message"] == "max_tokens: Field required"
 

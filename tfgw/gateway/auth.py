@@ -29,9 +29,9 @@ class Limiter:
         self.stamp = now
 
     def wait_time(self, now: float) -> float:
-        """Seconds until the bucket holds something again; 0 when it does now."""
+        """Seconds until the bucket holds one whole unit again; 0 when it does now."""
         self._refill(now)
-        return 0.0 if self.level > 0 else (1.0 - self.level) * 60.0 / self.per_minute
+        return 0.0 if self.level >= 1 else (1.0 - self.level) * 60.0 / self.per_minute
 
     def take(self, amount: float) -> None:
         self.level -= amount

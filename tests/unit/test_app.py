@@ -1,0 +1,129 @@
+"""The Quart app through its test client, with the built-in mock provider: auth, limits, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import pytest
+from quart.typing import TestClientProtocol as Client
+
+from tfgw.config import KeySettings, demo_settings
+from tfgw.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ModelNotFoundError,
+    PayloadTooLargeError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+    TfgwError,
+)
+from tfgw.gateway import create_app
+from tfgw.keys import hash_key
+
+KEY = "tfgw-unit-test-key-0123456789"
+CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def run(settings: Any, test: Callable[[Client], Awaitable[None]]) -> None:
+    async def main() -> None:
+        app = create_app(settings)
+        async with app.test_app() as test_app:
+            await test(test_app.test_client())
+
+    asyncio.run(main())
+
+
+def with_key(rpm: int | None = None, tpm: int | None = None) -> Any:
+    return replace(demo_settings(), keys=(KeySettings("unit", hash_key(KEY), rpm=rpm, tpm=tpm),))
+
+
+def test_requests_over_rpm_get_429_with_retry_after() -> None:
+    async def test(client: Client) -> None:
+        auth = {"authorization": f"Bearer {KEY}"}
+        for _ in range(2):
+            assert (await client.post("/v1/chat/completions", json=CHAT, headers=auth)).status_code == 200
+        limited = await client.post("/v1/chat/completions", json=CHAT, headers=auth)
+        assert limited.status_code == 429
+        assert limited.headers["retry-after"] == "30"
+        assert await limited.get_json() == {
+            "error": {
+                "message": "Rate limit reached for key 'unit': 2 requests per minute.",
+                "type": "rate_limit_error",
+                "param": None,
+                "code": "rate_limit_exceeded",
+            }
+        }
+
+    run(with_key(rpm=2), test)
+
+
+def test_tokens_over_tpm_get_429() -> None:
+    async def test(client: Client) -> None:
+        auth = {"authorization": f"Bearer {KEY}"}
+        # the demo answer to CHAT costs 4 + 10 = 14 tokens; a 10-token budget is spent after one call
+        assert (await client.post("/v1/chat/completions", json=CHAT, headers=auth)).status_code == 200
+        limited = await client.post("/v1/chat/completions", json=CHAT, headers=auth)
+        assert limited.status_code == 429
+        assert (await limited.get_json())["error"]["message"] == (
+            "Rate limit reached for key 'unit': 10 tokens per minute."
+        )
+
+    run(with_key(tpm=10), test)
+
+
+def test_health_and_readiness() -> None:
+    async def test(client: Client) -> None:
+        health = await client.get("/healthz")
+        assert (health.status_code, await health.get_json()) == (200, {"status": "ok"})
+        ready = await client.get("/readyz")
+        assert (ready.status_code, await ready.get_json()) == (
+            200,
+            {"status": "ready", "version": "0.1.0", "models": 2},
+        )
+
+    run(demo_settings(), test)
+
+
+def test_a_stream_through_the_mock_provider_is_well_formed_sse() -> None:
+    async def test(client: Client) -> None:
+        response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        frames = (await response.get_data()).split(b"\n\n")
+        assert frames[-2:] == [b"data: [DONE]", b""]
+        chunks = [orjson.loads(f.removeprefix(b"data: ")) for f in frames[:-2]]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        assert text == "Hello from tfgw's demo provider. You said: hi"
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+    run(demo_settings(), test)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "body"),
+    [
+        (BadRequestError("bad", param="messages"), 400, {"message": "bad", "type": "invalid_request_error",
+                                                         "param": "messages", "code": None}),
+        (AuthenticationError("who"), 401, {"message": "who", "type": "invalid_request_error", "param": None,
+                                           "code": "invalid_api_key"}),
+        (ModelNotFoundError("nope"), 404, {"message": "nope", "type": "invalid_request_error", "param": None,
+                                           "code": "model_not_found"}),
+        (PayloadTooLargeError("big"), 413, {"message": "big", "type": "invalid_request_error", "param": None,
+                                            "code": "request_too_large"}),
+        (RateLimitError("slow"), 429, {"message": "slow", "type": "rate_limit_error", "param": None,
+                                       "code": "rate_limit_exceeded"}),
+        (ProviderError("down"), 502, {"message": "down", "type": "api_error", "param": None,
+                                      "code": "provider_error"}),
+        (ProviderTimeoutError("late"), 504, {"message": "late", "type": "api_error", "param": None,
+                                             "code": "provider_timeout"}),
+        (TfgwError("oops"), 500, {"message": "oops", "type": "server_error", "param": None, "code": None}),
+    ],
+)  # fmt: skip
+def test_every_error_has_openai_shape_and_status(error: TfgwError, status: int, body: dict[str, Any]) -> None:
+    assert error.status == status
+    assert orjson.loads(error.body()) == {"error": body}

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from types import MappingProxyType
+
+import pytest
+
+from tfgw.config import ModelSettings, ProviderSettings, Settings, Target, Timeouts
+from tfgw.errors import ModelNotFoundError, ProviderError, UpstreamStatusError
+from tfgw.gateway import routing
+from tfgw.gateway.routing import Router
+from tfgw.providers.base import Call
+from tfgw.providers.mock import MockProvider
+
+
+def router() -> Router:
+    providers = {name: MockProvider(ProviderSettings(name, "mock", "mock://")) for name in ("a", "b", "c")}
+    models = {
+        "split": ModelSettings("split", (Target("a", "m-a", 3.0), Target("b", "m-b", 1.0))),
+        "main": ModelSettings("main", (Target("a", "m-a"),), fallbacks=("backup", "c/direct"), retries=2,
+                              timeout=Timeouts(total=9.0)),
+        "backup": ModelSettings("backup", (Target("b", "m-b"),)),
+    }  # fmt: skip
+    settings = Settings(providers=MappingProxyType({}), models=MappingProxyType(models))
+    return Router(settings, providers)
+
+
+def test_resolution_order_alias_then_fallbacks_then_direct() -> None:
+    attempts = router().resolve("main")
+    assert [(a.provider.name, a.model, a.retries, a.alias) for a in attempts] == [
+        ("a", "m-a", 2, "main"),
+        ("b", "m-b", 0, "backup"),
+        ("c", "direct", 0, None),
+    ]
+    assert attempts[0].timeout == Timeouts(total=9.0)
+
+
+@pytest.mark.parametrize("name", ["nope", "zz/model", "a/", "", None, 3])
+def test_unknown_names_are_404(name: object) -> None:
+    with pytest.raises(ModelNotFoundError):
+        router().resolve(name)
+
+
+def test_weights_pick_targets_in_proportion() -> None:
+    r = router()
+    picks = Counter(r.resolve("split")[0].provider.name for _ in range(4000))
+    assert 0.70 < picks["a"] / 4000 < 0.80
+
+
+def test_retries_then_fallbacks_and_4xx_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(routing, "RETRY_BASE_DELAY", 0.0)
+    r = router()
+    tried: list[str] = []
+
+    def failing(outcomes: dict[str, Exception]):
+        async def operation(provider, call: Call) -> str:
+            tried.append(provider.name)
+            if provider.name in outcomes:
+                raise outcomes[provider.name]
+            return provider.name
+
+        return operation
+
+    down = UpstreamStatusError("a", 503, b"")
+    assert asyncio.run(r.call(r.resolve("main"), {}, failing({"a": down}))) == "b"
+    assert tried == ["a", "a", "a", "b"]
+
+    tried.clear()
+    with pytest.raises(UpstreamStatusError) as info:
+        asyncio.run(r.call(r.resolve("main"), {}, failing({"a": UpstreamStatusError("a", 400, b"")})))
+    assert (tried, info.value.status) == (["a"], 400)
+
+    tried.clear()
+    everything = {n: ProviderError(f"{n} down") for n in "abc"}
+    with pytest.raises(ProviderError, match="c down"):
+        asyncio.run(r.call(r.resolve("main"), {}, failing(everything)))
+    assert tried == ["a", "a", "a", "b", "c"]
