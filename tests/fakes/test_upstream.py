@@ -242,7 +242,7 @@ def test_anthropic_stream(client: httpx.Client) -> None:
         "cache_read_input_tokens": 0,
         "cache_creation_input_tokens": 0,
     }
-    message = {
+    message: dict[str, Any] = {
         "id": "msg_fake1",
         "type": "message",
         "role": "assistant",

@@ -62,7 +62,8 @@ _ANTHROPIC_ERROR_TYPES = {
 
 @dataclass(frozen=True)
 class Recorded:
-    """One request as the fake received it. `body` is the parsed JSON object, or None."""
+    """One request as the fake received it: header names in lower case; `body` is the parsed JSON
+    object, or None."""
 
     method: str
     path: str
@@ -116,7 +117,7 @@ class FakeUpstream:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
-        self._startup_error: BaseException | None = None
+        self._error: BaseException | None = None
         self._port = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -138,10 +139,10 @@ class FakeUpstream:
         self._thread.start()
         if not ready.wait(timeout=10):
             raise RuntimeError("FakeUpstream did not start within 10 s")
-        if self._startup_error is not None:
+        if self._error is not None:
             self._thread.join()
             self._thread = None
-            raise RuntimeError("FakeUpstream failed to start") from self._startup_error
+            raise RuntimeError("FakeUpstream failed to start") from self._error
 
     def stop(self) -> None:
         """Stop serving; a handler still running (a slow stream) is cancelled after 0.1 s."""
@@ -155,6 +156,8 @@ class FakeUpstream:
         self._thread = None
         self._loop = None
         self._stopping = None
+        if self._error is not None:
+            raise RuntimeError("FakeUpstream failed while stopping") from self._error
 
     @property
     def url(self) -> str:
@@ -165,8 +168,8 @@ class FakeUpstream:
     def _run(self, ready: threading.Event) -> None:
         try:
             asyncio.run(self._serve(ready))
-        except BaseException as exc:  # reported to start(), which re-raises in the test thread
-            self._startup_error = exc
+        except BaseException as exc:  # start() or stop() re-raises it in the test thread
+            self._error = exc
             ready.set()
 
     async def _serve(self, ready: threading.Event) -> None:
@@ -418,6 +421,7 @@ class _Chat:
         }
 
     def events(self, include_usage: bool) -> list[bytes]:
+        deltas: list[dict[str, Any]]
         if self.answer.text is None:
             call = {"index": 0, **self._call()}
             call["function"] = {**call["function"], "arguments": ""}
@@ -431,14 +435,11 @@ class _Chat:
             first = {"role": "assistant", "content": ""}
             deltas = [{"content": piece} for piece in _pieces(self.answer.text)]
             finish = "stop"
+        n = range(self.n)
         choices = [
-            *({"index": i, "delta": first, "logprobs": None, "finish_reason": None} for i in range(self.n)),
-            *(
-                {"index": i, "delta": delta, "logprobs": None, "finish_reason": None}
-                for delta in deltas
-                for i in range(self.n)
-            ),
-            *({"index": i, "delta": {}, "logprobs": None, "finish_reason": finish} for i in range(self.n)),
+            *(_choice(i, first, None) for i in n),
+            *(_choice(i, delta, None) for delta in deltas for i in n),
+            *(_choice(i, {}, finish) for i in n),
         ]
         chunks = [self._chunk([choice], include_usage) for choice in choices]
         if include_usage:
@@ -461,6 +462,10 @@ class _Chat:
             "type": "function",
             "function": {"name": self.answer.tool_name, "arguments": TOOL_ARGUMENTS},
         }
+
+
+def _choice(index: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
 
 
 @dataclass(frozen=True)
