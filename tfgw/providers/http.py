@@ -8,6 +8,7 @@ stock `httpx.AsyncClient`, whose pool slows down as concurrency rises.
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
@@ -19,18 +20,59 @@ from tfgw.errors import ProviderError, ProviderTimeoutError, UpstreamStatusError
 from tfgw.providers.base import Stream
 from tfgw.secrets import scrub
 
-__all__ = ["HttpClient", "SseStream", "create_session"]
+__all__ = ["HttpClient", "Proxies", "SseStream", "create_session", "proxy_for"]
 
 
 def create_session() -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
     return aiohttp.ClientSession(
         connector=connector,
-        trust_env=True,  # HTTPS_PROXY / NO_PROXY, as every other HTTP tool honours them
+        # Not trust_env: it re-reads ~/.netrc and scans os.environ in executor threads on every
+        # request, half of the gateway's CPU (bench/README.md). Proxies are resolved once instead.
+        trust_env=False,
         auto_decompress=True,
         skip_auto_headers=("User-Agent",),
         headers={"user-agent": "tfgw"},
     )
+
+
+class Proxies:
+    """HTTP(S)_PROXY / NO_PROXY as every other HTTP tool honours them, read from the environment
+    once at start-up and decided once per host."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        if env is None:
+            self.proxies = urllib.request.getproxies_environment()
+        else:
+            self.proxies = {k[:-6].lower(): v for k, v in env.items() if k.lower().endswith("_proxy") and v}
+        self._by_origin: dict[tuple[str, str], str | None] = {}
+
+    def for_url(self, url: str) -> str | None:
+        if not self.proxies:
+            return None
+        scheme, _, rest = url.partition("://")
+        host = rest.split("/", 1)[0]
+        key = (scheme, host)
+        try:
+            return self._by_origin[key]
+        except KeyError:
+            pass
+        proxy = self.proxies.get(scheme)
+        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # stdlib, untyped
+        if proxy and bypass(host.rsplit(":", 1)[0], self.proxies):
+            proxy = None
+        self._by_origin[key] = proxy
+        return proxy
+
+
+_proxies: Proxies | None = None
+
+
+def proxy_for(url: str) -> str | None:
+    global _proxies
+    if _proxies is None:
+        _proxies = Proxies()
+    return _proxies.for_url(url)
 
 
 class HttpClient:
@@ -53,7 +95,7 @@ class HttpClient:
         """POST and read the whole answer. A 4xx/5xx status raises `UpstreamStatusError`."""
         try:
             async with self.session.post(
-                url, data=body, headers=headers, timeout=self._timeout(timeout)
+                url, data=body, headers=headers, timeout=self._timeout(timeout), proxy=proxy_for(url)
             ) as resp:
                 data = await resp.read()
                 if resp.status >= 400:
@@ -69,7 +111,9 @@ class HttpClient:
     ) -> aiohttp.ClientResponse:
         """POST and return the response once its status is known to be a success (for streams)."""
         try:
-            resp = await self.session.post(url, data=body, headers=headers, timeout=self._timeout(timeout))
+            resp = await self.session.post(
+                url, data=body, headers=headers, timeout=self._timeout(timeout), proxy=proxy_for(url)
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -1,0 +1,232 @@
+"""A fake OpenAI provider that costs as little CPU as possible, for benchmarking the gateway.
+
+A raw asyncio `Protocol` HTTP/1.1 server on uvloop: no framework, keep-alive, pipelining, bodies
+framed by Content-Length. Every answer is built once at start-up and written with one
+`transport.write`:
+
+* `POST /v1/chat/completions` -> a canned `chat.completion` (~600 bytes, with usage);
+  if the body asks for `"stream": true`, a canned SSE stream of 20 chunks and `data: [DONE]`,
+  sent with chunked transfer encoding (plus a usage chunk when `"include_usage": true`);
+* `GET /healthz` -> 200 `ok`; anything else -> 404.
+
+Usage: `python bench/fake_upstream.py --port 9000` (prints `ready` on stdout once listening).
+Loopback only: it binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import sys
+from typing import cast
+
+import orjson
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+    uvloop = None  # type: ignore[assignment]
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_BODY_BYTES = 16 * 1024 * 1024
+CREATED = 1_732_000_000
+MODEL = "gpt-4o-mini-2024-07-18"
+REPLY_TEXT = "Hello! I hope you are having a wonderful day today."
+STREAM_CHUNKS = 20
+
+STREAM_RE = re.compile(rb'"stream"\s*:\s*true')
+INCLUDE_USAGE_RE = re.compile(rb'"include_usage"\s*:\s*true')
+CONTENT_LENGTH_RE = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+CONNECTION_CLOSE_RE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
+
+
+def completion_json() -> bytes:
+    """A realistic non-streaming answer, shaped like OpenAI's own."""
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-AbCdEfGhIjKlMnOpQrStUvWxYz012",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": REPLY_TEXT, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 14,
+                "completion_tokens": 12,
+                "total_tokens": 26,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                "completion_tokens_details": {
+                    "reasoning_tokens": 0,
+                    "audio_tokens": 0,
+                    "accepted_prediction_tokens": 0,
+                    "rejected_prediction_tokens": 0,
+                },
+            },
+            "service_tier": "default",
+            "system_fingerprint": "fp_0ba0d124f1",
+        }
+    )
+
+
+def chunk_json(delta: dict[str, object], finish_reason: str | None, usage: object = None) -> bytes:
+    choices = (
+        [] if usage else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+    )
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-AbCdEfGhIjKlMnOpQrStUvWxYz012",
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": MODEL,
+            "system_fingerprint": "fp_0ba0d124f1",
+            "choices": choices,
+            "usage": usage,
+        }
+    )
+
+
+def stream_events(include_usage: bool) -> list[bytes]:
+    """SSE events: a role chunk, content chunks, a finish chunk (20 in all), [optional usage], [DONE]."""
+    words = REPLY_TEXT.split(" ")
+    contents = [words[i % len(words)] + " " for i in range(STREAM_CHUNKS - 2)]
+    chunks = [chunk_json({"role": "assistant", "content": "", "refusal": None}, None)]
+    chunks += [chunk_json({"content": text}, None) for text in contents]
+    chunks.append(chunk_json({}, "stop"))
+    if include_usage:
+        usage = {"prompt_tokens": 14, "completion_tokens": STREAM_CHUNKS - 2, "total_tokens": 32}
+        chunks.append(chunk_json({}, None, usage))
+    return [b"data: " + chunk + b"\n\n" for chunk in chunks] + [b"data: [DONE]\n\n"]
+
+
+def chunked(events: list[bytes]) -> bytes:
+    """Chunked transfer encoding, one HTTP chunk per SSE event, then the last chunk."""
+    return b"".join(b"%x\r\n%s\r\n" % (len(event), event) for event in events) + b"0\r\n\r\n"
+
+
+def response(status: bytes, content_type: bytes, body: bytes) -> bytes:
+    head = b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n" % (
+        status,
+        content_type,
+        len(body),
+    )
+    return head + body
+
+
+def stream_response(include_usage: bool) -> bytes:
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+        b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    return head + chunked(stream_events(include_usage))
+
+
+COMPLETION = response(b"200 OK", b"application/json", completion_json())
+STREAM = stream_response(include_usage=False)
+STREAM_WITH_USAGE = stream_response(include_usage=True)
+HEALTHY = response(b"200 OK", b"text/plain", b"ok")
+NOT_FOUND = response(b"404 Not Found", b"application/json", b'{"error":{"message":"not found"}}')
+TOO_LARGE = response(b"413 Payload Too Large", b"application/json", b'{"error":{"message":"too large"}}')
+BAD_REQUEST = response(b"400 Bad Request", b"application/json", b'{"error":{"message":"bad request"}}')
+
+
+def answer(request_line: bytes, body: bytes) -> bytes:
+    """The canned response for one request."""
+    if request_line.startswith(b"POST /v1/chat/completions "):
+        if STREAM_RE.search(body):
+            return STREAM_WITH_USAGE if INCLUDE_USAGE_RE.search(body) else STREAM
+        return COMPLETION
+    if request_line.startswith(b"GET /healthz "):
+        return HEALTHY
+    return NOT_FOUND
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    """One connection: buffer bytes, answer every complete request in order."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while self.transport is not None and self.handle_one():
+            pass
+
+    def handle_one(self) -> bool:
+        """Answer the request at the head of the buffer; False when it is not complete yet."""
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            if len(self.buffer) > MAX_HEAD_BYTES:
+                self.fail(BAD_REQUEST)
+            return False
+        head = bytes(self.buffer[:head_end])
+        match = CONTENT_LENGTH_RE.search(head)
+        length = int(match.group(1)) if match else 0
+        if length > MAX_BODY_BYTES:
+            self.fail(TOO_LARGE)
+            return False
+        body_start = head_end + 4
+        if len(self.buffer) < body_start + length:
+            return False
+        body = bytes(self.buffer[body_start : body_start + length])
+        del self.buffer[: body_start + length]
+        request_line = head.split(b"\r\n", 1)[0]
+        assert self.transport is not None
+        self.transport.write(answer(request_line, body))
+        if CONNECTION_CLOSE_RE.search(head) or request_line.endswith(b"HTTP/1.0"):
+            self.fail(None)
+            return False
+        return True
+
+    def fail(self, reply: bytes | None) -> None:
+        """Send `reply` (if any) and close the connection."""
+        if self.transport is not None:
+            if reply is not None:
+                self.transport.write(reply)
+            self.transport.close()
+            self.transport = None
+        self.buffer.clear()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+async def serve(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = await loop.create_server(UpstreamProtocol, host, port, backlog=1024, reuse_address=True)
+    print("ready", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), timeout=2.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    args = parser.parse_args(argv)
+    if uvloop is not None:
+        uvloop.run(serve(args.host, args.port))
+    else:
+        asyncio.run(serve(args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
