@@ -107,6 +107,13 @@ class TracingSettings:
     dir: str = "~/.local/share/tfgw/traces"
     project: str = "default"
     exclude_request_data: bool = False
+    enabled: bool = True
+    segment_max_mb: int = 64  # a segment is closed at this size, and at midnight UTC
+    retention_days: int = 7  # segments older than this are deleted; 0 keeps them forever
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir).expanduser()
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,11 +450,16 @@ class _Validator:
 
     def tracing(self, value: Any) -> TracingSettings:
         path = ("tracing",)
-        t = self.table(value, path, ("dir", "project", "exclude_request_data"))
+        allowed = ("dir", "project", "exclude_request_data", "enabled", "segment_max_mb", "retention_days")
+        t = self.table(value, path, allowed)
+        default = TracingSettings()
         return TracingSettings(
-            dir=self.value(t, path, "dir", str, TracingSettings().dir),
-            project=self.value(t, path, "project", str, TracingSettings().project),
+            dir=self.value(t, path, "dir", str, default.dir),
+            project=self.value(t, path, "project", str, default.project),
             exclude_request_data=self.value(t, path, "exclude_request_data", bool, False),
+            enabled=self.value(t, path, "enabled", bool, True),
+            segment_max_mb=self.positive(t, path, "segment_max_mb", int, default.segment_max_mb),
+            retention_days=self.positive(t, path, "retention_days", int, default.retention_days, zero=True),
         )
 
     def bus(self, value: Any) -> BusSettings:

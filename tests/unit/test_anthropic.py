@@ -612,35 +612,41 @@ def test_provider_stream_frames() -> None:
     client = FakeClient(FakeResponse(raw))
     provider = AnthropicProvider(SETTINGS, client)  # type: ignore[arg-type]
 
-    async def read() -> list[bytes]:
-        stream = await provider.open_stream(make_call(stream=True, stream_options={"include_usage": True}))
+    async def read(include_usage: bool) -> list[tuple[bytes | None, dict | None]]:
+        options = {"include_usage": include_usage}
+        stream = await provider.open_stream(make_call(stream=True, stream_options=options))
         stream.translator.created = NOW
-        return [frame async for frame in stream]
+        return [item async for item in stream]
 
-    frames = asyncio.run(read())
+    usage_chunk = {
+        "id": "msg_04",
+        "object": "chat.completion.chunk",
+        "created": NOW,
+        "model": "claude-sonnet-4-5",
+        "choices": [],
+        "usage": EXPECTED_USAGE,
+    }
+    items = asyncio.run(read(include_usage=True))
     assert client.sent[0][1]["stream"] is True
-    assert frames[-1] == b"data: [DONE]\n\n"
-    assert all(f.startswith(b"data: ") and f.endswith(b"\n\n") for f in frames)
-    assert [orjson.loads(f[6:]) for f in frames[:-1]] == [
-        *EXPECTED_CHUNKS,
-        {
-            "id": "msg_04",
-            "object": "chat.completion.chunk",
-            "created": NOW,
-            "model": "claude-sonnet-4-5",
-            "choices": [],
-            "usage": EXPECTED_USAGE,
-        },
-    ]
+    assert items[-1] == (b"data: [DONE]\n\n", None)
+    assert all(f is not None and f.startswith(b"data: ") and f.endswith(b"\n\n") for f, _ in items)
+    assert [orjson.loads(f[6:]) for f, _ in items[:-1] if f] == [c for _, c in items[:-1]]
+    assert [c for _, c in items[:-1]] == [*EXPECTED_CHUNKS, usage_chunk]
+
+    # the gateway still sees the usage when the client did not ask for it; the client does not
+    client.answer = FakeResponse(raw)
+    items = asyncio.run(read(include_usage=False))
+    assert [c for _, c in items[:-1]] == [*EXPECTED_CHUNKS, usage_chunk]
+    assert items[-2] == (None, usage_chunk)
 
 
 def test_provider_stream_cut_before_message_stop() -> None:
     raw = b"".join(b"data: " + orjson.dumps(data) + b"\n\n" for _, data in STREAM_EVENTS[:5])
     provider = AnthropicProvider(SETTINGS, FakeClient(FakeResponse(raw)))  # type: ignore[arg-type]
 
-    async def read() -> list[bytes]:
+    async def read() -> list[tuple[bytes | None, dict | None]]:
         stream = await provider.open_stream(make_call(stream=True))
-        return [frame async for frame in stream]
+        return [item async for item in stream]
 
     with pytest.raises(ProviderError, match="ended the stream before message_stop"):
         asyncio.run(read())

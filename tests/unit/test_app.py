@@ -83,7 +83,19 @@ def test_health_and_readiness() -> None:
         ready = await client.get("/readyz")
         assert (ready.status_code, await ready.get_json()) == (
             200,
-            {"status": "ready", "version": "0.1.0", "models": 2},
+            {
+                "status": "ready",
+                "version": "0.1.0",
+                "models": 2,
+                "tracing": {
+                    "written": 0,
+                    "dropped": 0,
+                    "write_errors": 0,
+                    "encode_errors": 0,
+                    "last_error": None,
+                    "segment": None,
+                },
+            },
         )
 
     run(demo_settings(), test)

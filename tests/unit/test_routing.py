@@ -9,8 +9,7 @@ import pytest
 from tfgw.config import ModelSettings, ProviderSettings, Settings, Target, Timeouts
 from tfgw.errors import ModelNotFoundError, ProviderError, UpstreamStatusError
 from tfgw.gateway import routing
-from tfgw.gateway.routing import Router
-from tfgw.providers.base import Call
+from tfgw.gateway.routing import Router, Try
 from tfgw.providers.mock import MockProvider
 
 
@@ -52,27 +51,32 @@ def test_retries_then_fallbacks_and_4xx_stops(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(routing, "RETRY_BASE_DELAY", 0.0)
     r = router()
     tried: list[str] = []
+    seen: list[tuple[str, int, str | None]] = []
 
     def failing(outcomes: dict[str, Exception]):
-        async def operation(provider, call: Call) -> str:
-            tried.append(provider.name)
-            if provider.name in outcomes:
-                raise outcomes[provider.name]
-            return provider.name
+        async def operation(run: Try) -> str:
+            name = run.attempt.provider.name
+            tried.append(name)
+            seen.append((name, run.number, run.previous and str(run.previous)))
+            if name in outcomes:
+                raise outcomes[name]
+            return name
 
         return operation
 
     down = UpstreamStatusError("a", 503, b"")
-    assert asyncio.run(r.call(r.resolve("main"), {}, failing({"a": down}))) == "b"
+    assert asyncio.run(r.call(r.resolve("main"), failing({"a": down}))) == "b"
     assert tried == ["a", "a", "a", "b"]
+    why = "provider 'a' returned HTTP 503"
+    assert seen == [("a", 1, None), ("a", 2, why), ("a", 3, why), ("b", 4, why)]
 
     tried.clear()
     with pytest.raises(UpstreamStatusError) as info:
-        asyncio.run(r.call(r.resolve("main"), {}, failing({"a": UpstreamStatusError("a", 400, b"")})))
+        asyncio.run(r.call(r.resolve("main"), failing({"a": UpstreamStatusError("a", 400, b"")})))
     assert (tried, info.value.status) == (["a"], 400)
 
     tried.clear()
     everything = {n: ProviderError(f"{n} down") for n in "abc"}
     with pytest.raises(ProviderError, match="c down"):
-        asyncio.run(r.call(r.resolve("main"), {}, failing(everything)))
+        asyncio.run(r.call(r.resolve("main"), failing(everything)))
     assert tried == ["a", "a", "a", "b", "c"]

@@ -18,7 +18,7 @@ from tfgw.config import ModelSettings, Settings, Timeouts
 from tfgw.errors import ModelNotFoundError, ProviderError
 from tfgw.providers.base import Call, Provider
 
-__all__ = ["Attempt", "Router"]
+__all__ = ["Attempt", "Router", "Try"]
 
 T = TypeVar("T")
 
@@ -34,6 +34,19 @@ class Attempt:
     retries: int = 0
     #: the alias this attempt came from (None for a direct provider/model name)
     alias: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Try:
+    """One run of an attempt: its number over all fallbacks and retries (from 1), and the error that
+    ended the previous one."""
+
+    attempt: Attempt
+    number: int
+    previous: ProviderError | None = None
+
+    def call(self, body: dict[str, Any]) -> Call:
+        return Call(self.attempt.model, body, self.attempt.timeout)
 
 
 class Router:
@@ -73,20 +86,17 @@ class Router:
             param="model",
         )
 
-    async def call(
-        self,
-        attempts: list[Attempt],
-        body: dict[str, Any],
-        operation: Callable[[Provider, Call], Awaitable[T]],
-    ) -> T:
+    async def call(self, attempts: list[Attempt], operation: Callable[[Try], Awaitable[T]]) -> T:
         """Run `operation` on each attempt in turn until one succeeds or fails for good."""
         last: ProviderError | None = None
+        number = 0
         for attempt in attempts:
             for retry in range(attempt.retries + 1):
                 if retry:
                     await asyncio.sleep(RETRY_BASE_DELAY * 2 ** (retry - 1) * random.uniform(0.5, 1.5))
+                number += 1
                 try:
-                    return await operation(attempt.provider, Call(attempt.model, body, attempt.timeout))
+                    return await operation(Try(attempt, number, last))
                 except ProviderError as exc:
                     if not exc.retryable:
                         raise

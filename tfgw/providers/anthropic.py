@@ -25,7 +25,7 @@ import orjson
 
 from tfgw.config import ProviderSettings
 from tfgw.errors import BadRequestError, ProviderError, UpstreamStatusError
-from tfgw.providers.base import Call, Provider, Reply
+from tfgw.providers.base import Call, Provider, Reply, StreamItem, wants_usage
 from tfgw.providers.http import HttpClient, SseStream
 
 __all__ = [
@@ -388,19 +388,19 @@ class AnthropicStream(SseStream):
         self.translator = StreamTranslator(model)
         self.include_usage = include_usage
 
-    async def frames(self) -> AsyncIterator[bytes]:
+    async def items(self) -> AsyncIterator[StreamItem]:
         async for event, data in self.events():
             try:
                 payload = orjson.loads(data)
             except orjson.JSONDecodeError as exc:
                 raise ProviderError(f"provider {self.client.provider!r} sent an invalid SSE event") from exc
             for chunk in self.translator.feed(event, payload):
-                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n", chunk
         if not self.translator.finished:
             raise ProviderError(f"provider {self.client.provider!r} ended the stream before message_stop")
-        if self.include_usage:
-            yield b"data: " + orjson.dumps(self.translator.usage_chunk()) + b"\n\n"
-        yield b"data: [DONE]\n\n"
+        usage = self.translator.usage_chunk()
+        yield (b"data: " + orjson.dumps(usage) + b"\n\n" if self.include_usage else None), usage
+        yield b"data: [DONE]\n\n", None
 
 
 class AnthropicProvider(Provider):
@@ -435,8 +435,7 @@ class AnthropicProvider(Provider):
             resp = await self.client.open(self.url, orjson.dumps(request), self.headers, call.timeout)
         except UpstreamStatusError as exc:
             raise self._openai_shaped(exc) from exc
-        include_usage = (call.body.get("stream_options") or {}).get("include_usage") is True
-        return AnthropicStream(self.client, resp, call.model, include_usage)
+        return AnthropicStream(self.client, resp, call.model, wants_usage(call.body))
 
     async def embeddings(self, call: Call) -> Reply:
         raise BadRequestError("anthropic provider has no embeddings endpoint")

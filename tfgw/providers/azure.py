@@ -34,4 +34,4 @@ class AzureProvider(OpenAIProvider):
 
     def upstream_body(self, call: Call) -> dict[str, Any]:
         # the deployment is in the URL; Azure ignores `model`, so the client's body goes as it is
-        return call.body
+        return dict(call.body)

@@ -17,7 +17,7 @@ from typing import Any
 
 from tfgw.config import ProviderSettings, Timeouts
 
-__all__ = ["Call", "Provider", "Reply", "Stream"]
+__all__ = ["Call", "Provider", "Reply", "Stream", "StreamItem", "wants_usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,18 +39,31 @@ class Reply:
     data: dict[str, Any]
 
 
-class Stream(ABC):
-    """An open streaming answer: iterate for OpenAI-style SSE frames (`data: {...}\\n\\n`, ending with
-    `data: [DONE]\\n\\n`), and `aclose()` to release the upstream connection early."""
+#: One step of a stream: the SSE frame to send to the client (None: nothing to send, e.g. the usage
+#: chunk the gateway asked for and the client did not) and the OpenAI `chat.completion.chunk` it
+#: carries, parsed, for the gateway's own use (None for `[DONE]`).
+StreamItem = tuple[bytes | None, dict[str, Any] | None]
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self.frames()
+
+class Stream(ABC):
+    """An open streaming answer: iterate for `StreamItem`s, whose frames are OpenAI-style SSE
+    (`data: {...}\\n\\n`, ending with `data: [DONE]\\n\\n`), and `aclose()` to release the upstream
+    connection early."""
+
+    def __aiter__(self) -> AsyncIterator[StreamItem]:
+        return self.items()
 
     @abstractmethod
-    def frames(self) -> AsyncIterator[bytes]: ...
+    def items(self) -> AsyncIterator[StreamItem]: ...
 
     @abstractmethod
     async def aclose(self) -> None: ...
+
+
+def wants_usage(body: dict[str, Any]) -> bool:
+    """Whether the client asked for the usage chunk at the end of a stream."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 class Provider(ABC):

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from tfgw.errors import BadRequestError
-from tfgw.providers.base import Call, Provider, Reply, Stream
+from tfgw.providers.base import Call, Provider, Reply, Stream, StreamItem, wants_usage
 
 __all__ = ["MockProvider", "answer_text"]
 
@@ -51,16 +51,16 @@ def _id(kind: str, body: dict[str, Any]) -> str:
 
 
 class MockStream(Stream):
-    def __init__(self, chunks: list[dict[str, Any]], delay: float) -> None:
+    def __init__(self, chunks: list[tuple[dict[str, Any], bool]], delay: float) -> None:
         self.chunks = chunks
         self.delay = delay
 
-    async def frames(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
+    async def items(self) -> AsyncIterator[StreamItem]:
+        for chunk, send in self.chunks:
             if self.delay:
                 await asyncio.sleep(self.delay)
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-        yield b"data: [DONE]\n\n"
+            yield (b"data: " + orjson.dumps(chunk) + b"\n\n" if send else None), chunk
+        yield b"data: [DONE]\n\n", None
 
     async def aclose(self) -> None:
         self.chunks = []
@@ -110,7 +110,7 @@ class MockProvider(Provider):
             "created": int(time.time()),
             "model": call.model,
         }
-        want_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        want_usage = wants_usage(call.body)
         extra = {"usage": None} if want_usage else {}
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -125,11 +125,9 @@ class MockProvider(Provider):
             words = message["content"].split(" ")
             chunks += [chunk({"content": w if i == 0 else " " + w}) for i, w in enumerate(words)]
         chunks.append(chunk({}, finish))
-        if want_usage:
-            chunks.append(
-                {**base, "choices": [], "usage": _usage(call.body["messages"], message["content"] or "")}
-            )
-        return MockStream(chunks, self.chunk_delay)
+        usage = {**base, "choices": [], "usage": _usage(call.body["messages"], message["content"] or "")}
+        # like OpenAI when the gateway asks for usage: the usage chunk is sent only if the client asked
+        return MockStream([*((c, True) for c in chunks), (usage, want_usage)], self.chunk_delay)
 
     async def embeddings(self, call: Call) -> Reply:
         raw = call.body.get("input")

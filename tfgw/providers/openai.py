@@ -8,20 +8,42 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
+import aiohttp
 import orjson
 
-from tfgw.providers.base import Call, Provider, Reply, Stream
+from tfgw.errors import ProviderError
+from tfgw.providers.base import Call, Provider, Reply, Stream, StreamItem, wants_usage
 from tfgw.providers.http import HttpClient, SseStream
+
+DONE = b"data: [DONE]\n\n"
 
 __all__ = ["OpenAIProvider", "OpenAIStream"]
 
 
 class OpenAIStream(SseStream):
-    """OpenAI's own SSE frames, relayed as they come."""
+    """OpenAI's own SSE frames, relayed as they come. The gateway always asks for the usage chunk
+    (`stream_options.include_usage`) so that streamed calls carry token counts; it reaches the
+    client only if the client asked for it too."""
 
-    async def frames(self) -> AsyncIterator[bytes]:
+    def __init__(self, client: HttpClient, resp: aiohttp.ClientResponse, client_wants_usage: bool) -> None:
+        super().__init__(client, resp)
+        self.client_wants_usage = client_wants_usage
+
+    async def items(self) -> AsyncIterator[StreamItem]:
         async for _, data in self.events():
-            yield b"data: " + data + b"\n\n"
+            if data == b"[DONE]":
+                yield DONE, None
+                continue
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise ProviderError(f"provider {self.client.provider!r} sent an invalid SSE event") from exc
+            if not isinstance(chunk, dict):
+                raise ProviderError(f"provider {self.client.provider!r} sent an invalid SSE event")
+            if not self.client_wants_usage and chunk.get("usage") and not chunk.get("choices"):
+                yield None, chunk
+            else:
+                yield b"data: " + data + b"\n\n", chunk
 
 
 class OpenAIProvider(Provider):
@@ -47,10 +69,13 @@ class OpenAIProvider(Provider):
         return Reply(body, self.client.decode(body))
 
     async def open_stream(self, call: Call) -> Stream:
+        body = self.upstream_body(call)
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         resp = await self.client.open(
-            self.url(call, "chat/completions"), self.encode(call), self.headers, call.timeout
+            self.url(call, "chat/completions"), orjson.dumps(body), self.headers, call.timeout
         )
-        return OpenAIStream(self.client, resp)
+        return OpenAIStream(self.client, resp, wants_usage(call.body))
 
     async def embeddings(self, call: Call) -> Reply:
         _, body = await self.client.post(

@@ -1,0 +1,1 @@
+"""What the gateway writes: span records built as plain data, their attribute keys, and the trace log."""

@@ -1,0 +1,351 @@
+"""A finished request's spans as one OTLP/JSON trace file line: where the span shape is decided.
+
+Runs on the trace log's writer thread, never on the request path. Every LLM span carries both
+conventions (DESIGN.md "Spans of one request"): OpenInference for Arize and Phoenix, OpenTelemetry
+GenAI (v1.41.1 names) for everything else. Missing values are absent, never 0: a provider that
+sent no usage gives a span without token counts.
+
+With `exclude_request_data` the text of the conversation never reaches the file: message
+content, tool call arguments, tool schemas, input.value and output.value are left out, while
+roles, tool names, token counts, model, latency and status stay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from tfgw.tracing import otlp
+from tfgw.tracing import semconv as sc
+from tfgw.tracing.fold import StreamFold
+from tfgw.tracing.spans import LlmCall, RequestTrace, Span
+
+__all__ = ["Encoder", "provider_identity"]
+
+#: OpenInference leaves base64 images longer than this out (OPENINFERENCE_BASE64_IMAGE_MAX_LENGTH)
+MAX_INLINE_IMAGE = 32_000
+REDACTED = "__REDACTED__"
+
+#: host suffix of an OpenAI-compatible base URL -> (llm.provider, gen_ai.provider.name)
+KNOWN_HOSTS = {
+    "openai.com": ("openai", "openai"),
+    "groq.com": ("groq", "groq"),
+    "together.xyz": ("together", "together"),
+    "together.ai": ("together", "together"),
+    "mistral.ai": ("mistralai", "mistral_ai"),
+    "deepseek.com": ("deepseek", "deepseek"),
+    "fireworks.ai": ("fireworks", "fireworks"),
+    "x.ai": ("xai", "x_ai"),
+    "perplexity.ai": ("perplexity", "perplexity"),
+    "cerebras.ai": ("cerebras", "cerebras"),
+    "moonshot.ai": ("moonshot", "moonshot_ai"),
+}
+
+GEN_PARAMS = {
+    "temperature": sc.GEN_REQUEST_PARAMS["temperature"],
+    "max_tokens": sc.GEN_REQUEST_PARAMS["max_tokens"],
+    "max_completion_tokens": sc.GEN_REQUEST_PARAMS["max_tokens"],
+    "top_p": sc.GEN_REQUEST_PARAMS["top_p"],
+    "frequency_penalty": sc.GEN_REQUEST_PARAMS["frequency_penalty"],
+    "presence_penalty": sc.GEN_REQUEST_PARAMS["presence_penalty"],
+    "seed": sc.GEN_REQUEST_PARAMS["seed"],
+}
+NOT_PARAMS = ("messages", "tools", "functions", "input")
+CONTEXT = (sc.SESSION_ID, sc.USER_ID, sc.METADATA)
+
+
+def provider_identity(kind: str, base_url: str, name: str) -> dict[str, Any]:
+    """The provider attributes of every LLM span to one provider: computed once per provider."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if kind == "anthropic":
+        provider, system, gen = "anthropic", "anthropic", "anthropic"
+    elif kind == "azure":
+        provider, system, gen = "azure", "openai", "azure.ai.openai"
+    elif kind == "mock":
+        provider, system, gen = "tfgw", "tfgw", "tfgw"
+    else:
+        system = "openai"
+        provider, gen = next(
+            (ids for suffix, ids in KNOWN_HOSTS.items() if host == suffix or host.endswith("." + suffix)),
+            ("ollama", "ollama") if parts.port == 11434 else (name, "openai"),
+        )
+    attrs: dict[str, Any] = {sc.LLM_PROVIDER: provider, sc.LLM_SYSTEM: system, sc.GEN_PROVIDER: gen}
+    if host:
+        attrs[sc.SERVER_ADDRESS] = host
+        attrs[sc.SERVER_PORT] = parts.port or (443 if parts.scheme == "https" else 80)
+    return attrs
+
+
+class Encoder:
+    def __init__(self, project: str, exclude_request_data: bool = False) -> None:
+        self.resource = otlp.resource(project)
+        self.content = not exclude_request_data
+        self._identities: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def spans(self, trace: RequestTrace) -> list[dict[str, Any]]:
+        for span in trace.spans:  # the request is over: a stream's chunks are final now
+            if span.llm is not None and isinstance(span.llm.response, StreamFold):
+                span.llm.response = span.llm.response.completion()
+        last_llm = next((s.llm for s in reversed(trace.spans) if s.llm is not None), None)
+        # OpenInference context attributes go on every LLM span too, as its instrumentors put them
+        context = {k: trace.root.attributes[k] for k in CONTEXT if k in trace.root.attributes}
+        if sc.SESSION_ID in context:
+            context[sc.GEN_CONVERSATION_ID] = context[sc.SESSION_ID]
+        out = []
+        for span in trace.spans:
+            attrs = dict(span.attributes)
+            if span.llm is not None:
+                self._llm_attributes(span, span.llm, attrs)
+                attrs.update(context)
+            elif span is trace.root:
+                self._root_attributes(last_llm, attrs)
+            out.append(self._span(trace.trace_id, span, attrs))
+        return out
+
+    def line(self, trace: RequestTrace) -> dict[str, Any]:
+        """The trace's `ExportTraceServiceRequest`, ready for `orjson.dumps`."""
+        return otlp.export_request(self.resource, self.spans(trace))
+
+    # -- spans -----------------------------------------------------------------------------------
+
+    def _span(self, trace_id: str, span: Span, attrs: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "traceId": trace_id,
+            "spanId": span.span_id,
+            "name": span.name,
+            "kind": span.kind,
+            "startTimeUnixNano": str(span.start),
+            "endTimeUnixNano": str(span.end),
+            "attributes": otlp.attributes(attrs),
+        }
+        if span.parent_id:
+            out["parentSpanId"] = span.parent_id
+        if span.events:
+            out["events"] = [
+                {"timeUnixNano": str(e.time), "name": e.name, "attributes": otlp.attributes(e.attributes)}
+                for e in span.events
+            ]
+        status: dict[str, Any] = {"code": span.status} if span.status else {}
+        if span.message and span.status == otlp.STATUS_ERROR:
+            status["message"] = span.message
+        out["status"] = status
+        return out
+
+    def _root_attributes(self, call: LlmCall | None, attrs: dict[str, Any]) -> None:
+        attrs[sc.OI_SPAN_KIND] = "CHAIN"
+        if not self.content or call is None:
+            return
+        if call.operation == "chat":
+            text = _last_user_text(call.request.get("messages"))
+            if text is not None:
+                attrs[sc.INPUT_VALUE] = text
+                attrs[sc.INPUT_MIME] = "text/plain"
+            choices = _answer(call).get("choices") or ()
+            if choices:
+                answer = (choices[0].get("message") or {}).get("content")
+                if isinstance(answer, str):
+                    attrs[sc.OUTPUT_VALUE] = answer
+                    attrs[sc.OUTPUT_MIME] = "text/plain"
+        else:
+            raw = call.request.get("input")
+            if isinstance(raw, str):
+                attrs[sc.INPUT_VALUE] = raw
+                attrs[sc.INPUT_MIME] = "text/plain"
+            elif isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+                attrs[sc.INPUT_VALUE] = orjson.dumps(raw).decode()
+                attrs[sc.INPUT_MIME] = "application/json"
+
+    def _identity(self, call: LlmCall) -> dict[str, Any]:
+        key = (call.provider_kind, call.base_url, call.provider)
+        ids = self._identities.get(key)
+        if ids is None:
+            ids = self._identities[key] = provider_identity(*key)
+        return ids
+
+    def _llm_attributes(self, span: Span, call: LlmCall, attrs: dict[str, Any]) -> None:
+        ids = self._identity(call)
+        body = call.request
+        response = _answer(call)
+        embeddings = call.operation == "embeddings"
+
+        attrs[sc.OI_SPAN_KIND] = "EMBEDDING" if embeddings else "LLM"
+        attrs[sc.GEN_OPERATION] = call.operation
+        attrs[sc.GEN_PROVIDER] = ids[sc.GEN_PROVIDER]
+        attrs[sc.GEN_REQUEST_MODEL] = call.model
+        if sc.SERVER_ADDRESS in ids:
+            attrs[sc.SERVER_ADDRESS] = ids[sc.SERVER_ADDRESS]
+            attrs[sc.SERVER_PORT] = ids[sc.SERVER_PORT]
+        answered = response.get("model")
+        if answered:
+            attrs[sc.GEN_RESPONSE_MODEL] = answered
+        params = {k: v for k, v in body.items() if k not in NOT_PARAMS}
+        params["model"] = call.model
+        if embeddings:
+            attrs[sc.EMBEDDING_MODEL] = answered or call.model
+            attrs[sc.EMBEDDING_PARAMS] = orjson.dumps(params).decode()
+            if self.content:
+                raw = body.get("input")
+                for i, text in enumerate([raw] if isinstance(raw, str) else raw or ()):
+                    if isinstance(text, str):
+                        attrs[f"{sc.EMBEDDINGS}.{i}.embedding.text"] = text
+        else:
+            attrs[sc.LLM_MODEL] = answered or call.model
+            attrs[sc.LLM_PROVIDER] = ids[sc.LLM_PROVIDER]
+            attrs[sc.LLM_SYSTEM] = ids[sc.LLM_SYSTEM]
+            attrs[sc.LLM_PARAMS] = orjson.dumps(params).decode()
+            self._request_params(body, attrs)
+            self._messages(sc.LLM_INPUT, body.get("messages") or (), attrs)
+            if self.content:
+                for i, tool in enumerate(body.get("tools") or ()):
+                    attrs[f"{sc.LLM_TOOLS}.{i}.tool.json_schema"] = orjson.dumps(tool).decode()
+            self._output(response, attrs)
+            if call.stream:
+                attrs[sc.GEN_STREAM] = True
+                if call.first_chunk:
+                    attrs[sc.GEN_TTFC] = (call.first_chunk - span.start) / 1e9
+        if response.get("id"):
+            attrs[sc.GEN_RESPONSE_ID] = response["id"]
+        self._usage(response.get("usage"), call, attrs)
+        if self.content:
+            attrs[sc.INPUT_VALUE] = orjson.dumps(body).decode()
+            attrs[sc.INPUT_MIME] = "application/json"
+            if response and not embeddings:
+                if call.response_body is not None:
+                    attrs[sc.OUTPUT_VALUE] = call.response_body.decode(errors="replace")
+                else:
+                    attrs[sc.OUTPUT_VALUE] = orjson.dumps(response).decode()
+                attrs[sc.OUTPUT_MIME] = "application/json"
+        attrs[sc.ROUTE_PROVIDER] = call.provider
+        attrs[sc.ROUTE_MODEL] = call.model
+        attrs[sc.ROUTE_ATTEMPT] = call.attempt
+        if call.fallback_reason:
+            attrs[sc.ROUTE_FALLBACK_REASON] = call.fallback_reason
+
+    def _request_params(self, body: Mapping[str, Any], attrs: dict[str, Any]) -> None:
+        for key, attr in GEN_PARAMS.items():
+            value = body.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                attrs[attr] = value
+        n = body.get("n")
+        if isinstance(n, int) and n != 1:
+            attrs[sc.GEN_REQUEST_PARAMS["n"]] = n
+        stop = body.get("stop")
+        if isinstance(stop, str):
+            attrs[sc.GEN_STOP_SEQUENCES] = [stop]
+        elif isinstance(stop, list) and stop:
+            attrs[sc.GEN_STOP_SEQUENCES] = [str(s) for s in stop]
+
+    def _messages(self, prefix: str, messages: Any, attrs: dict[str, Any]) -> None:
+        for i, message in enumerate(messages):
+            if isinstance(message, Mapping):
+                self._message(f"{prefix}.{i}.message.", message, attrs)
+
+    def _message(self, p: str, message: Mapping[str, Any], attrs: dict[str, Any]) -> None:
+        attrs[p + "role"] = message.get("role") or "assistant"
+        content = message.get("content")
+        if self.content:
+            if isinstance(content, str):
+                attrs[p + "content"] = content
+            elif isinstance(content, list):
+                self._parts(p, content, attrs)
+        if message.get("name"):
+            attrs[p + "name"] = message["name"]
+        if message.get("tool_call_id"):
+            attrs[p + "tool_call_id"] = message["tool_call_id"]
+        for t, call in enumerate(message.get("tool_calls") or ()):
+            q = f"{p}tool_calls.{t}.tool_call."
+            function = call.get("function") or {}
+            attrs[q + "id"] = call.get("id")
+            attrs[q + "function.name"] = function.get("name")
+            if self.content:
+                attrs[q + "function.arguments"] = function.get("arguments")
+
+    def _parts(self, prefix: str, parts: list[Any], attrs: dict[str, Any]) -> None:
+        for j, part in enumerate(parts):
+            if not isinstance(part, Mapping):
+                continue
+            q = f"{prefix}contents.{j}.message_content."
+            kind = part.get("type")
+            if kind == "text":
+                attrs[q + "type"] = "text"
+                attrs[q + "text"] = part.get("text")
+            elif kind == "image_url":
+                url = (part.get("image_url") or {}).get("url")
+                attrs[q + "type"] = "image"
+                if isinstance(url, str):
+                    too_big = url.startswith("data:") and len(url) > MAX_INLINE_IMAGE
+                    attrs[q + "image.image.url"] = REDACTED if too_big else url
+            elif kind:
+                attrs[q + "type"] = str(kind)
+
+    def _output(self, response: Mapping[str, Any], attrs: dict[str, Any]) -> None:
+        finish = []
+        for i, choice in enumerate(response.get("choices") or ()):
+            self._message(f"{sc.LLM_OUTPUT}.{i}.message.", choice.get("message") or {}, attrs)
+            if choice.get("finish_reason"):
+                finish.append(choice["finish_reason"])
+        if finish:
+            attrs[sc.LLM_FINISH] = finish[0]
+            attrs[sc.GEN_FINISH_REASONS] = finish
+
+    def _usage(self, usage: Any, call: LlmCall, attrs: dict[str, Any]) -> None:
+        if not isinstance(usage, Mapping):
+            return
+        prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+        total = _int(usage.get("total_tokens"))
+        if total is None and prompt is not None and completion is not None:
+            total = prompt + completion
+        for key, value in (
+            (sc.TOKENS_PROMPT, prompt),
+            (sc.GEN_INPUT_TOKENS, prompt),
+            (sc.TOKENS_COMPLETION, completion),
+            (sc.GEN_OUTPUT_TOKENS, completion),
+            (sc.TOKENS_TOTAL, total),
+        ):
+            if value is not None:
+                attrs[key] = value
+        cached = _int((usage.get("prompt_tokens_details") or {}).get("cached_tokens"))
+        if cached is not None:
+            attrs[sc.TOKENS_CACHE_READ] = cached
+            attrs[sc.GEN_CACHE_READ] = cached
+        written = _int(usage.get("cache_creation_input_tokens"))
+        if written is not None:
+            attrs[sc.TOKENS_CACHE_WRITE] = written
+            attrs[sc.GEN_CACHE_CREATION] = written
+        reasoning = _int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens"))
+        if reasoning is not None:
+            attrs[sc.TOKENS_REASONING] = reasoning
+            attrs[sc.GEN_REASONING] = reasoning
+        price = call.price
+        if price is not None and (prompt is not None or completion is not None):
+            cost_in = (prompt or 0) * price.input_per_mtok / 1e6
+            cost_out = (completion or 0) * price.output_per_mtok / 1e6
+            attrs[sc.COST_PROMPT] = cost_in
+            attrs[sc.COST_COMPLETION] = cost_out
+            attrs[sc.COST_TOTAL] = cost_in + cost_out
+
+
+def _answer(call: LlmCall) -> Mapping[str, Any]:
+    response = call.response
+    return response if isinstance(response, Mapping) else {}
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _last_user_text(messages: Any) -> str | None:
+    for message in reversed(messages or ()):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(
+                    p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text"
+                )
+    return None

@@ -1,0 +1,79 @@
+"""A streamed answer folded back into one OpenAI `chat.completion`, chunk by chunk.
+
+The gateway relays each chunk as it comes and feeds it here, so the span of a streamed call
+carries the same output, finish reasons and usage as a non-streaming one. Each chunk costs a few
+dict look-ups; content parts are kept as lists and joined once, when the trace is encoded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["StreamFold"]
+
+
+class StreamFold:
+    __slots__ = ("_choices", "chunks", "id", "model", "usage")
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.id: str | None = None
+        self.model: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self._choices: dict[int, dict[str, Any]] = {}
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        self.chunks += 1
+        if self.id is None:
+            self.id = chunk.get("id")
+            self.model = chunk.get("model")
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage
+        for choice in chunk.get("choices") or ():
+            index = choice.get("index", 0)
+            state = self._choices.get(index)
+            if state is None:
+                state = self._choices[index] = {"role": None, "content": [], "tools": {}, "finish": None}
+            delta = choice.get("delta") or {}
+            if delta.get("role"):
+                state["role"] = delta["role"]
+            content = delta.get("content")
+            if content:
+                state["content"].append(content)
+            for call in delta.get("tool_calls") or ():
+                tool = state["tools"].setdefault(call.get("index", 0), {"id": None, "name": None, "args": []})
+                if call.get("id"):
+                    tool["id"] = call["id"]
+                function = call.get("function") or {}
+                if function.get("name"):
+                    tool["name"] = function["name"]
+                if function.get("arguments"):
+                    tool["args"].append(function["arguments"])
+            if choice.get("finish_reason"):
+                state["finish"] = choice["finish_reason"]
+
+    def completion(self) -> dict[str, Any]:
+        """The folded answer in `chat.completion` shape (usage only if the provider sent it)."""
+        choices = []
+        for index in sorted(self._choices):
+            state = self._choices[index]
+            message: dict[str, Any] = {
+                "role": state["role"] or "assistant",
+                "content": "".join(state["content"]) if state["content"] else None,
+            }
+            if state["tools"]:
+                message["tool_calls"] = [
+                    {
+                        "id": t["id"],
+                        "type": "function",
+                        "function": {"name": t["name"], "arguments": "".join(t["args"])},
+                    }
+                    for _, t in sorted(state["tools"].items())
+                ]
+            choices.append({"index": index, "message": message, "finish_reason": state["finish"]})
+        out: dict[str, Any] = {"id": self.id, "object": "chat.completion", "model": self.model}
+        out["choices"] = choices
+        if self.usage is not None:
+            out["usage"] = self.usage
+        return out

@@ -1,0 +1,112 @@
+"""OTLP/JSON as plain dicts: the trace log's line format and the one place its rules live.
+
+The rules (opentelemetry-proto docs/specification.md, "JSON Protobuf Encoding"): lowerCamelCase
+keys, trace and span ids as hex, 64-bit integers as decimal strings (numbers are accepted when
+reading), enums as integers. One line of a trace file is one `ExportTraceServiceRequest`
+(`{"resourceSpans": [...]}`), as the OpenTelemetry Collector's file exporter writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from tfgw import __version__
+from tfgw.tracing import semconv
+
+__all__ = [
+    "KIND_CLIENT",
+    "KIND_INTERNAL",
+    "KIND_SERVER",
+    "STATUS_ERROR",
+    "STATUS_OK",
+    "STATUS_UNSET",
+    "any_value",
+    "attributes",
+    "decode_attributes",
+    "decode_value",
+    "export_request",
+    "resource",
+    "spans_of",
+]
+
+KIND_INTERNAL = 1
+KIND_SERVER = 2
+KIND_CLIENT = 3
+KIND_NAMES = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+
+STATUS_UNSET = 0
+STATUS_OK = 1
+STATUS_ERROR = 2
+
+SCOPE = {"name": "tfgw", "version": __version__}
+
+
+def any_value(value: Any) -> dict[str, Any]:
+    """A Python value as an OTLP `AnyValue`. bool is tested before int: it is one in Python."""
+    if isinstance(value, str):
+        return {"stringValue": value}
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, list | tuple):
+        return {"arrayValue": {"values": [any_value(v) for v in value]}}
+    if isinstance(value, Mapping):
+        return {"kvlistValue": {"values": attributes(value)}}
+    if value is None:
+        return {}
+    return {"stringValue": str(value)}
+
+
+def attributes(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """`{key: value}` as OTLP `KeyValue`s; None values are absent, never written."""
+    return [{"key": k, "value": any_value(v)} for k, v in values.items() if v is not None]
+
+
+def decode_value(value: Mapping[str, Any]) -> Any:
+    """An OTLP/JSON `AnyValue` as a Python value (int64 as a string or a number, both accepted)."""
+    for kind, v in value.items():
+        if kind == "stringValue" or kind == "boolValue" or kind == "doubleValue":
+            return v
+        if kind == "intValue":
+            return int(v)
+        if kind == "arrayValue":
+            return [decode_value(x) for x in (v or {}).get("values", ())]
+        if kind == "kvlistValue":
+            return decode_attributes((v or {}).get("values", ()))
+        if kind == "bytesValue":
+            return v
+    return None
+
+
+def decode_attributes(values: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    return {kv["key"]: decode_value(kv.get("value") or {}) for kv in values}
+
+
+def resource(project: str) -> dict[str, Any]:
+    return {
+        "attributes": attributes(
+            {
+                semconv.SERVICE_NAME: "tfgw",
+                semconv.SERVICE_VERSION: __version__,
+                semconv.PROJECT_NAME: project,
+            }
+        )
+    }
+
+
+def export_request(resource: Mapping[str, Any], spans: list[dict[str, Any]]) -> dict[str, Any]:
+    """One trace file line: the spans of one resource, under tfgw's instrumentation scope."""
+    return {"resourceSpans": [{"resource": resource, "scopeSpans": [{"scope": SCOPE, "spans": spans}]}]}
+
+
+def spans_of(line: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """Every `(resource, span)` of one decoded trace file line, whoever wrote it."""
+    for rs in line.get("resourceSpans") or ():
+        res = rs.get("resource") or {}
+        for ss in rs.get("scopeSpans") or ():
+            for span in ss.get("spans") or ():
+                yield res, span

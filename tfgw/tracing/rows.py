@@ -1,0 +1,122 @@
+"""One row per request: the summary `traces tail`, `list` and `stats` show, derived from its spans.
+
+The gateway writes each request's row next to its spans (`<segment>.rows`, one JSON object per
+line), so `list` and `stats` read a few hundred bytes per request instead of every span. A row is
+always what `summarize()` makes of the request's spans: readers call it themselves for lines that
+have no row (a file another tool wrote, or rows lost in a crash).
+
+Row keys (absent values are None, never 0):
+
+| key | what |
+| --- | --- |
+| `time` | start of the root span, Unix nanoseconds (int) |
+| `trace_id` | 32 hex digits |
+| `name` | root span name, e.g. `POST /v1/chat/completions` |
+| `model` | the model the client asked for (`tfgw.model.requested`, else the LLM span's request model) |
+| `response_model` | the model that answered (`gen_ai.response.model`, else `llm.model_name`) |
+| `provider` | the provider that answered (`tfgw.route.provider`, else `gen_ai.provider.name`, else |
+|  | `llm.provider`) |
+| `key` | the gateway key's name (`tfgw.key.name`) |
+| `status` | `"ok"` or `"error"` (any span with status ERROR on the root, or the root's HTTP status >= 400) |
+| `http_status` | root `http.response.status_code` |
+| `error_type` | root `error.type`, else the last failed span's |
+| `duration_ms` | root span duration, milliseconds (float) |
+| `ttft_ms` | time to first token in milliseconds (float), streams only |
+| `tokens_in`, `tokens_out` | summed over LLM/EMBEDDING spans that report them |
+| `cost` | USD summed over LLM spans (`llm.cost.total`) |
+| `stream` | bool |
+| `attempts` | number of LLM/EMBEDDING spans (provider attempts) |
+| `spans` | number of spans |
+| `project` | `openinference.project.name` of the resource |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from tfgw.tracing import otlp, semconv
+
+__all__ = ["summarize"]
+
+LLM_KINDS = ("LLM", "EMBEDDING")
+
+
+def summarize(spans: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> dict[str, Any]:
+    """The row of one trace from its `(resource, span)` pairs, as `otlp.spans_of()` yields them."""
+    pairs = list(spans)
+    ids = {span.get("spanId") for _, span in pairs}
+    root_res, root = next(
+        ((r, s) for r, s in pairs if not s.get("parentSpanId") or s.get("parentSpanId") not in ids),
+        pairs[0],
+    )
+    ra = otlp.decode_attributes(root.get("attributes") or ())
+    start, end = int(root.get("startTimeUnixNano") or 0), int(root.get("endTimeUnixNano") or 0)
+
+    model = ra.get(semconv.MODEL_REQUESTED)
+    provider = response_model = error_type = ttft = key = None
+    tokens_in = tokens_out = cost = None
+    stream = False
+    attempts = 0
+    error = (root.get("status") or {}).get("code") == otlp.STATUS_ERROR
+    for _, span in pairs:
+        a = ra if span is root else otlp.decode_attributes(span.get("attributes") or ())
+        failed = (span.get("status") or {}).get("code") == otlp.STATUS_ERROR
+        if failed and a.get(semconv.ERROR_TYPE):
+            error_type = a[semconv.ERROR_TYPE]
+        key = key or a.get(semconv.KEY_NAME)
+        model = model or a.get(semconv.MODEL_REQUESTED)
+        if semconv.STREAM_TTFT in a:
+            ttft = float(a[semconv.STREAM_TTFT])
+        elif semconv.GEN_TTFC in a and ttft is None:
+            ttft = float(a[semconv.GEN_TTFC]) * 1000
+        if a.get(semconv.OI_SPAN_KIND) not in LLM_KINDS and semconv.GEN_OPERATION not in a:
+            continue
+        attempts += 1
+        stream = stream or bool(a.get(semconv.GEN_STREAM))
+        model = model or a.get(semconv.GEN_REQUEST_MODEL) or a.get(semconv.LLM_MODEL)
+        if not failed:
+            provider = (
+                a.get(semconv.ROUTE_PROVIDER) or a.get(semconv.GEN_PROVIDER) or a.get(semconv.LLM_PROVIDER)
+            )
+            response_model = a.get(semconv.GEN_RESPONSE_MODEL) or a.get(semconv.LLM_MODEL)
+            response_model = response_model or a.get(semconv.EMBEDDING_MODEL)
+        elif provider is None:
+            provider = a.get(semconv.ROUTE_PROVIDER) or a.get(semconv.GEN_PROVIDER)
+        tokens_in = _add(tokens_in, a.get(semconv.TOKENS_PROMPT, a.get(semconv.GEN_INPUT_TOKENS)))
+        tokens_out = _add(tokens_out, a.get(semconv.TOKENS_COMPLETION, a.get(semconv.GEN_OUTPUT_TOKENS)))
+        cost = _add(cost, a.get(semconv.COST_TOTAL))
+
+    http_status = ra.get(semconv.HTTP_STATUS)
+    if isinstance(http_status, int) and http_status >= 400:
+        error = True
+    if error and ra.get(semconv.ERROR_TYPE):
+        error_type = ra[semconv.ERROR_TYPE]
+    project = otlp.decode_attributes(root_res.get("attributes") or ()).get(semconv.PROJECT_NAME)
+    return {
+        "time": start,
+        "trace_id": root.get("traceId"),
+        "name": root.get("name"),
+        "model": model,
+        "response_model": response_model,
+        "provider": provider,
+        "key": key,
+        "status": "error" if error else "ok",
+        "http_status": http_status,
+        "error_type": error_type if error else None,
+        "duration_ms": (end - start) / 1e6 if end >= start else None,
+        "ttft_ms": ttft,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "cost": cost,
+        "stream": stream,
+        "attempts": attempts,
+        "spans": len(pairs),
+        "project": project,
+    }
+
+
+def _add(total: Any, value: Any) -> Any:
+    if value is None:
+        return total
+    return value if total is None else total + value
