@@ -7,6 +7,7 @@ import openai
 import pytest
 
 from tests.e2e.gateway import Gateway
+from tests.e2e.traces import TraceFiles
 from tests.fakes.upstream import FakeUpstream
 from tfgw.keys import hash_key
 
@@ -19,11 +20,15 @@ PROVIDER_KEYS = (OPENAI_KEY, AZURE_KEY, ANTHROPIC_KEY)
 MAX_BODY = 64 * 1024
 
 
-def gateway_config(upstream: str) -> str:
+def gateway_config(upstream: str, traces: Path) -> str:
     return f"""
 [server]
 max_body_bytes = {MAX_BODY}
 graceful_timeout = 10.0
+
+[tracing]
+dir = "{traces}"
+project = "e2e"
 
 [[keys]]
 name = "e2e"
@@ -52,6 +57,7 @@ base_url = "http://127.0.0.1:9/v1"
 [[models]]
 name = "gpt"
 targets = [{{ provider = "up", model = "gpt-4o-mini" }}]
+price = {{ input_per_mtok = 0.25, output_per_mtok = 2.0 }}
 
 [[models]]
 name = "claude"
@@ -89,11 +95,23 @@ def upstream() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture(scope="session")
-def gateway(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def trace_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("traces")
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    upstream: FakeUpstream, trace_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
     config = tmp_path_factory.mktemp("gw") / "tfgw.toml"
-    config.write_text(gateway_config(upstream.url))
+    config.write_text(gateway_config(upstream.url, trace_dir))
     with Gateway(config, env={"E2E_OPENAI_KEY": OPENAI_KEY}) as gw:
         yield gw
+
+
+@pytest.fixture
+def traces(trace_dir: Path) -> TraceFiles:
+    return TraceFiles(trace_dir)
 
 
 @pytest.fixture

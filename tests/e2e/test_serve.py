@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import orjson
 
 from tests.e2e.conftest import gateway_config
 from tests.e2e.gateway import Gateway
@@ -31,7 +32,7 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:
 def config_for(tmp_path: Path, upstream: FakeUpstream) -> Path:
     config = tmp_path / "tfgw.toml"
     # no gateway keys here: these tests are about serving, not auth
-    text = gateway_config(upstream.url)
+    text = gateway_config(upstream.url, tmp_path / "traces")
     start = text.index("[[keys]]")
     config.write_text(text[:start] + text[text.index("[providers.up]") :])
     return config
@@ -97,6 +98,53 @@ def test_several_workers_serve_the_same_port(tmp_path: Path) -> None:
                 t.join()
             assert results == [200] * 8
             assert gw.stop() == 0
+    # each worker appends to its own segments, and flushes them on the way out
+    segments = sorted((tmp_path / "traces").glob("tfgw-*.jsonl"))
+    lines = [line for path in segments for line in path.read_bytes().splitlines()]
+    assert len(lines) == 8
+    assert all(len(orjson.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"]) == 4 for line in lines)
+    for path in segments:
+        rows = path.with_suffix(".rows").read_bytes().splitlines()
+        assert [orjson.loads(row)["end"] for row in rows][-1] == path.stat().st_size
+
+
+def test_a_broken_trace_log_never_fails_a_request(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the trace directory should be\n")
+    with FakeUpstream() as up:
+        config = config_for(tmp_path, up)
+        config.write_text(config.read_text().replace(str(tmp_path / "traces"), str(blocker / "traces")))
+        with (
+            Gateway(config, env={"E2E_OPENAI_KEY": "sk-x-0123456789"}) as gw,
+            httpx.Client(base_url=gw.url) as http,
+        ):
+            for _ in range(3):
+                answer = http.post("/v1/chat/completions", json={"model": "gpt", "messages": HELLO})
+                assert answer.status_code == 200
+            assert wait_for(lambda: http.get("/readyz").json()["tracing"]["dropped"] == 3)
+            tracing = http.get("/readyz").json()["tracing"]
+            assert tracing["written"] == 0
+            assert tracing["write_errors"] >= 1
+            assert tracing["last_error"].startswith("NotADirectoryError")
+            assert "could not write 1 trace(s)" in gw.logs()
+
+
+def test_a_restart_never_appends_after_a_torn_line(tmp_path: Path) -> None:
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    torn = traces / "tfgw-20260101-000000-1-0001.jsonl"
+    torn.write_bytes(b'{"resourceSpans":[{"resource":{},"scopeSpa')
+    with (
+        FakeUpstream() as up,
+        Gateway(config_for(tmp_path, up), env={"E2E_OPENAI_KEY": "sk-x-0123456789"}) as gw,
+    ):
+        assert (
+            httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "gpt", "messages": HELLO}).status_code
+            == 200
+        )
+    assert torn.read_bytes() == b'{"resourceSpans":[{"resource":{},"scopeSpa'
+    fresh = [p for p in traces.glob("*.jsonl") if p != torn]
+    assert len(fresh) == 1 and len(fresh[0].read_bytes().splitlines()) == 1
 
 
 def test_refuses_a_public_bind_without_gateway_keys() -> None:

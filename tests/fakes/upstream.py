@@ -160,10 +160,14 @@ class FakeUpstream:
             raise RuntimeError("FakeUpstream failed while stopping") from self._error
 
     @property
-    def url(self) -> str:
+    def port(self) -> int:
         if not self._port:
             raise RuntimeError("FakeUpstream is not running")
-        return f"http://127.0.0.1:{self._port}"
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def _run(self, ready: threading.Event) -> None:
         try:

@@ -322,11 +322,12 @@ class Encoder:
             attrs[sc.GEN_REASONING] = reasoning
         price = call.price
         if price is not None and (prompt is not None or completion is not None):
+            # USD, rounded to a millionth of a cent so sums read as prices, not float noise
             cost_in = (prompt or 0) * price.input_per_mtok / 1e6
             cost_out = (completion or 0) * price.output_per_mtok / 1e6
-            attrs[sc.COST_PROMPT] = cost_in
-            attrs[sc.COST_COMPLETION] = cost_out
-            attrs[sc.COST_TOTAL] = cost_in + cost_out
+            attrs[sc.COST_PROMPT] = round(cost_in, 10)
+            attrs[sc.COST_COMPLETION] = round(cost_out, 10)
+            attrs[sc.COST_TOTAL] = round(cost_in + cost_out, 10)
 
 
 def _answer(call: LlmCall) -> Mapping[str, Any]:

@@ -27,6 +27,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +75,8 @@ class LogStats:
 
 
 class TraceLog:
-    def __init__(self, settings: TracingSettings) -> None:
+    def __init__(self, settings: TracingSettings, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
         self.dir = settings.path
         self.max_bytes = settings.segment_max_mb * 1024 * 1024
         self.retention_s = settings.retention_days * 86400
@@ -178,7 +180,8 @@ class TraceLog:
             self._close_files()  # start a fresh segment next time, never append after a torn line
 
     def _ensure_segment(self, incoming: int) -> None:
-        day = time.strftime("%Y%m%d", time.gmtime())
+        now = self.clock()
+        day = time.strftime("%Y%m%d", time.gmtime(now))
         if self._segment is not None and day == self._day and self._size + incoming <= self.max_bytes:
             return
         if self._segment is not None and self._size == 0 and day == self._day:
@@ -186,14 +189,14 @@ class TraceLog:
         self._close_files()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._seq += 1
-        name = segment_name(time.time(), os.getpid(), self._seq)
+        name = segment_name(now, os.getpid(), self._seq)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         self._segment = os.open(self.dir / f"{name}.jsonl", flags, 0o600)
         self._rows = os.open(self.dir / f"{name}.rows", flags, 0o600)
         self._size = 0
         self._day = day
         self.stats.segment = f"{name}.jsonl"
-        self._expire()
+        self._expire(now)
 
     def _close_files(self) -> None:
         for fd in (self._segment, self._rows):
@@ -202,10 +205,10 @@ class TraceLog:
                     os.close(fd)
         self._segment = self._rows = None
 
-    def _expire(self) -> None:
+    def _expire(self, now: float) -> None:
         if not self.retention_s:
             return
-        cutoff = time.time() - self.retention_s
+        cutoff = now - self.retention_s
         for path in self.dir.glob("tfgw-*"):
             if path.suffix in (".jsonl", ".rows"):
                 try:

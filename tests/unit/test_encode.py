@@ -1,0 +1,240 @@
+"""Span building: the attributes of an LLM span, whole, with and without the request's content."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tfgw.config import Price
+from tfgw.tracing.encode import Encoder, provider_identity
+from tfgw.tracing.fold import StreamFold
+from tfgw.tracing.otlp import decode_attributes
+from tfgw.tracing.spans import LlmCall, RequestTrace
+
+REQUEST = {
+    "model": "smart",
+    "messages": [
+        {"role": "user", "content": [
+            {"type": "text", "text": "what is in this picture?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 40_000}},
+        ]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_9", "type": "function", "function": {"name": "look", "arguments": '{"zoom": 2}'}},
+        ]},
+        {"role": "tool", "tool_call_id": "call_9", "content": "a cat"},
+    ],
+    "n": 2,
+    "stop": "END",
+    "seed": 7,
+    "max_completion_tokens": 100,
+    "user": "u-1",
+}  # fmt: skip
+RESPONSE = {
+    "id": "chatcmpl-1",
+    "model": "gpt-4o-2024-08-06",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "A cat."}, "finish_reason": "stop"},
+        {"index": 1, "message": {"role": "assistant", "content": "A kitten"}, "finish_reason": "length"},
+    ],
+    "usage": {
+        "prompt_tokens": 1000,
+        "completion_tokens": 200,
+        "total_tokens": 1200,
+        "prompt_tokens_details": {"cached_tokens": 600},
+        "completion_tokens_details": {"reasoning_tokens": 50},
+    },
+}
+
+
+def llm_attributes(exclude: bool, response: object = RESPONSE, stream: bool = False) -> dict[str, object]:
+    trace = RequestTrace("POST /v1/chat/completions", lambda t: None)
+    trace.root.attributes["session.id"] = "s-1"
+    call = LlmCall(
+        operation="chat",
+        provider="openai",
+        provider_kind="openai",
+        base_url="https://api.openai.com/v1",
+        model="gpt-4o",
+        alias="smart",
+        attempt=1,
+        request=REQUEST,
+        price=Price(input_per_mtok=2.5, output_per_mtok=10.0),
+        stream=stream,
+        response=response,  # type: ignore[arg-type]
+    )
+    span = trace.llm(call)
+    trace.finish()
+    spans = Encoder("p", exclude_request_data=exclude).spans(trace)
+    assert [s["name"] for s in spans] == ["POST /v1/chat/completions", "chat gpt-4o"]
+    assert spans[1]["spanId"] == span.span_id and spans[1]["parentSpanId"] == trace.root.span_id
+    return decode_attributes(spans[1]["attributes"])
+
+
+STRUCTURE = {
+    "openinference.span.kind": "LLM",
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-4o",
+    "gen_ai.response.model": "gpt-4o-2024-08-06",
+    "gen_ai.response.id": "chatcmpl-1",
+    "gen_ai.response.finish_reasons": ["stop", "length"],
+    "gen_ai.request.max_tokens": 100,
+    "gen_ai.request.seed": 7,
+    "gen_ai.request.choice.count": 2,
+    "gen_ai.request.stop_sequences": ["END"],
+    "gen_ai.conversation.id": "s-1",
+    "session.id": "s-1",
+    "server.address": "api.openai.com",
+    "server.port": 443,
+    "llm.model_name": "gpt-4o-2024-08-06",
+    "llm.provider": "openai",
+    "llm.system": "openai",
+    "llm.finish_reason": "stop",
+    "llm.invocation_parameters": (
+        '{"model":"gpt-4o","n":2,"stop":"END","seed":7,"max_completion_tokens":100,"user":"u-1"}'
+    ),
+    "llm.input_messages.0.message.role": "user",
+    "llm.input_messages.1.message.role": "assistant",
+    "llm.input_messages.1.message.tool_calls.0.tool_call.id": "call_9",
+    "llm.input_messages.1.message.tool_calls.0.tool_call.function.name": "look",
+    "llm.input_messages.2.message.role": "tool",
+    "llm.input_messages.2.message.tool_call_id": "call_9",
+    "llm.output_messages.0.message.role": "assistant",
+    "llm.output_messages.1.message.role": "assistant",
+    "llm.token_count.prompt": 1000,
+    "llm.token_count.completion": 200,
+    "llm.token_count.total": 1200,
+    "llm.token_count.prompt_details.cache_read": 600,
+    "llm.token_count.completion_details.reasoning": 50,
+    "gen_ai.usage.input_tokens": 1000,
+    "gen_ai.usage.output_tokens": 200,
+    "gen_ai.usage.cache_read.input_tokens": 600,
+    "gen_ai.usage.reasoning.output_tokens": 50,
+    "llm.cost.prompt": 0.0025,
+    "llm.cost.completion": 0.002,
+    "llm.cost.total": 0.0045,
+    "tfgw.route.provider": "openai",
+    "tfgw.route.model": "gpt-4o",
+    "tfgw.route.attempt": 1,
+}
+CONTENT = {
+    "llm.input_messages.0.message.contents.0.message_content.type": "text",
+    "llm.input_messages.0.message.contents.0.message_content.text": "what is in this picture?",
+    "llm.input_messages.0.message.contents.1.message_content.type": "image",
+    "llm.input_messages.0.message.contents.1.message_content.image.image.url": "https://example.com/cat.png",
+    "llm.input_messages.0.message.contents.2.message_content.type": "image",
+    "llm.input_messages.0.message.contents.2.message_content.image.image.url": "__REDACTED__",
+    "llm.input_messages.1.message.tool_calls.0.tool_call.function.arguments": '{"zoom": 2}',
+    "llm.input_messages.2.message.content": "a cat",
+    "llm.output_messages.0.message.content": "A cat.",
+    "llm.output_messages.1.message.content": "A kitten",
+    "input.mime_type": "application/json",
+    "output.mime_type": "application/json",
+}
+
+
+def test_llm_span_with_content() -> None:
+    attributes = llm_attributes(exclude=False)
+
+    assert orjson.loads(attributes.pop("input.value")) == REQUEST  # type: ignore[arg-type]
+    assert orjson.loads(attributes.pop("output.value")) == RESPONSE  # type: ignore[arg-type]
+    assert attributes == STRUCTURE | CONTENT
+
+
+def test_exclude_request_data_keeps_structure_and_counts_only() -> None:
+    assert llm_attributes(exclude=True) == STRUCTURE
+
+
+def test_missing_usage_is_absent_never_zero() -> None:
+    response = {k: v for k, v in RESPONSE.items() if k != "usage"}
+    attributes = llm_attributes(exclude=True, response=response)
+    assert [k for k in attributes if k.startswith(("llm.token_count", "gen_ai.usage", "llm.cost"))] == []
+
+
+def test_a_folded_stream_gives_the_same_span_as_the_whole_answer() -> None:
+    fold = StreamFold()
+    for index, (text, finish) in enumerate((("A cat.", "stop"), ("A kitten", "length"))):
+        base = {"id": "chatcmpl-1", "model": "gpt-4o-2024-08-06"}
+        fold.add({**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""}}]})
+        for piece in text.split(" "):
+            fold.add({**base, "choices": [{"index": index, "delta": {"content": piece + " "}}]})
+        fold.add({**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]})
+    fold.add({"id": "chatcmpl-1", "model": "gpt-4o-2024-08-06", "choices": [], "usage": RESPONSE["usage"]})
+    attributes = llm_attributes(exclude=True, response=fold, stream=True)
+    assert attributes == STRUCTURE | {"gen_ai.request.stream": True}
+    assert fold.chunks == 9  # per choice: role, two pieces, finish; then the usage chunk
+
+
+def test_stream_fold_joins_tool_call_pieces() -> None:
+    fold = StreamFold()
+    fold.add(
+        {
+            "id": "c",
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "get", "arguments": ""},
+                            }
+                        ],
+                    },
+                }
+            ],
+        }
+    )
+    for piece in ('{"x"', ": 1}"):
+        fold.add(
+            {
+                "id": "c",
+                "model": "m",
+                "choices": [
+                    {"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}}
+                ],
+            }
+        )
+    fold.add({"id": "c", "model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    assert fold.completion() == {
+        "id": "c",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get", "arguments": '{"x": 1}'}}
+            ],
+        }}],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "url", "expected"),
+    [
+        ("openai", "https://api.openai.com/v1", ("openai", "openai", "openai", "api.openai.com", 443)),
+        ("openai", "https://api.groq.com/openai/v1", ("groq", "openai", "groq", "api.groq.com", 443)),
+        ("openai", "https://api.mistral.ai/v1", ("mistralai", "openai", "mistral_ai", "api.mistral.ai", 443)),
+        ("openai", "http://localhost:11434/v1", ("ollama", "openai", "ollama", "localhost", 11434)),
+        ("openai", "http://10.0.0.5:8000/v1", ("vllm", "openai", "openai", "10.0.0.5", 8000)),
+        (
+            "azure",
+            "https://me.openai.azure.com",
+            ("azure", "openai", "azure.ai.openai", "me.openai.azure.com", 443),
+        ),
+        (
+            "anthropic",
+            "https://api.anthropic.com",
+            ("anthropic", "anthropic", "anthropic", "api.anthropic.com", 443),
+        ),
+    ],
+)
+def test_provider_identity(kind: str, url: str, expected: tuple[object, ...]) -> None:
+    ids = provider_identity(kind, url, "vllm")
+    keys = ("llm.provider", "llm.system", "gen_ai.provider.name", "server.address", "server.port")
+    assert tuple(ids[k] for k in keys) == expected

@@ -1,0 +1,172 @@
+"""The trace log's writer: segments, rows, rotation, retention, and failures that never reach a request."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tfgw.config import TracingSettings
+from tfgw.tracing import log as trace_log
+from tfgw.tracing.log import TraceLog, segment_name
+from tfgw.tracing.otlp import spans_of
+from tfgw.tracing.rows import summarize
+from tfgw.tracing.spans import RequestTrace
+
+DAY = 86400.0
+T0 = 1_795_000_000.0  # 2026-11-18 11:06:40 UTC
+
+
+def make_trace(sink, name: str = "POST /v1/chat/completions") -> RequestTrace:
+    trace = RequestTrace(name, sink)
+    trace.child("auth").close()
+    trace.root.attributes["http.response.status_code"] = 200
+    return trace
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def write(log: TraceLog, count: int = 1) -> list[str]:
+    ids = []
+    for _ in range(count):
+        trace = make_trace(log.submit)
+        trace.finish()
+        ids.append(trace.trace_id)
+    assert log.flush()
+    return ids
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("tfgw-*.jsonl"))
+
+
+def lines(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> TracingSettings:
+    return TracingSettings(dir=str(tmp_path / "traces"), project="unit", retention_days=7)
+
+
+def test_one_line_per_request_and_a_row_per_line(settings: TracingSettings) -> None:
+    log = TraceLog(settings, clock=Clock(T0))
+    log.start()
+    ids = write(log, 3)
+    log.close()
+    (segment,) = segments(settings.path)
+    assert segment.name == f"{segment_name(T0, os.getpid(), 1)}.jsonl"
+    assert segment.name.startswith("tfgw-20261118-110640-")
+    data = lines(segment)
+    assert [line["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["traceId"] for line in data] == ids
+    rows = lines(segment.with_suffix(".rows"))
+    ends = [len(line) + 1 for line in segment.read_bytes().splitlines()]
+    assert [row.pop("end") for row in rows] == [sum(ends[: i + 1]) for i in range(3)]
+    assert rows == [summarize(spans_of(line)) for line in data]
+    assert log.stats.as_dict() == {
+        "written": 3,
+        "dropped": 0,
+        "write_errors": 0,
+        "encode_errors": 0,
+        "last_error": None,
+        "segment": segment.name,
+    }
+
+
+def test_segments_rotate_by_size_and_by_day(settings: TracingSettings) -> None:
+    clock = Clock(T0)
+    log = TraceLog(settings, clock=clock)
+    log.start()
+    write(log)
+    log.max_bytes = int(log.stats.written and (settings.path / log.stats.segment).stat().st_size * 2.5)
+    for _ in range(4):  # two lines fit in a segment
+        write(log)
+    clock.now += DAY
+    write(log)
+    log.close()
+    names = [p.name for p in segments(settings.path)]
+    assert [len(lines(p)) for p in segments(settings.path)] == [2, 2, 1, 1]
+    assert [n.split("-")[1] for n in names] == ["20261118"] * 3 + ["20261119"]
+    assert [n.rsplit("-", 1)[1] for n in names] == ["0001.jsonl", "0002.jsonl", "0003.jsonl", "0004.jsonl"]
+
+
+def test_retention_deletes_old_tfgw_segments_only(settings: TracingSettings) -> None:
+    settings.path.mkdir(parents=True)
+    old = [
+        settings.path / "tfgw-20261001-000000-1-0001.jsonl",
+        settings.path / "tfgw-20261001-000000-1-0001.rows",
+    ]
+    recent = settings.path / "tfgw-20261116-000000-1-0001.jsonl"
+    foreign = settings.path / "collector-export.jsonl"
+    for path in (*old, recent, foreign):
+        path.write_text("{}\n")
+        os.utime(path, (T0 - 30 * DAY, T0 - 30 * DAY) if path != recent else (T0 - DAY, T0 - DAY))
+    os.utime(foreign, (T0 - 30 * DAY, T0 - 30 * DAY))
+    log = TraceLog(settings, clock=Clock(T0))
+    log.start()
+    write(log)
+    log.close()
+    assert sorted(p.name for p in settings.path.iterdir()) == sorted(
+        [recent.name, foreign.name, *(f"{segment_name(T0, os.getpid(), 1)}{s}" for s in (".jsonl", ".rows"))]
+    )
+
+
+def test_a_full_disk_is_counted_and_the_next_write_starts_a_fresh_segment(
+    settings: TracingSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = TraceLog(settings, clock=Clock(T0))
+    log.start()
+    write(log)
+
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real = trace_log._write_all
+    monkeypatch.setattr(trace_log, "_write_all", full)
+    write(log, 2)
+    monkeypatch.setattr(trace_log, "_write_all", real)
+    write(log)
+    log.close()
+    assert [len(lines(p)) for p in segments(settings.path)] == [1, 1]
+    stats = log.stats.as_dict()
+    assert (stats["written"], stats["dropped"], stats["write_errors"]) == (2, 2, 1)
+    assert stats["last_error"] == "OSError: [Errno 28] No space left on device"
+
+
+def test_a_writer_that_cannot_keep_up_drops_and_counts(
+    settings: TracingSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trace_log, "MAX_PENDING", 3)
+    log = TraceLog(settings)  # not started: nothing drains the queue
+    for _ in range(5):
+        make_trace(log.submit).finish()
+    assert (log.stats.dropped, log._queue.qsize()) == (2, 3)
+    log.start()
+    assert log.flush()
+    log.close()
+    assert log.stats.written == 3
+
+
+def test_an_encoding_bug_loses_one_trace_not_the_log(settings: TracingSettings) -> None:
+    log = TraceLog(settings)
+    log.start()
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("a bug")
+
+    bad = make_trace(log.submit)
+    bad.root.attributes["tfgw.bad"] = Unprintable()  # a bug in the gateway: counted, not raised
+    bad.finish()
+    write(log)
+    log.close()
+    assert (log.stats.written, log.stats.encode_errors, log.stats.dropped) == (1, 1, 1)
