@@ -62,6 +62,11 @@ api_key = "sk-bench-not-a-real-key"
 [[models]]
 name = "bench"
 targets = [{{ provider = "fake", model = "gpt-4o-mini" }}]
+price = {{ input_per_mtok = 0.15, output_per_mtok = 0.6 }}
+
+[tracing]
+enabled = {tracing}
+dir = "{traces}"
 """
 
 
@@ -86,6 +91,7 @@ class Report:
     runs: list[Run] = field(default_factory=list)
     gateway: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, Any] = field(default_factory=dict)
+    tracing: dict[str, Any] = field(default_factory=dict)
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -187,10 +193,27 @@ def tfgw_command(explicit: str | None) -> list[str]:
     return [found] if found else [sys.executable, "-m", "tfgw"]
 
 
-def write_config(directory: Path, port: int, upstream_port: int) -> Path:
-    path = directory / "tfgw.toml"
-    path.write_text(CONFIG_TEMPLATE.format(host=HOST, port=port, upstream_port=upstream_port))
+def write_config(directory: Path, port: int, upstream_port: int, tracing: bool = True) -> Path:
+    path = directory / f"tfgw-{'traced' if tracing else 'untraced'}.toml"
+    text = CONFIG_TEMPLATE.format(
+        host=HOST,
+        port=port,
+        upstream_port=upstream_port,
+        tracing=str(tracing).lower(),
+        traces=directory / "traces",
+    )
+    path.write_text(text)
     return path
+
+
+def trace_log_stats(port: int) -> dict[str, Any]:
+    """The gateway's trace log counters from `GET /readyz` (written, dropped, errors)."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=5)
+    try:
+        connection.request("GET", "/readyz")
+        return dict(json.loads(connection.getresponse().read()).get("tracing") or {})
+    finally:
+        connection.close()
 
 
 @contextlib.contextmanager
@@ -274,7 +297,7 @@ def measure(
         served = result.requests - result.errors
         cpu_us = (cpu_seconds(cpu_pid) - before) * 1e6 / served if served else None
     progress(
-        f"{path:6} stream={stream!s:5} c={concurrency:<3} {result.rps:9.0f} req/s  "
+        f"{path:8} stream={stream!s:5} c={concurrency:<3} {result.rps:9.0f} req/s  "
         f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms  errors {result.errors}"
     )
     return Run(path, stream, result, cpu_us)
@@ -292,11 +315,11 @@ def direct_runs(upstream_port: int, settings: Settings) -> list[Run]:
     ]
 
 
-def gateway_runs(port: int, pid: int, settings: Settings) -> list[Run]:
+def gateway_runs(port: int, pid: int, settings: Settings, path: str = "tfgw") -> list[Run]:
     return [
-        measure("tfgw", port, False, LOW, settings, pid),
-        measure("tfgw", port, False, HIGH, settings, pid),
-        measure("tfgw", port, True, HIGH, settings, pid),
+        measure(path, port, False, LOW, settings, pid),
+        measure(path, port, False, HIGH, settings, pid),
+        measure(path, port, True, HIGH, settings, pid),
     ]
 
 
@@ -390,19 +413,52 @@ def bench(args: argparse.Namespace) -> Report:
         if args.only_direct:
             return report
         port = args.port or free_port()
-        config = write_config(directory, port, upstream_port)
+        if args.tracing_ab:  # the same gateway without tracing first, for the cost of tracing alone
+            config = write_config(directory, port, upstream_port, tracing=False)
+            with running([]) as untraced:
+                gateway = start_gateway(args, config, port, directory / "untraced.log", pinned, untraced)
+                report.runs += gateway_runs(port, gateway.pid, settings, "untraced")
+        config = write_config(directory, port, upstream_port, tracing=not args.no_tracing)
         gateway_log = directory / "tfgw.log"
-        command = [*tfgw_command(args.tfgw), "serve", "--config", str(config), "--port", str(port)]
-        gateway = start(command, gateway_log, cpus={0} if pinned else None)
-        processes.append(gateway)
-        wait_for_health(gateway, port, gateway_log)
+        gateway = start_gateway(args, config, port, gateway_log, pinned, processes)
         report.runs += gateway_runs(port, gateway.pid, settings)
         report.gateway = gateway_summary(report.runs, rss_mib(gateway.pid))
         report.targets = check_targets(report.gateway)
+        if not args.no_tracing:
+            report.tracing = trace_log_stats(port)
+        if args.tracing_ab:
+            report.tracing |= tracing_cost(report.runs)
         report.machine["calibration_ms_at_end"] = calibration_ms()
         if any(r.result.errors for r in report.runs):
             progress(f"tfgw log tail:\n{log_tail(gateway_log)}")
     return report
+
+
+def start_gateway(
+    args: argparse.Namespace,
+    config: Path,
+    port: int,
+    log: Path,
+    pinned: bool,
+    processes: list[subprocess.Popen[bytes]],
+) -> subprocess.Popen[bytes]:
+    command = [*tfgw_command(args.tfgw), "serve", "--config", str(config), "--port", str(port)]
+    gateway = start(command, log, cpus={0} if pinned else None)
+    processes.append(gateway)
+    wait_for_health(gateway, port, log)
+    return gateway
+
+
+def tracing_cost(runs: list[Run]) -> dict[str, Any]:
+    """What tracing adds: the traced gateway minus the same gateway with `[tracing] enabled = false`."""
+    cpu = {(r.path, r.stream): r.cpu_us_per_request for r in runs if r.result.concurrency == HIGH}
+    return {
+        "added_cpu_us_per_request_c50": (cpu[("tfgw", False)] or 0) - (cpu[("untraced", False)] or 0),
+        "added_cpu_us_per_stream_c50": (cpu[("tfgw", True)] or 0) - (cpu[("untraced", True)] or 0),
+        "added_p99_ms_c1": find(runs, "tfgw", False, LOW).p99_ms - find(runs, "untraced", False, LOW).p99_ms,
+        "p99_ms_c1_over_direct": find(runs, "tfgw", False, LOW).p99_ms
+        - find(runs, "direct", False, LOW).p99_ms,
+    }
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -464,6 +520,10 @@ def markdown(report: Report) -> str:
     ]
     if report.gateway:
         lines += ["", *gateway_table(report.gateway, report.targets)]
+    if report.tracing:
+        lines += ["", "| tracing | value |", "| --- | ---: |"]
+        lines += [f"| {key} | {fmt(value, 3) if isinstance(value, float) else value} |"
+                  for key, value in report.tracing.items()]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -499,6 +559,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="tfgw port (default: a free one)")
     parser.add_argument(
         "--upstream-port", type=int, default=0, help="fake upstream port (default: a free one)"
+    )
+    parser.add_argument("--no-tracing", action="store_true", help="run tfgw with [tracing] enabled = false")
+    parser.add_argument(
+        "--tracing-ab",
+        action="store_true",
+        help="also run tfgw with tracing off first, and report what tracing adds",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
     return parser.parse_args(argv)

@@ -10,7 +10,7 @@ import sys
 import typer
 
 from tfgw import __version__
-from tfgw.cli import keys, serve
+from tfgw.cli import keys, serve, traces
 from tfgw.errors import TfgwError
 
 __all__ = ["app", "main"]
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.command("init")(serve.init)
 app.command("serve")(serve.serve)
 app.add_typer(keys.app, name="keys")
+app.add_typer(traces.app, name="traces")
 
 
 def _version(value: bool) -> None:

@@ -17,6 +17,7 @@ from tfgw.tracing import semconv
 __all__ = [
     "KIND_CLIENT",
     "KIND_INTERNAL",
+    "KIND_NAMES",
     "KIND_SERVER",
     "STATUS_ERROR",
     "STATUS_OK",

@@ -17,7 +17,7 @@ Row keys (absent values are None, never 0):
 | `provider` | the provider that answered (`tfgw.route.provider`, else `gen_ai.provider.name`, else |
 |  | `llm.provider`) |
 | `key` | the gateway key's name (`tfgw.key.name`) |
-| `status` | `"ok"` or `"error"` (any span with status ERROR on the root, or the root's HTTP status >= 400) |
+| `status` | `"ok"` or `"error"` (the root span's status is ERROR, or its HTTP status is >= 400) |
 | `http_status` | root `http.response.status_code` |
 | `error_type` | root `error.type`, else the last failed span's |
 | `duration_ms` | root span duration, milliseconds (float) |
@@ -45,6 +45,8 @@ LLM_KINDS = ("LLM", "EMBEDDING")
 def summarize(spans: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> dict[str, Any]:
     """The row of one trace from its `(resource, span)` pairs, as `otlp.spans_of()` yields them."""
     pairs = list(spans)
+    if not pairs:
+        raise ValueError("a trace has at least one span")
     ids = {span.get("spanId") for _, span in pairs}
     root_res, root = next(
         ((r, s) for r, s in pairs if not s.get("parentSpanId") or s.get("parentSpanId") not in ids),
