@@ -7,8 +7,12 @@ test.
 
 from __future__ import annotations
 
+import select
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -497,3 +501,42 @@ def test_no_key_ever_reaches_the_trace_log(
     for secret in (GATEWAY_KEY, *PROVIDER_KEYS):
         assert secret.encode() not in written
     assert CREATED  # the fake provider's answers were recorded
+
+
+def test_tail_json_sees_a_request_within_two_seconds(
+    client: openai.OpenAI, up: FakeUpstream, trace_dir: Path
+) -> None:
+    command = [sys.executable, "-m", "tfgw", "traces", "tail", "--json", "--dir", str(trace_dir)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as tail:
+        try:
+            assert tail.stderr is not None and tail.stdout is not None
+            assert b"following" in tail.stderr.readline()
+            raw = client.chat.completions.with_raw_response.create(model="gpt", messages=HELLO)
+            sent = time.monotonic()
+            ready, _, _ = select.select([tail.stdout], [], [], 2.0)
+            assert ready, "tail printed nothing within 2 s"
+            row = orjson.loads(tail.stdout.readline())
+            assert time.monotonic() - sent < 2.0
+        finally:
+            tail.terminate()
+            tail.wait(5)
+    assert isinstance(row.pop("time"), int) and isinstance(row.pop("duration_ms"), float)
+    assert row == {
+        "trace_id": raw.headers["x-tfgw-trace-id"],
+        "name": ROOT,
+        "model": "gpt",
+        "response_model": "gpt-4o-mini",
+        "provider": "up",
+        "key": "e2e",
+        "status": "ok",
+        "http_status": 200,
+        "error_type": None,
+        "ttft_ms": None,
+        "tokens_in": 3,
+        "tokens_out": 4,
+        "cost": 0.00000875,
+        "stream": False,
+        "attempts": 1,
+        "spans": 4,
+        "project": "e2e",
+    }
