@@ -540,3 +540,21 @@ def test_tail_json_sees_a_request_within_two_seconds(
         "spans": 4,
         "project": "e2e",
     }
+
+
+def test_everything_the_gateway_wrote_passes_traces_check(
+    client: openai.OpenAI, up: FakeUpstream, traces: TraceFiles, trace_dir: Path
+) -> None:
+    client.chat.completions.create(
+        model="gpt", messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
+    raw = client.embeddings.with_raw_response.create(model="emb", input="one")
+    traces.raw(raw.headers["x-tfgw-trace-id"])  # written: nothing is half-appended now
+    done = subprocess.run(
+        [sys.executable, "-m", "tfgw", "traces", "check", "--json", str(trace_dir)],
+        capture_output=True,
+        timeout=60,
+    )
+    report = orjson.loads(done.stdout)
+    assert (done.returncode, report["errors"], report["warnings"], report["findings"]) == (0, 0, 0, [])
+    assert report["spans"] >= 10 and report["traces"] >= 2

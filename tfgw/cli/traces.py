@@ -21,6 +21,7 @@ import orjson
 import typer
 from rich.console import Console
 
+from tfgw.cli.check import check
 from tfgw.cli.options import CONFIG, read_settings
 from tfgw.config import TracingSettings, find_config
 from tfgw.errors import NotFoundError, TfgwError
@@ -45,6 +46,8 @@ __all__ = ["UsageError", "app", "log_dir", "parse_since", "row_filter"]
 app = typer.Typer(
     help="Read the trace log: follow it live, list requests, show one trace, stats.", no_args_is_help=True
 )
+
+app.command("check")(check)
 
 SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 SINCE = re.compile(r"(\d+)([smhdw])")
