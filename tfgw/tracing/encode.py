@@ -21,6 +21,7 @@ import orjson
 from tfgw.tracing import otlp
 from tfgw.tracing import semconv as sc
 from tfgw.tracing.fold import StreamFold
+from tfgw.tracing.rows import summarize_decoded
 from tfgw.tracing.spans import LlmCall, RequestTrace, Span
 
 __all__ = ["Encoder", "provider_identity"]
@@ -82,11 +83,25 @@ def provider_identity(kind: str, base_url: str, name: str) -> dict[str, Any]:
 
 class Encoder:
     def __init__(self, project: str, exclude_request_data: bool = False) -> None:
+        self.project = project
         self.resource = otlp.resource(project)
         self.content = not exclude_request_data
         self._identities: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def spans(self, trace: RequestTrace) -> list[dict[str, Any]]:
+        return [span for span, _ in self._spans(trace)]
+
+    def line(self, trace: RequestTrace) -> dict[str, Any]:
+        """The trace's `ExportTraceServiceRequest`, ready for `orjson.dumps`."""
+        return otlp.export_request(self.resource, self.spans(trace))
+
+    def encode(self, trace: RequestTrace) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The trace's file line and its `tfgw.tracing.rows` summary, made from the same attributes."""
+        spans = self._spans(trace)
+        line = otlp.export_request(self.resource, [span for span, _ in spans])
+        return line, summarize_decoded(spans, 0, self.project)
+
+    def _spans(self, trace: RequestTrace) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         for span in trace.spans:  # the request is over: a stream's chunks are final now
             if span.llm is not None and isinstance(span.llm.response, StreamFold):
                 span.llm.response = span.llm.response.completion()
@@ -103,12 +118,8 @@ class Encoder:
                 attrs.update(context)
             elif span is trace.root:
                 self._root_attributes(last_llm, attrs)
-            out.append(self._span(trace.trace_id, span, attrs))
+            out.append((self._span(trace.trace_id, span, attrs), attrs))
         return out
-
-    def line(self, trace: RequestTrace) -> dict[str, Any]:
-        """The trace's `ExportTraceServiceRequest`, ready for `orjson.dumps`."""
-        return otlp.export_request(self.resource, self.spans(trace))
 
     # -- spans -----------------------------------------------------------------------------------
 

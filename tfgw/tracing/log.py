@@ -14,8 +14,8 @@ Contract of the files (readers, exporters and `tfgw traces` rely on it; only eve
 
 `submit()` is all the request path does: a put on a C queue, bounded by its size, so a writer that
 cannot keep up drops (and counts) traces instead of growing without bound. The writer thread
-wakes at most every `LINGER_S`, drains the queue, encodes (giving the GIL back between traces),
-and writes each batch with one `write()` per file. A write that fails (a full disk, a removed
+wakes when a trace arrives, takes everything queued by then (so batches grow with the load),
+encodes, and writes each batch with one `write()` per file. A write that fails (a full disk, a removed
 directory) is counted, logged at most once a minute, and the batch is dropped: nothing here may
 fail or delay a request. After a failed write the segment is closed and the next batch starts a
 fresh one, so a torn line is always the last line of its segment.
@@ -36,9 +36,7 @@ from typing import Any
 import orjson
 
 from tfgw.config import TracingSettings
-from tfgw.tracing import otlp
 from tfgw.tracing.encode import Encoder
-from tfgw.tracing.rows import summarize
 from tfgw.tracing.spans import RequestTrace
 
 __all__ = ["LogStats", "TraceLog", "segment_name"]
@@ -48,10 +46,7 @@ log = logging.getLogger("tfgw.tracing")
 #: traces waiting for the writer beyond this are dropped and counted
 MAX_PENDING = 50_000
 #: the writer takes at most this many traces per write
-BATCH = 2048
-#: after the first trace of a batch the writer waits this long for more: one wake-up and one write
-#: per interval instead of per request, which keeps thread switches off the event loop's back
-LINGER_S = 0.02
+BATCH = 512
 _STOP = object()
 
 
@@ -130,8 +125,6 @@ class TraceLog:
         stopping = False
         while not stopping:
             batch = [self._queue.get()]
-            if not isinstance(batch[0], threading.Event) and batch[0] is not _STOP:
-                time.sleep(LINGER_S)
             while len(batch) < BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -156,11 +149,10 @@ class TraceLog:
         lines: list[bytes] = []
         row_data: list[dict[str, Any]] = []
         for trace in traces:
-            time.sleep(0)  # let the event loop have the GIL between traces: it waits ~50 µs, not 5 ms
             try:
-                request = self.encoder.line(trace)
+                request, row = self.encoder.encode(trace)
                 lines.append(orjson.dumps(request) + b"\n")
-                row_data.append(summarize(otlp.spans_of(request)))
+                row_data.append(row)
             except Exception as exc:  # a bug must not stop the log; count it and go on
                 self.stats.encode_errors += 1
                 self.stats.dropped += 1

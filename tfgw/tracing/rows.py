@@ -32,12 +32,12 @@ Row keys (absent values are None, never 0):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tfgw.tracing import otlp, semconv
 
-__all__ = ["summarize"]
+__all__ = ["summarize", "summarize_decoded"]
 
 LLM_KINDS = ("LLM", "EMBEDDING")
 
@@ -47,12 +47,21 @@ def summarize(spans: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> d
     pairs = list(spans)
     if not pairs:
         raise ValueError("a trace has at least one span")
-    ids = {span.get("spanId") for _, span in pairs}
-    root_res, root = next(
-        ((r, s) for r, s in pairs if not s.get("parentSpanId") or s.get("parentSpanId") not in ids),
-        pairs[0],
+    decoded = [(span, otlp.decode_attributes(span.get("attributes") or ())) for _, span in pairs]
+    ids = {span.get("spanId") for span, _ in decoded}
+    root_index = next(
+        (i for i, (s, _) in enumerate(decoded) if not s.get("parentSpanId") or s["parentSpanId"] not in ids),
+        0,
     )
-    ra = otlp.decode_attributes(root.get("attributes") or ())
+    project = otlp.decode_attributes(pairs[root_index][0].get("attributes") or ()).get(semconv.PROJECT_NAME)
+    return summarize_decoded(decoded, root_index, project)
+
+
+def summarize_decoded(
+    spans: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], root_index: int, project: str | None
+) -> dict[str, Any]:
+    """`summarize()` on spans whose attributes are already plain dicts (the writer has them so)."""
+    root, ra = spans[root_index]
     start, end = int(root.get("startTimeUnixNano") or 0), int(root.get("endTimeUnixNano") or 0)
 
     model = ra.get(semconv.MODEL_REQUESTED)
@@ -61,16 +70,15 @@ def summarize(spans: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> d
     stream = False
     attempts = 0
     error = (root.get("status") or {}).get("code") == otlp.STATUS_ERROR
-    for _, span in pairs:
-        a = ra if span is root else otlp.decode_attributes(span.get("attributes") or ())
+    for span, a in spans:
         failed = (span.get("status") or {}).get("code") == otlp.STATUS_ERROR
         if failed and a.get(semconv.ERROR_TYPE):
             error_type = a[semconv.ERROR_TYPE]
         key = key or a.get(semconv.KEY_NAME)
         model = model or a.get(semconv.MODEL_REQUESTED)
-        if semconv.STREAM_TTFT in a:
+        if a.get(semconv.STREAM_TTFT) is not None:
             ttft = float(a[semconv.STREAM_TTFT])
-        elif semconv.GEN_TTFC in a and ttft is None:
+        elif a.get(semconv.GEN_TTFC) is not None and ttft is None:
             ttft = float(a[semconv.GEN_TTFC]) * 1000
         if a.get(semconv.OI_SPAN_KIND) not in LLM_KINDS and semconv.GEN_OPERATION not in a:
             continue
@@ -94,7 +102,6 @@ def summarize(spans: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> d
         error = True
     if error and ra.get(semconv.ERROR_TYPE):
         error_type = ra[semconv.ERROR_TYPE]
-    project = otlp.decode_attributes(root_res.get("attributes") or ()).get(semconv.PROJECT_NAME)
     return {
         "time": start,
         "trace_id": root.get("traceId"),
@@ -113,7 +120,7 @@ def summarize(spans: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> d
         "cost": cost,
         "stream": stream,
         "attempts": attempts,
-        "spans": len(pairs),
+        "spans": len(spans),
         "project": project,
     }
 
