@@ -366,6 +366,7 @@ def test_response_with_cache_tokens() -> None:
             "completion_tokens": 5,
             "total_tokens": 1215,
             "prompt_tokens_details": {"cached_tokens": 1000},
+            "cache_creation_input_tokens": 200,
         },
     }
 

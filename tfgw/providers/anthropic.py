@@ -267,12 +267,16 @@ def _usage(usage: Mapping[str, Any]) -> Json:
     cached = usage.get("cache_read_input_tokens") or 0
     prompt = (usage.get("input_tokens") or 0) + (usage.get("cache_creation_input_tokens") or 0) + cached
     completion = usage.get("output_tokens") or 0
-    return {
+    out: Json = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": cached},
     }
+    if written := usage.get("cache_creation_input_tokens"):
+        # not in OpenAI's shape; the name LiteLLM and others use, so clients and traces see cache writes
+        out["cache_creation_input_tokens"] = written
+    return out
 
 
 class StreamTranslator:

@@ -8,6 +8,8 @@ reading), enums as integers. One line of a trace file is one `ExportTraceService
 
 from __future__ import annotations
 
+import base64
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -41,6 +43,8 @@ STATUS_OK = 1
 STATUS_ERROR = 2
 
 SCOPE = {"name": "tfgw", "version": __version__}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
 def any_value(value: Any) -> dict[str, Any]:
@@ -50,9 +54,12 @@ def any_value(value: Any) -> dict[str, Any]:
     if isinstance(value, bool):
         return {"boolValue": value}
     if isinstance(value, int):
-        return {"intValue": str(value)}
+        return {"intValue": str(value)} if INT64_MIN <= value <= INT64_MAX else {"stringValue": str(value)}
     if isinstance(value, float):
-        return {"doubleValue": value}
+        # proto3 JSON spells the non-finite doubles as strings
+        return {"doubleValue": value if math.isfinite(value) else NON_FINITE[repr(value)]}
+    if isinstance(value, bytes):
+        return {"bytesValue": base64.b64encode(value).decode()}
     if isinstance(value, list | tuple):
         return {"arrayValue": {"values": [any_value(v) for v in value]}}
     if isinstance(value, Mapping):
@@ -70,8 +77,10 @@ def attributes(values: Mapping[str, Any]) -> list[dict[str, Any]]:
 def decode_value(value: Mapping[str, Any]) -> Any:
     """An OTLP/JSON `AnyValue` as a Python value (int64 as a string or a number, both accepted)."""
     for kind, v in value.items():
-        if kind == "stringValue" or kind == "boolValue" or kind == "doubleValue":
+        if kind == "stringValue" or kind == "boolValue":
             return v
+        if kind == "doubleValue":
+            return float(v)
         if kind == "intValue":
             return int(v)
         if kind == "arrayValue":
