@@ -161,3 +161,25 @@ def test_refuses_a_public_bind_without_gateway_keys() -> None:
         "tfgw: --demo: server.host: refusing to listen on 0.0.0.0 without gateway keys: anyone who can reach "
         "it could use your provider keys. Add one with `tfgw keys add NAME`, or listen on 127.0.0.1.\n"
     )
+
+
+def test_exclude_request_data_keeps_every_word_of_the_conversation_out_of_the_log(tmp_path: Path) -> None:
+    secret_words = "purple elephants dancing quietly midnight"
+    with FakeUpstream() as up:
+        config = config_for(tmp_path, up)
+        config.write_text(
+            config.read_text().replace('project = "e2e"', 'project = "e2e"\nexclude_request_data = true')
+        )
+        gateway = Gateway(config, env={"E2E_OPENAI_KEY": "sk-x-0123456789"})
+        with gateway as gw, openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0) as client:
+            ask = [{"role": "user", "content": secret_words}]
+            client.chat.completions.create(model="gpt", messages=ask)
+            list(client.chat.completions.create(model="claude", messages=ask, stream=True))
+            client.embeddings.create(model="emb", input=secret_words)
+    written = b"".join(p.read_bytes() for p in (tmp_path / "traces").iterdir())
+    assert written.count(b'"traceId"') >= 3
+    for word in secret_words.split():
+        assert word.encode() not in written
+    # what stays: roles, models, token counts
+    for kept in (b"llm.input_messages.0.message.role", b"gpt-4o-mini", b"llm.token_count.prompt"):
+        assert kept in written
