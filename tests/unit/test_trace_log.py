@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from pathlib import Path
@@ -120,40 +121,57 @@ def test_retention_deletes_old_tfgw_segments_only(settings: TracingSettings) -> 
     )
 
 
-def test_a_full_disk_is_counted_and_the_next_write_starts_a_fresh_segment(
+def test_a_full_disk_is_counted_and_leaves_no_partial_line(
     settings: TracingSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = TraceLog(settings, clock=Clock(T0))
     log.start()
     write(log)
+    real_write = os.write
 
-    def full(fd: int, data: bytes) -> None:
+    def half_then_full(fd: int, data: bytes | memoryview) -> int:
+        if len(data) > 20:
+            return real_write(fd, bytes(data[: len(data) // 2]))  # the disk fills up half-way
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    real = trace_log._write_all
-    monkeypatch.setattr(trace_log, "_write_all", full)
+    monkeypatch.setattr(trace_log.os, "write", half_then_full)
     write(log, 2)
-    monkeypatch.setattr(trace_log, "_write_all", real)
+    monkeypatch.setattr(trace_log.os, "write", real_write)
     write(log)
     log.close()
-    assert [len(lines(p)) for p in segments(settings.path)] == [1, 1]
+    (segment,) = segments(settings.path)  # the half-written lines were cut back: no fresh segment
+    assert len(lines(segment)) == 2
+    rows = lines(segment.with_suffix(".rows"))
+    assert [row["end"] for row in rows] == [
+        len(segment.read_bytes().splitlines()[0]) + 1,
+        segment.stat().st_size,
+    ]
     stats = log.stats.as_dict()
-    assert (stats["written"], stats["dropped"], stats["write_errors"]) == (2, 2, 1)
+    assert (stats["written"], stats["dropped"], stats["write_errors"]) == (2, 2, 2)
     assert stats["last_error"] == "OSError: [Errno 28] No space left on device"
 
 
-def test_a_writer_that_cannot_keep_up_drops_and_counts(
+def test_in_an_event_loop_traces_are_encoded_between_requests_and_written_soon(
     settings: TracingSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(trace_log, "MAX_PENDING", 3)
-    log = TraceLog(settings)  # not started: nothing drains the queue
-    for _ in range(5):
-        make_trace(log.submit).finish()
-    assert (log.stats.dropped, log._queue.qsize()) == (2, 3)
-    log.start()
-    assert log.flush()
-    log.close()
-    assert log.stats.written == 3
+
+    async def serve() -> tuple[int, int, int]:
+        log = TraceLog(settings)
+        log.start()
+        for _ in range(5):  # a burst: nothing is encoded on the request path, the backlog is bounded
+            make_trace(log.submit).finish()
+        backlog = (log.stats.dropped, len(log._pending))
+        assert backlog == (2, 3)
+        for _ in range(100):  # the loop encodes, and hands over within HANDOFF_S
+            await asyncio.sleep(0.01)
+            if log.stats.written == 3:
+                break
+        written = log.stats.written
+        log.close()
+        return written, log.stats.dropped, len(lines(segments(settings.path)[0]))
+
+    assert asyncio.run(serve()) == (3, 2, 3)
 
 
 def test_an_encoding_bug_loses_one_trace_not_the_log(settings: TracingSettings) -> None:
