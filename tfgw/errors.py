@@ -48,7 +48,13 @@ class TfgwError(Exception):
         )
 
 
-class ConfigError(TfgwError):
+class InputError(TfgwError):
+    """Bad usage or bad input to a command (an option value, an unreadable file): exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
     """A config file that cannot be used. The message names the file, the line and the key."""
 
     exit_code = 2

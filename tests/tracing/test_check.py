@@ -219,7 +219,7 @@ def test_a_valid_tfgw_file_passes(tmp_path: Path) -> None:
     done = cli(str(path))
     assert (done.exit_code, done.stdout) == (
         0,
-        "checked 14 spans in 3 traces from 1 files: 0 errors, 0 warnings\n",
+        "checked 14 spans in 3 traces from 1 file: 0 errors, 0 warnings\n",
     )
 
 
@@ -233,7 +233,7 @@ def test_traces_closed_to_bound_memory_are_not_orphans_when_they_come_back(
     done = cli(str(path))
     assert (done.exit_code, done.stdout) == (
         0,
-        "checked 9 spans in 2 traces from 1 files: 0 errors, 0 warnings\n",
+        "checked 9 spans in 2 traces from 1 file: 0 errors, 0 warnings\n",
     )
 
 
@@ -287,7 +287,7 @@ def test_an_opentelemetry_sdk_file_with_hex_ids_passes(tmp_path: Path) -> None:
     done = cli(str(path))
     assert (done.exit_code, done.stdout) == (
         0,
-        "checked 4 spans in 2 traces from 1 files: 0 errors, 0 warnings\n",
+        "checked 4 spans in 2 traces from 1 file: 0 errors, 0 warnings\n",
     )
 
 
@@ -310,7 +310,7 @@ def test_base64_ids_from_the_sdk_are_errors(tmp_path: Path) -> None:
             expected.append(finding(trace, name, "spanId", b64[sid], f"{sid:016x}"))
             if parent is not None:
                 expected.append(finding(trace, name, "parentSpanId", b64[parent], f"{parent:016x}"))
-    summary = "checked 4 spans in 2 traces from 1 files: 10 errors, 0 warnings"
+    summary = "checked 4 spans in 2 traces from 1 file: 10 errors, 0 warnings"
     assert (done.exit_code, done.stdout.splitlines()) == (1, [*expected, summary])
 
 
@@ -491,8 +491,9 @@ def test_one_broken_file_per_rule(tmp_path: Path, case: Case) -> None:
     done = cli(str(path))
     errors = sum(" error " in f for f in case.findings)
     warnings = len(case.findings) - errors
-    counts = f"{errors} errors, {warnings} warnings"
-    summary = f"checked {case.spans} spans in {case.traces} traces from 1 files: {counts}"
+    counts = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+    traces = f"{case.traces} trace{'s' * (case.traces != 1)}"
+    summary = f"checked {case.spans} spans in {traces} from 1 file: {counts}"
     assert (done.exit_code, done.stdout.splitlines()) == (
         1 if errors else 0,
         [f"{path}:{f}" for f in case.findings] + [summary],
@@ -522,7 +523,7 @@ def test_a_directory_is_its_trace_files_sorted(tmp_path: Path) -> None:
     assert (done.exit_code, done.stdout) == (
         0,
         f"{tmp_path / 'c.jsonl.gz'}:1: warning service-name: the resource has no service.name\n"
-        "checked 14 spans in 3 traces from 3 files: 0 errors, 1 warnings\n",
+        "checked 14 spans in 3 traces from 3 files: 0 errors, 1 warning\n",
     )
 
 
@@ -534,7 +535,7 @@ def test_stdin_and_gzip(tmp_path: Path) -> None:
     assert (done.exit_code, done.stdout) == (
         1,
         "<stdin>:2: error structure: a line must be an object with resourceSpans, not an array\n"
-        "checked 9 spans in 2 traces from 2 files: 1 errors, 0 warnings\n",
+        "checked 9 spans in 2 traces from 2 files: 1 error, 0 warnings\n",
     )
 
 
@@ -545,7 +546,7 @@ def test_a_trace_over_several_lines_and_files_is_one_tree(tmp_path: Path) -> Non
     done = cli(str(tmp_path / "1.jsonl"), str(tmp_path / "2.jsonl"))
     assert (done.exit_code, done.stdout) == (
         0,
-        "checked 5 spans in 1 traces from 2 files: 0 errors, 0 warnings\n",
+        "checked 5 spans in 1 trace from 2 files: 0 errors, 0 warnings\n",
     )
 
 
@@ -612,5 +613,5 @@ def test_max_findings_caps_what_is_printed_not_what_is_counted(tmp_path: Path) -
         1,
         f"{path}:1: {message}\n{path}:2: {message}\n"
         "… 3 more findings not shown (--max-findings 2)\n"
-        "checked 0 spans in 0 traces from 1 files: 5 errors, 0 warnings\n",
+        "checked 0 spans in 0 traces from 1 file: 5 errors, 0 warnings\n",
     )

@@ -24,7 +24,7 @@ from rich.console import Console
 from tfgw.cli.check import check
 from tfgw.cli.options import CONFIG, read_settings
 from tfgw.config import TracingSettings, find_config
-from tfgw.errors import NotFoundError, TfgwError
+from tfgw.errors import InputError, NotFoundError
 from tfgw.tracing.reader import (
     Follower,
     Trace,
@@ -55,10 +55,8 @@ TRACE_ID = re.compile(r"[0-9a-fA-F]{8,32}")
 _SHAPE_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
 
 
-class UsageError(TfgwError):
+class UsageError(InputError):
     """A bad option or argument value (exit code 2, as for click's own usage errors)."""
-
-    exit_code = 2
 
 
 class Status(StrEnum):

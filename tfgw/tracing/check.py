@@ -57,7 +57,7 @@ from typing import Any, BinaryIO, Final
 
 import orjson
 
-from tfgw.errors import TfgwError
+from tfgw.errors import InputError
 from tfgw.tracing import semconv
 
 __all__ = [
@@ -238,10 +238,8 @@ _ZERO16 = "0" * 16
 _NO_ID: Final = object()
 
 
-class TraceFileError(TfgwError):
+class TraceFileError(InputError):
     """A trace file that cannot be read (missing, unreadable, a broken gzip stream): bad input."""
-
-    exit_code = 2
 
     def __init__(self, file: str, reason: str) -> None:
         super().__init__(f"cannot read {file}: {reason}")
@@ -297,8 +295,9 @@ class CheckResult:
 
     def summary(self) -> str:
         return (
-            f"checked {self.spans} spans in {self.traces} traces from {len(self.files)} files: "
-            f"{self.errors} errors, {self.warnings} warnings"
+            f"checked {_count(self.spans, 'span')} in {_count(self.traces, 'trace')} "
+            f"from {_count(len(self.files), 'file')}: "
+            f"{_count(self.errors, 'error')}, {_count(self.warnings, 'warning')}"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -1148,3 +1147,7 @@ def _value_type(value: Any) -> str:
 
 def _ms(ns: int) -> str:
     return f"{ns / 1e6:.3f} ms"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

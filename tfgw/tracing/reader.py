@@ -45,7 +45,7 @@ from typing import Any
 
 import orjson
 
-from tfgw.errors import TfgwError
+from tfgw.errors import InputError
 from tfgw.tracing import otlp
 from tfgw.tracing.rows import summarize
 
@@ -77,10 +77,8 @@ MTIME_SLACK_NS = 2_000_000_000
 _SHAPE_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
 
 
-class TraceLogError(TfgwError):
+class TraceLogError(InputError):
     """The trace log directory cannot be read at all (bad input: exit code 2)."""
-
-    exit_code = 2
 
 
 def warn_stderr(message: str) -> None:
