@@ -558,3 +558,24 @@ def test_everything_the_gateway_wrote_passes_traces_check(
     report = orjson.loads(done.stdout)
     assert (done.returncode, report["errors"], report["warnings"], report["findings"]) == (0, 0, 0, [])
     assert report["spans"] >= 10 and report["traces"] >= 2
+
+
+def test_metadata_that_is_not_a_json_object_is_a_traced_400(gateway: Gateway, traces: TraceFiles) -> None:
+    answer = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "gpt", "messages": HELLO},
+        headers={"authorization": f"Bearer {GATEWAY_KEY}", "x-tfgw-metadata": "[1, 2]"},
+    )
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {
+            "error": {
+                "message": "The x-tfgw-metadata header must be a JSON object.",
+                "type": "invalid_request_error",
+                "param": "x-tfgw-metadata",
+                "code": None,
+            }
+        },
+    )
+    (root,) = traces.spans(answer.headers["x-tfgw-trace-id"])
+    assert (root["status"]["code"], root["attributes"]["http.response.status_code"]) == (2, 400)

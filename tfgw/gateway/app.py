@@ -81,8 +81,6 @@ class GatewayState:
             root[sc.SESSION_ID] = session
         if user := headers.get("x-tfgw-user-id"):
             root[sc.USER_ID] = user
-        if metadata := headers.get("x-tfgw-metadata"):
-            root[sc.METADATA] = _metadata(metadata)
         return trace
 
     def _sink(self, trace: RequestTrace) -> None:
@@ -215,6 +213,8 @@ class _request_span:
 
 
 def _authenticate(state: GatewayState, trace: RequestTrace) -> KeySettings | None:
+    if metadata := request.headers.get("x-tfgw-metadata"):
+        trace.root.attributes[sc.METADATA] = _metadata(metadata)
     span = trace.child("auth")
     try:
         key = state.keys.authenticate(request.headers.get("authorization"))
