@@ -110,6 +110,7 @@ class TracingSettings:
     enabled: bool = True
     segment_max_mb: int = 64  # a segment is closed at this size, and at midnight UTC
     retention_days: int = 7  # segments older than this are deleted; 0 keeps them forever
+    max_disk_mb: int = 10240  # past this the oldest segments go, delivered to every target or not
 
     @property
     def path(self) -> Path:
@@ -450,7 +451,10 @@ class _Validator:
 
     def tracing(self, value: Any) -> TracingSettings:
         path = ("tracing",)
-        allowed = ("dir", "project", "exclude_request_data", "enabled", "segment_max_mb", "retention_days")
+        allowed = (
+            "dir", "project", "exclude_request_data", "enabled", "segment_max_mb", "retention_days",
+            "max_disk_mb",
+        )  # fmt: skip
         t = self.table(value, path, allowed)
         default = TracingSettings()
         return TracingSettings(
@@ -460,6 +464,7 @@ class _Validator:
             enabled=self.value(t, path, "enabled", bool, True),
             segment_max_mb=self.positive(t, path, "segment_max_mb", int, default.segment_max_mb),
             retention_days=self.positive(t, path, "retention_days", int, default.retention_days, zero=True),
+            max_disk_mb=self.positive(t, path, "max_disk_mb", int, default.max_disk_mb),
         )
 
     def bus(self, value: Any) -> BusSettings:

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from tfgw.config import TracingSettings
+from tfgw.export.cursor import dropped_spans
 from tfgw.tracing import log as trace_log
 from tfgw.tracing.log import TraceLog, segment_name
 from tfgw.tracing.otlp import spans_of
@@ -188,3 +189,44 @@ def test_an_encoding_bug_loses_one_trace_not_the_log(settings: TracingSettings) 
     write(log)
     log.close()
     assert (log.stats.written, log.stats.encode_errors, log.stats.dropped) == (1, 1, 1)
+
+
+def test_retention_keeps_what_an_export_target_has_not_delivered(settings: TracingSettings) -> None:
+    settings.path.mkdir(parents=True)
+    delivered, waiting = (settings.path / f"tfgw-2026100{d}-000000-1-0001.jsonl" for d in (1, 2))
+    for path in (delivered, waiting):
+        path.write_bytes(b"{}\n" * 4)
+        os.utime(path, (T0 - 30 * DAY, T0 - 30 * DAY))
+    cursors = settings.path / ".cursors"
+    cursors.mkdir()
+    offsets = {delivered.name: 12, waiting.name: 6}  # half of `waiting` is still to be sent
+    (cursors / "arize.json").write_bytes(orjson.dumps({"offsets": offsets}))
+    log = TraceLog(settings, clock=Clock(T0), targets=["arize"])
+    log.start()
+    write(log)
+    log.close()
+    assert sorted(p.name for p in settings.path.glob("*.jsonl")) == sorted(
+        [waiting.name, f"{segment_name(T0, os.getpid(), 1)}.jsonl"]
+    )
+
+
+def test_over_the_disk_cap_the_oldest_undelivered_segment_goes_and_is_counted(
+    tmp_path: Path,
+) -> None:
+    settings = TracingSettings(dir=str(tmp_path / "traces"), retention_days=0, max_disk_mb=1)
+    settings.path.mkdir(parents=True)
+    old = settings.path / "tfgw-20261001-000000-1-0001.jsonl"
+    line = b"x" * 700_000 + b"\n"
+    old.write_bytes(line)
+    old.with_suffix(".rows").write_bytes(orjson.dumps({"spans": 5, "end": len(line)}) + b"\n")
+    newer = settings.path / "tfgw-20261002-000000-1-0001.jsonl"
+    newer.write_bytes(line)
+    log = TraceLog(settings, clock=Clock(T0), targets=["arize", "mw"])
+    (settings.path / ".cursors").mkdir()
+    (settings.path / ".cursors" / "arize.json").write_bytes(orjson.dumps({"offsets": {}}))
+    (settings.path / ".cursors" / "mw.json").write_bytes(orjson.dumps({"offsets": {old.name: len(line)}}))
+    log.start()
+    write(log)
+    log.close()
+    assert not old.exists() and newer.exists()
+    assert dropped_spans(settings.path) == {"arize": 5}

@@ -34,13 +34,15 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from tfgw.config import TracingSettings
+from tfgw.export.cursor import log_segments, read_offsets, record_dropped
 from tfgw.tracing.encode import Encoder
 from tfgw.tracing.spans import RequestTrace
 
@@ -93,11 +95,19 @@ class LogStats:
 
 
 class TraceLog:
-    def __init__(self, settings: TracingSettings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: TracingSettings,
+        clock: Callable[[], float] = time.time,
+        targets: Sequence[str] = (),
+    ) -> None:
         self.clock = clock
         self.dir = settings.path
         self.max_bytes = settings.segment_max_mb * 1024 * 1024
+        self.max_disk_bytes = settings.max_disk_mb * 1024 * 1024
         self.retention_s = settings.retention_days * 86400
+        #: the export targets whose cursors hold back retention (their undelivered data is kept)
+        self.targets = tuple(targets)
         self.encoder = Encoder(settings.project, settings.exclude_request_data)
         self.stats = LogStats()
         # the event loop's side
@@ -105,6 +115,8 @@ class TraceLog:
         self._pending: deque[RequestTrace] = deque()
         self._encoded: list[tuple[bytes, dict[str, Any]]] = []
         self._encoded_bytes = 0
+        self._size = 0
+        self._rows_size = 0
         self._step: asyncio.Handle | None = None
         self._handoff_timer: asyncio.TimerHandle | None = None
         # the writer thread's side
@@ -263,16 +275,37 @@ class TraceLog:
         self._segment = self._rows = None
 
     def _expire(self, now: float) -> None:
-        if not self.retention_s:
-            return
+        """Delete segments past `retention_days` that every export target has delivered, then the
+        oldest segments while the log is over `max_disk_mb`, delivered or not (counting what each
+        target loses). The segment being written is never deleted."""
+        segments = [p for p in log_segments(self.dir) if p.name != self.stats.segment]
+        sizes = {p: _size(p) + _size(p.with_suffix(".rows")) for p in segments}
+        offsets = read_offsets(self.dir, self.targets)
         cutoff = now - self.retention_s
-        for path in self.dir.glob("tfgw-*"):
-            if path.suffix in (".jsonl", ".rows"):
-                try:
-                    if path.stat().st_mtime < cutoff:
-                        path.unlink()
-                except OSError:
-                    pass
+        kept = []
+        for path in segments:
+            old = self.retention_s > 0 and _mtime(path) < cutoff
+            size = _size(path)
+            if old and all(o.get(path.name, 0) >= size for o in offsets.values()):
+                self._delete(path)
+            else:
+                kept.append(path)
+        total = sum(sizes[p] for p in kept) + self._size + self._rows_size
+        for path in kept:
+            if total <= self.max_disk_bytes:
+                break
+            size = _size(path)
+            for target, target_offsets in offsets.items():
+                if target_offsets.get(path.name, 0) < size:
+                    lost = _spans_after(path.with_suffix(".rows"), target_offsets.get(path.name, 0))
+                    record_dropped(self.dir, target, path.name, lost)
+            self._delete(path)
+            total -= sizes[path]
+
+    def _delete(self, path: Path) -> None:
+        for p in (path, path.with_suffix(".rows")):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
 
     def _warn(self, message: str, exc: BaseException | None = None) -> None:
         now = time.monotonic()
@@ -300,3 +333,29 @@ def _append(fd: int, data: bytes, size: int) -> None:
 
 class TornWrite(OSError):
     """Part of a batch is in a file and could not be cut back."""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _spans_after(rows: Path, offset: int) -> int:
+    """Spans of the traces that end past `offset` in the segment, from its rows file."""
+    spans = 0
+    with contextlib.suppress(OSError):
+        for line in rows.read_bytes().splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+                row = orjson.loads(line)
+                if row.get("end", 0) > offset:
+                    spans += int(row.get("spans") or 0)
+    return spans

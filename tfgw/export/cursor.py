@@ -1,0 +1,182 @@
+"""Where each export target is in the trace log, kept on disk so nothing is lost or sent twice.
+
+A target's cursor is a byte offset per segment file: several gateway workers append to their own
+segments at the same time, so one position in one file could not say what was read. Contract of
+`{trace dir}/.cursors/{target}.json` (written only by the exporter that owns the target, always
+whole, through a rename):
+
+    {"offsets": {"tfgw-20261123-101500-4242-0001.jsonl": 81234, ...},
+     "delivered": 1200, "rejected": 3, "partial_rejected": 0, "dropped": 0,
+     "last_error": null, "last_success": 1795432062.1, "retrying": false, "lag_s": 0.4}
+
+An offset only ever moves forward, and only after the target accepted (or permanently rejected)
+every span before it: an outage, a slow backend or a restart of the gateway or of the exporter
+resumes exactly there. A cursor that does not exist yet starts at the end of the log: a new target
+gets the traces from then on (`tfgw replay` sends older ones). A segment the log's retention
+deleted before its spans were delivered is counted in `dropped` by the gateway
+(`.cursors/dropped.jsonl`, one appended line per segment and target).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "Cursor",
+    "Pending",
+    "cursor_dir",
+    "dropped_spans",
+    "log_segments",
+    "read_offsets",
+    "record_dropped",
+]
+
+SEGMENT_GLOB = "tfgw-*.jsonl"
+
+
+def cursor_dir(trace_dir: Path) -> Path:
+    return trace_dir / ".cursors"
+
+
+def log_segments(trace_dir: Path) -> list[Path]:
+    """tfgw's own segments, in creation order (their names start with the UTC time)."""
+    return sorted(trace_dir.glob(SEGMENT_GLOB))
+
+
+@dataclass(slots=True)
+class Pending:
+    """Complete lines read from one segment: `data` is `start`..`end` of the file."""
+
+    segment: str
+    start: int
+    end: int
+    lines: list[bytes]
+
+
+@dataclass(slots=True)
+class Cursor:
+    trace_dir: Path
+    target: str
+    offsets: dict[str, int] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return cursor_dir(self.trace_dir) / f"{self.target}.json"
+
+    @classmethod
+    def load(cls, trace_dir: Path, target: str) -> Cursor:
+        """The target's cursor; a new one starts at the end of the log (and is saved at once)."""
+        cursor = cls(trace_dir, target)
+        try:
+            data = orjson.loads(cursor.path.read_bytes())
+        except FileNotFoundError:
+            cursor.offsets = {p.name: p.stat().st_size for p in log_segments(trace_dir)}
+            cursor.save()
+            return cursor
+        except (OSError, orjson.JSONDecodeError):
+            data = {}  # unreadable: a crash mid-rename cannot leave this, a user's edit can
+        cursor.offsets = {str(k): int(v) for k, v in (data.pop("offsets", None) or {}).items()}
+        cursor.stats = data
+        return cursor
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_bytes(orjson.dumps({"offsets": self.offsets, **self.stats}, option=orjson.OPT_INDENT_2))
+        os.replace(tmp, self.path)
+
+    def read(self, max_bytes: int) -> list[Pending]:
+        """Complete lines not yet delivered, oldest segment first, about `max_bytes` in all."""
+        out: list[Pending] = []
+        budget = max_bytes
+        present = set()
+        for path in log_segments(self.trace_dir):
+            present.add(path.name)
+            start = self.offsets.get(path.name, 0)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if size <= start or budget <= 0:
+                continue
+            pending = _read_lines(path, start, min(size, start + budget))
+            if pending is not None:
+                out.append(pending)
+                budget -= pending.end - pending.start
+        for gone in set(self.offsets) - present:  # deleted by retention: nothing left to read
+            del self.offsets[gone]
+        return out
+
+    def advance(self, pending: list[Pending]) -> None:
+        for p in pending:
+            if p.end > self.offsets.get(p.segment, 0):
+                self.offsets[p.segment] = p.end
+
+    def undelivered_bytes(self) -> int:
+        total = 0
+        for path in log_segments(self.trace_dir):
+            with contextlib.suppress(FileNotFoundError):
+                total += max(0, path.stat().st_size - self.offsets.get(path.name, 0))
+        return total
+
+
+def _read_lines(path: Path, start: int, stop: int) -> Pending | None:
+    """The complete lines in `start`..`stop` (extended to the end of a line cut by `stop`)."""
+    with path.open("rb") as f:
+        f.seek(start)
+        data = f.read(stop - start)
+        if data and not data.endswith(b"\n"):
+            rest = f.readline()  # finish the line the budget cut, if it is complete on disk
+            data += rest
+    end = data.rfind(b"\n") + 1
+    if end == 0:
+        return None  # only a line still being written (or a torn one)
+    lines = [line for line in data[:end].split(b"\n") if line]
+    return Pending(path.name, start, start + end, lines)
+
+
+def read_offsets(trace_dir: Path, targets: Iterable[str]) -> dict[str, dict[str, int]]:
+    """The saved offsets of each target that has a cursor (read only: nothing is created)."""
+    out: dict[str, dict[str, int]] = {}
+    for target in targets:
+        with contextlib.suppress(OSError, orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            data = orjson.loads((cursor_dir(trace_dir) / f"{target}.json").read_bytes())
+            out[target] = {str(k): int(v) for k, v in (data.get("offsets") or {}).items()}
+    return out
+
+
+def record_dropped(trace_dir: Path, target: str, segment: str, spans: int) -> None:
+    """Count spans of `segment` that `target` never got: retention had to delete it first."""
+    line = orjson.dumps({"target": target, "segment": segment, "spans": spans, "time": time.time()})
+    path = cursor_dir(trace_dir) / "dropped.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as f:  # one small append: atomic even with several gateway workers
+        f.write(line + b"\n")
+
+
+def dropped_spans(trace_dir: Path) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for record in _dropped_records(trace_dir):
+        totals[record["target"]] = totals.get(record["target"], 0) + int(record.get("spans") or 0)
+    return totals
+
+
+def _dropped_records(trace_dir: Path) -> Iterator[dict[str, Any]]:
+    try:
+        raw = (cursor_dir(trace_dir) / "dropped.jsonl").read_bytes()
+    except FileNotFoundError:
+        return
+    for line in raw.splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            record = orjson.loads(line)
+            if isinstance(record, dict) and "target" in record:
+                yield record
