@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,5 +14,7 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("TFGW_CONFIG", raising=False)
+    for var in [v for v in os.environ if v.startswith("OTEL_")]:  # a developer's own exporter setup
+        monkeypatch.delenv(var)
     monkeypatch.chdir(home)
     return home

@@ -238,3 +238,16 @@ def test_provider_identity(kind: str, url: str, expected: tuple[object, ...]) ->
     ids = provider_identity(kind, url, "vllm")
     keys = ("llm.provider", "llm.system", "gen_ai.provider.name", "server.address", "server.port")
     assert tuple(ids[k] for k in keys) == expected
+
+
+def test_malformed_tool_calls_in_a_request_do_not_break_the_span() -> None:
+    trace = RequestTrace("POST /v1/chat/completions", lambda t: None)
+    body = {"messages": [{"role": "assistant", "tool_calls": ["oops", {"id": "c1", "function": "nope"}]}]}
+    call = LlmCall("chat", "p", "openai", "https://api.openai.com/v1", "m", None, 1, body)
+    trace.llm(call)
+    trace.finish()
+    attributes = decode_attributes(Encoder("p", exclude_request_data=True).spans(trace)[1]["attributes"])
+    assert {k: v for k, v in attributes.items() if k.startswith("llm.input_messages")} == {
+        "llm.input_messages.0.message.role": "assistant",
+        "llm.input_messages.0.message.tool_calls.1.tool_call.id": "c1",
+    }

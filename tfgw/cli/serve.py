@@ -10,7 +10,7 @@ import typer
 
 from tfgw import __version__
 from tfgw.cli.options import CONFIG, read_settings
-from tfgw.config import demo_settings, is_loopback
+from tfgw.config import Settings, demo_settings, is_loopback
 from tfgw.config_file import write_atomic
 from tfgw.errors import ConfigError
 
@@ -95,13 +95,33 @@ def serve(
             "provider keys. Add one with `tfgw keys add NAME`, or listen on 127.0.0.1.",
             key="server.host",
         )
+    targets = export_targets(settings)  # a broken target is a config error before anything starts
     hconfig, sockets = bind(settings, host, port)
     bound = sockets.insecure_sockets[0].getsockname()
     models = ", ".join(settings.models) or "none"
     source = "demo" if demo else settings.path
+    exporting = f", exporting to: {', '.join(targets)}" if targets else ""
     print(
         f"tfgw {__version__} listening on http://{host}:{bound[1]} "
-        f"({workers} worker{'s' * (workers > 1)}, config: {source}, models: {models})",
+        f"({workers} worker{'s' * (workers > 1)}, config: {source}, models: {models}{exporting})",
         flush=True,
     )
-    raise typer.Exit(run(settings, hconfig, sockets, workers))
+    supervisor = None
+    if targets and settings.tracing.enabled:
+        from tfgw.export.supervisor import ExporterSupervisor
+
+        supervisor = ExporterSupervisor(settings, targets, demo=demo)
+        supervisor.start()
+    try:
+        code = run(settings, hconfig, sockets, workers)
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+    raise typer.Exit(code)
+
+
+def export_targets(settings: Settings) -> list[str]:
+    """The names of the enabled export targets, every one resolved (and so checked) once."""
+    from tfgw.export.targets import resolve_targets
+
+    return [name for name, target in resolve_targets(settings).items() if target.enabled]

@@ -25,6 +25,8 @@ from werkzeug.exceptions import HTTPException
 from tfgw import __version__
 from tfgw.config import KeySettings, Settings
 from tfgw.errors import BadRequestError, PayloadTooLargeError, TfgwError
+from tfgw.export.status import target_status
+from tfgw.export.targets import target_names
 from tfgw.gateway.auth import KeyRing
 from tfgw.gateway.routing import Attempt, Router, Try
 from tfgw.providers import Provider, Stream, build_providers, create_session
@@ -54,13 +56,15 @@ class GatewayState:
     providers: dict[str, Provider] = field(default_factory=dict)
     router: Router | None = None
     trace_log: TraceLog | None = None
+    export_targets: list[str] = field(default_factory=list)
 
     async def start(self) -> None:
         self.session = create_session()
         self.providers = build_providers(self.settings.providers, self.session, self.settings.secrets())
         self.router = Router(self.settings, self.providers)
         if self.settings.tracing.enabled:
-            self.trace_log = TraceLog(self.settings.tracing)
+            self.export_targets = target_names(self.settings)
+            self.trace_log = TraceLog(self.settings.tracing, targets=self.export_targets)
             self.trace_log.start()
 
     async def stop(self) -> None:
@@ -140,6 +144,8 @@ def create_app(settings: Settings) -> Quart:
         }
         if state.trace_log is not None:
             body["tracing"] = state.trace_log.stats.as_dict()
+        if state.export_targets:
+            body["export"] = target_status(settings.tracing.path, state.export_targets)
         return Response(orjson.dumps(body), status=200 if ready else 503, content_type=JSON)
 
     @app.get("/v1/models")

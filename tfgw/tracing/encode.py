@@ -267,9 +267,13 @@ class Encoder:
             attrs[p + "name"] = message["name"]
         if message.get("tool_call_id"):
             attrs[p + "tool_call_id"] = message["tool_call_id"]
-        for t, call in enumerate(message.get("tool_calls") or ()):
+        calls = message.get("tool_calls")
+        for t, call in enumerate(calls if isinstance(calls, list) else ()):
+            if not isinstance(call, Mapping):
+                continue
             q = f"{p}tool_calls.{t}.tool_call."
-            function = call.get("function") or {}
+            function = call.get("function")
+            function = function if isinstance(function, Mapping) else {}
             attrs[q + "id"] = call.get("id")
             attrs[q + "function.name"] = function.get("name")
             if self.content:

@@ -1,0 +1,307 @@
+"""`tfgw otel set | list | show | remove`: the export targets of `[otel.targets.*]`, and the implicit
+`env` target that the standard OTEL_EXPORTER_OTLP_* variables make.
+
+`set` and `remove` edit the config in place (comments and other tables kept), validate the result
+as the gateway would read it, and write it atomically; on any error the file is left untouched
+(exit 2). `list` and `show` read the config without resolving secrets: an `env:VAR` that is set is
+shown resolved and masked, one that is not is shown as written. No secret is printed in clear.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+from rich.table import Table
+
+from tfgw.cli.options import CONFIG, config_path, read_settings
+from tfgw.config import OTEL_TARGET_NAME, Settings, find_config, load
+from tfgw.config_file import delete_table, update_table
+from tfgw.errors import InputError, NotFoundError
+from tfgw.export.cursor import cursor_dir
+from tfgw.export.targets import (
+    ENV_TARGET,
+    SENSITIVE_HEADER,
+    ResolvedTarget,
+    describe,
+    resolve_target,
+    resolve_targets,
+    target_names,
+)
+from tfgw.views.terminal import console, print_wide
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Export targets: where the exporters send traces (Arize, Middleware, any OTLP endpoint).",
+    no_args_is_help=True,
+)
+
+LIST_COLUMNS = ("name", "kind", "protocol", "endpoint", "project", "exclude_request_data", "enabled")
+
+
+class Kind(StrEnum):
+    arize = "arize"
+    middleware = "middleware"
+    otlp = "otlp"
+
+
+class Protocol(StrEnum):
+    grpc = "grpc"
+    http_protobuf = "http/protobuf"
+    http_json = "http/json"
+
+
+def _settings(config: Path | None) -> Settings:
+    """The config as written (secrets unresolved); defaults when there is no config at all, so the
+    `env` target can still be listed."""
+    if config is None and find_config(None) is None:
+        return Settings()
+    return read_settings(config, resolve_secrets=False)
+
+
+def _merge_headers(current: Mapping[str, str], given: list[str]) -> dict[str, str] | None:
+    """`--header K=V` sets K (any spelling of it), `--header K=` removes it; None when none is left."""
+    headers = dict(current)
+    for item in given:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--header: expected K=V, got {item!r}")
+        for existing in [k for k in headers if k.lower() == key.lower()]:
+            del headers[existing]
+        if value:
+            headers[key] = value
+    return headers or None
+
+
+@app.command("set")
+def set_(
+    kind: Kind = typer.Argument(..., metavar="KIND", help="arize, middleware or otlp."),
+    name: str | None = typer.Option(
+        None, "--name", metavar="NAME", help="The target's name (default: KIND)."
+    ),
+    endpoint: str | None = typer.Option(
+        None,
+        "--endpoint",
+        metavar="URL",
+        help="Base URL (/v1/traces is appended for HTTP), or host:port for grpc. "
+        "Default for arize: https://otlp.arize.com.",
+    ),
+    protocol: Protocol | None = typer.Option(
+        None, "--protocol", help="Default: grpc for arize, http/protobuf otherwise."
+    ),
+    header: list[str] | None = typer.Option(
+        None,
+        "--header",
+        metavar="K=V",
+        help="A header to send, K=V (V may be env:VAR); repeatable. K= removes K.",
+    ),
+    space_id: str | None = typer.Option(
+        None, "--space-id", metavar="ID", help="Arize space id (or env:VAR)."
+    ),
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        metavar="KEY|env:VAR",
+        help="env:VAR to read the key from $VAR at start (recommended), or the key.",
+    ),
+    project: str | None = typer.Option(
+        None, "--project", metavar="NAME", help="openinference.project.name (default: [tracing] project)."
+    ),
+    exclude_request_data: bool | None = typer.Option(
+        None,
+        "--exclude-request-data/--include-request-data",
+        help="Keep prompts and completions out of what this target gets.",
+    ),
+    disable: bool | None = typer.Option(None, "--disable/--enable", help="Keep the target but send nothing."),
+    config: Path | None = CONFIG,
+) -> None:
+    """Add an export target, or update one: only the options given change."""
+    name = name or kind.value
+    if not OTEL_TARGET_NAME.fullmatch(name):
+        raise InputError(f"--name: only letters, digits, '-' and '_' (64 at most), got {name!r}")
+    path = config_path(config)
+    current = load(path, resolve_secrets=False).otel_targets.get(name) if path.exists() else None
+    values: dict[str, Any] = {"kind": kind.value}
+    given = {
+        "endpoint": endpoint,
+        "protocol": protocol.value if protocol else None,
+        "space_id": space_id,
+        "api_key": api_key,
+        "project": project,
+        "exclude_request_data": exclude_request_data,
+        "enabled": None if disable is None else not disable,
+    }
+    values.update({k: v for k, v in given.items() if v is not None})
+    if header:
+        values["headers"] = _merge_headers(current.headers if current else {}, header)
+    checked: list[ResolvedTarget] = []
+    update_table(
+        path,
+        ("otel", "targets", name),
+        values,
+        check=lambda settings: checked.append(resolve_target(settings, name)),
+    )
+    view = describe(checked[0])
+    print(f"target {name} ({kind.value}, {view['protocol']} {view['endpoint']}) written to {path}")
+    if api_key and not api_key.startswith("env:"):
+        _warn_clear(path, "the API key", "--api-key env:VAR")
+    for item in header or []:
+        key, _, value = item.partition("=")
+        if value and not value.startswith("env:") and SENSITIVE_HEADER.search(key):
+            _warn_clear(path, f"header {key.strip()}", f"--header {key.strip()}=env:VAR")
+
+
+def _warn_clear(path: Path, what: str, instead: str) -> None:
+    print(
+        f"tfgw: warning: {what} is stored in clear in {path}; prefer {instead}, "
+        "which reads it from $VAR when tfgw starts",
+        file=sys.stderr,
+    )
+
+
+def _print_table(table: Table) -> None:
+    """A rich table on a terminal; off one (a pipe, a file), the same columns as plain text lines
+    without the cells' trailing blanks, for grep and awk."""
+    out = console()
+    if out.is_terminal:
+        print_wide(out, table)
+        return
+    with out.capture() as captured:
+        print_wide(out, table)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
+def _yes(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "-" if value is None else str(value)
+
+
+@app.command("list")
+def list_(
+    json: bool = typer.Option(False, "--json", help="Print a JSON array, one object per target."),
+    config: Path | None = CONFIG,
+) -> None:
+    """Every export target, the implicit `env` one (OTEL_EXPORTER_OTLP_*) included."""
+    views = [describe(t) for t in resolve_targets(_settings(config)).values()]
+    rows = [{key: view[key] for key in LIST_COLUMNS} for view in views]
+    if json:
+        print(orjson.dumps(rows).decode())
+        return
+    if not rows:
+        print("no export targets: add one with `tfgw otel set KIND`, or set OTEL_EXPORTER_OTLP_ENDPOINT")
+        return
+    table = Table(*LIST_COLUMNS, box=None, pad_edge=False, header_style="bold")
+    for row in rows:
+        table.add_row(*(_yes(row[key]) for key in LIST_COLUMNS))
+    _print_table(table)
+
+
+@app.command("show")
+def show(
+    name: str = typer.Argument(
+        ..., metavar="NAME", help="The target's name (`env` for OTEL_EXPORTER_OTLP_*)."
+    ),
+    json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    config: Path | None = CONFIG,
+) -> None:
+    """One target with every default applied: where, how, and every header it sends (masked)."""
+    view = describe(resolve_target(_settings(config), name))
+    for var in view["unset_env"]:
+        print(f"tfgw: warning: {var} is not set: target {name} cannot send until it is", file=sys.stderr)
+    if json:
+        print(orjson.dumps(view).decode())
+        return
+    table = Table(box=None, pad_edge=False, show_header=False)
+    for key, value in view.items():
+        if key == "headers":
+            for header, text in value.items():
+                table.add_row(f"header {header}", text)
+        elif key == "timeout":
+            table.add_row(key, f"{value:g} s")
+        elif key == "compression":
+            table.add_row(key, value or "none")
+        elif key == "unset_env":
+            if value:
+                table.add_row(key, ", ".join(value))
+        else:
+            table.add_row(key, _yes(value))
+    _print_table(table)
+
+
+@app.command("remove")
+def remove(
+    name: str = typer.Argument(..., metavar="NAME", help="The target's name."), config: Path | None = CONFIG
+) -> None:
+    """Delete a target's table from the config (its comments and the rest of the file are kept)."""
+    path = config_path(config)
+    targets = load(path, resolve_secrets=False).otel_targets
+    if name not in targets:
+        hint = "; the env target comes from OTEL_EXPORTER_OTLP_* variables" if name == ENV_TARGET else ""
+        raise NotFoundError(f"no export target {name} in {path} (have: {', '.join(targets) or 'none'}{hint})")
+    settings = load(path, resolve_secrets=False)
+    delete_table(path, ("otel", "targets", name))
+    # its place in the trace log goes too: retention must not wait for a target that is gone
+    (cursor_dir(settings.tracing.path) / f"{name}.json").unlink(missing_ok=True)
+    print(f"target {name} removed from {path}")
+
+
+@app.command("test")
+def test(
+    name: str = typer.Argument(..., metavar="NAME", help="The target's name."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Give up after this many seconds."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    config: Path | None = CONFIG,
+) -> None:
+    """Send one synthetic LLM trace to a target; exit 0 only if the backend accepted all of it."""
+    from tfgw.export.probe import probe
+
+    settings = _settings(config)
+    target = resolve_target(settings, name)
+    result = probe(target, timeout)
+    if json_:
+        print(orjson.dumps({"target": name, **result.as_dict()}).decode())
+    else:
+        verdict = "accepted" if result.accepted else "rejected"
+        reason = f": {result.message}" if result.message and not result.accepted else ""
+        print(
+            f"{name}: {verdict} ({result.status}, {result.latency_ms:.0f} ms, {result.spans} spans, "
+            f"trace {result.trace_id}){reason}"
+        )
+    raise typer.Exit(0 if result.accepted else 1)
+
+
+@app.command("status")
+def status(
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    config: Path | None = CONFIG,
+) -> None:
+    """What each target's exporter has done: delivered, pending, retrying, rejected, dropped, lag."""
+    from tfgw.export.status import target_status
+
+    settings = _settings(config)
+    report = target_status(settings.tracing.path, target_names(settings))
+    if json_:
+        print(orjson.dumps(report).decode())
+        return
+    table = Table("target", "state", "delivered", "pending", "rejected", "dropped", "lag", "last error")
+    for target, s in report.items():
+        pending = s["pending_bytes"]
+        table.add_row(
+            target,
+            s["state"],
+            str(s["delivered"] or 0),
+            "-" if pending is None else f"{pending / 1024:.0f} KiB",
+            str((s["rejected"] or 0) + (s["partial_rejected"] or 0)),
+            str((s["dropped"] or 0) + (s["unsendable"] or 0)),
+            "-" if s["lag_s"] is None else f"{s['lag_s']:.1f} s",
+            s["last_error"] or "",
+        )
+    _print_table(table)

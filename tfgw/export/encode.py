@@ -1,0 +1,719 @@
+"""Trace log lines → what goes on the wire to one target: redacted, stamped with the target's
+project, merged and encoded as OTLP protobuf or OTLP/JSON, cut into payloads under 4 MiB.
+
+The input is always trace file lines: OTLP/JSON `ExportTraceServiceRequest` dicts
+(`tfgw.tracing.otlp`). Nothing here mutates a line; results share every part they did not change
+with their input, so a span without content costs nothing to redact.
+
+    lines = [prepare(line, target) for line in lines]   # redact + project
+    for batch in batches(lines, target.protocol):        # ≤ 4 MiB, ≤ 2,000 spans each
+        ...                                              # send batch.body
+
+Merging: the lines of one gateway share a resource and tfgw's scope, so their spans go into one
+`ResourceSpans` and one `ScopeSpans` (grouped by the exact resource and scope, in order of first
+appearance): a batch of 1,000 requests carries its resource once, not 1,000 times.
+
+Protobuf is built span by span with opentelemetry-proto's own classes (upb), each span serialized
+on its own; only the three enclosing length-delimited envelopes (request → ResourceSpans →
+ScopeSpans) are framed here, which gives every span's exact size for batching and no copying.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Protocol
+
+import orjson
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from tfgw.tracing import semconv as sc
+
+__all__ = [
+    "DEFAULT_MAX_SPANS",
+    "JSON",
+    "MAX_BATCH_BYTES",
+    "MODEL_ID",
+    "PROTOBUF",
+    "Dropped",
+    "EncodeTarget",
+    "EncodedBatch",
+    "batches",
+    "is_content_key",
+    "prepare",
+    "redact",
+    "to_json",
+    "to_protobuf",
+    "with_project",
+]
+
+#: gRPC's default maximum message size; also well under OTLP/HTTP's recommended 64 MiB
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_SPANS = 2000
+#: Arize's legacy alias of `openinference.project.name`
+#: (arize.com/docs/ax/concepts/otel-openinference/resource)
+MODEL_ID = "model_id"
+
+JSON = "application/json"
+PROTOBUF = "application/x-protobuf"
+
+
+class EncodeTarget(Protocol):
+    """What encoding reads of a target (`tfgw.export.targets.ResolvedTarget` has it all)."""
+
+    @property
+    def kind(self) -> str: ...  # arize | middleware | otlp
+    @property
+    def protocol(self) -> str: ...  # grpc | http/protobuf | http/json
+    @property
+    def project(self) -> str: ...
+    @property
+    def exclude_request_data(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """Spans left out of every batch, and why (too big to send, or not encodable)."""
+
+    spans: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """One payload for one request to a target.
+
+    `end_line`: input lines `[0, end_line)` are wholly in this batch or an earlier one (or
+    dropped), so once this batch and the ones before it are delivered a cursor may move past them.
+    A line is split across batches only when it alone is over the limits. A batch may have
+    `spans == 0` (and an empty body) when all it reports is `dropped` spans: nothing to send.
+    """
+
+    spans: int
+    body: bytes  # uncompressed; the sender compresses when the target asks for it
+    content_type: str
+    end_line: int
+    dropped: tuple[Dropped, ...] = ()
+
+    @property
+    def dropped_spans(self) -> int:
+        return sum(d.spans for d in self.dropped)
+
+
+# -- redaction ---------------------------------------------------------------------------------
+
+#: attribute keys that carry the conversation's text (OpenInference, OTel GenAI, and the legacy
+#: Traceloop-style gen_ai.prompt/completion ones a replayed file may hold); `*` is an index
+_CONTENT = re.compile(
+    r"""
+    (?:input|output)\.(?:value|mime_type)
+    | llm\.(?:input|output)_messages\.\d+\.message\.(?:
+        content
+        | function_call_arguments_json
+        | contents\.\d+\.message_content\.(?:text|image\.image\.url|data|encrypted_content)
+      )
+    | llm\.(?:tools|prompts|choices)(?:\..*)?
+    | llm\.prompt_template\.(?:template|variables)
+    | llm\.function_call
+    | embedding\.embeddings\.\d+\.embedding\.text
+    | retrieval\.documents\.\d+\.document\.content
+    | reranker\.(?:query|(?:input|output)_documents\.\d+\.document\.content)
+    | gen_ai\.(?:input\.messages|output\.messages|system_instructions|tool\.definitions)
+    | gen_ai\.tool\.call\.(?:arguments|result)
+    | gen_ai\.(?:prompt|completion)(?:\.\d+\.(?:content|tool_calls\.\d+\.arguments))?
+    | .*\.tool_call\.function\.arguments
+    """,
+    re.VERBOSE,
+)
+
+
+@lru_cache(maxsize=16384)
+def is_content_key(key: str) -> bool:
+    """Whether an attribute with this key carries request or response content (text, images,
+    tool arguments or schemas). Roles, names, ids, types, token counts and parameters do not."""
+    return _CONTENT.fullmatch(key) is not None
+
+
+def redact(line: Mapping[str, Any], exclude_request_data: bool) -> Mapping[str, Any]:
+    """`line` without the attributes that carry conversation content (`is_content_key`), on
+    spans, events and links, when `exclude_request_data`; else `line` itself.
+
+    `exception` events stay whole: in tfgw's spans `exception.message` is tfgw's own error text
+    ("provider 'x' returned HTTP 400", "no answer within 30.0 s"; `tfgw.errors`), never a
+    provider body or a prompt, and the stack trace is the gateway's code. The span status
+    message is the same text. Dropping them would hide why a request failed, which is what an
+    excluding user still wants to see. Only unchanged parts are shared, never copied."""
+    if not exclude_request_data:
+        return line
+    changed = False
+    resource_spans = []
+    for rs in line.get("resourceSpans") or ():
+        scope_spans = []
+        rs_changed = False
+        for ss in rs.get("scopeSpans") or ():
+            spans = ss.get("spans") or ()
+            kept = [_redact_span(span) for span in spans]
+            if any(a is not b for a, b in zip(kept, spans, strict=True)):
+                rs_changed = True
+                ss = {**ss, "spans": kept}
+            scope_spans.append(ss)
+        if rs_changed:
+            changed = True
+            rs = {**rs, "scopeSpans": scope_spans}
+        resource_spans.append(rs)
+    return {**line, "resourceSpans": resource_spans} if changed else line
+
+
+def _without_content(attributes: Sequence[Mapping[str, Any]] | None) -> Sequence[Mapping[str, Any]] | None:
+    """`attributes` itself if none carries content, else a new list without those."""
+    if not attributes:
+        return attributes
+    for kv in attributes:
+        if is_content_key(kv.get("key") or ""):
+            return [kv for kv in attributes if not is_content_key(kv.get("key") or "")]
+    return attributes
+
+
+def _redact_span(span: Mapping[str, Any]) -> Mapping[str, Any]:
+    out: dict[str, Any] | None = None
+    attributes = span.get("attributes")
+    kept = _without_content(attributes)
+    if kept is not attributes:
+        out = {**span, "attributes": kept}
+    for field in ("events", "links"):
+        items = span.get(field)
+        if not items:
+            continue
+        new = [_redact_item(item) for item in items]
+        if any(a is not b for a, b in zip(new, items, strict=True)):
+            out = out if out is not None else dict(span)
+            out[field] = new
+    return span if out is None else out
+
+
+def _redact_item(item: Mapping[str, Any]) -> Mapping[str, Any]:
+    attributes = item.get("attributes")
+    kept = _without_content(attributes)
+    return item if kept is attributes else {**item, "attributes": kept}
+
+
+# -- project -----------------------------------------------------------------------------------
+
+
+def with_project(line: Mapping[str, Any], project: str, model_id: bool = False) -> Mapping[str, Any]:
+    """`line` with `openinference.project.name` = `project` on every resource (replaced if
+    present), and Arize's legacy alias `model_id` too when `model_id`. An empty `project`
+    leaves the line as it is."""
+    if not project:
+        return line
+    resource_spans = []
+    for rs in line.get("resourceSpans") or ():
+        resource = _project_resource(rs.get("resource") or {}, project, model_id)
+        resource_spans.append({**rs, "resource": resource})
+    return {**line, "resourceSpans": resource_spans}
+
+
+def _project_resource(resource: Mapping[str, Any], project: str, model_id: bool) -> dict[str, Any]:
+    keys = (sc.PROJECT_NAME, MODEL_ID) if model_id else (sc.PROJECT_NAME,)
+    attributes = [kv for kv in resource.get("attributes") or () if kv.get("key") not in keys]
+    attributes += [{"key": key, "value": {"stringValue": project}} for key in keys]
+    return {**resource, "attributes": attributes}
+
+
+def prepare(line: Mapping[str, Any], target: EncodeTarget) -> Mapping[str, Any]:
+    """What of `line` leaves for `target`: redacted as it asks, stamped with its project."""
+    redacted = redact(line, target.exclude_request_data)
+    return with_project(redacted, target.project, model_id=target.kind == "arize")
+
+
+# -- encoding ----------------------------------------------------------------------------------
+
+
+def to_protobuf(lines: Iterable[Mapping[str, Any]]) -> ExportTraceServiceRequest:
+    """All spans of `lines` in one request, spans of equal resource and scope merged. Raises
+    ValueError (or TypeError) on a line that breaks the OTLP/JSON rules (a bad id, say)."""
+    return ExportTraceServiceRequest.FromString(_merge(_PROTOBUF, lines))
+
+
+def to_json(lines: Iterable[Mapping[str, Any]]) -> bytes:
+    """All spans of `lines` as one OTLP/JSON `ExportTraceServiceRequest` body, merged the same
+    way. The spans are written as the lines hold them (already OTLP/JSON)."""
+    return _merge(_JSON, lines)
+
+
+def _merge(wire: _Wire, lines: Iterable[Mapping[str, Any]]) -> bytes:
+    batch = _Batch(wire)
+    for line in lines:
+        for run in wire.runs(line):
+            batch.add(run)
+    return batch.body()
+
+
+def batches(
+    lines: Iterable[Mapping[str, Any]],
+    protocol: str = "http/protobuf",
+    *,
+    max_bytes: int = MAX_BATCH_BYTES,
+    max_spans: int = DEFAULT_MAX_SPANS,
+) -> Iterator[EncodedBatch]:
+    """`lines` as payloads for a target speaking `protocol` (OTLP/JSON for http/json, protobuf
+    for grpc and http/protobuf) of at most `max_bytes` (uncompressed) and `max_spans` spans each.
+
+    Lines are kept whole: a line that does not fit closes the batch and opens the next. A line
+    over the limits on its own is split span by span; a span that cannot fit even alone, or
+    cannot be encoded, is dropped and reported in the `dropped` of the next batch yielded (one
+    with no spans at the end if need be), never retried."""
+    wire = _JSON if protocol == "http/json" else _PROTOBUF
+    content_type = JSON if protocol == "http/json" else PROTOBUF
+    batch = _Batch(wire)
+    dropped: list[Dropped] = []
+    index = -1
+
+    def emit(end_line: int) -> EncodedBatch:
+        nonlocal batch, dropped
+        body = batch.body() if batch.spans else b""
+        out = EncodedBatch(batch.spans, body, content_type, end_line, tuple(dropped))
+        batch, dropped = _Batch(wire), []
+        return out
+
+    for index, line in enumerate(lines):
+        line_dropped: list[Dropped] = []
+        runs = wire.runs(line, line_dropped, max_bytes)
+        spans, size = batch.cost(runs)
+        if batch.spans and (batch.spans + spans > max_spans or batch.size + size > max_bytes):
+            yield emit(index)
+            spans, size = batch.cost(runs)
+        dropped += line_dropped
+        if spans <= max_spans and batch.size + size <= max_bytes:
+            for run in runs:
+                batch.add(run)
+            continue
+        for run in runs:  # this line alone is over the limits: span by span
+            for data in run.spans:
+                one = _Run(run.group, [data], len(data))
+                if batch.spans and (
+                    batch.spans >= max_spans or batch.size + batch.cost([one])[1] > max_bytes
+                ):
+                    yield emit(index)
+                batch.add(one)
+    if batch.spans or dropped:
+        yield emit(index + 1)
+
+
+def _too_big(data: bytes, max_bytes: int) -> str:
+    return f"{len(data):,} bytes encoded: over the {max_bytes:,}-byte limit of a payload"
+
+
+# -- the two wire formats ------------------------------------------------------------------------
+
+#: (resource, scope): each as its encoded field(s) in this wire format, schemaUrl included
+Group = tuple[bytes, bytes]
+
+
+@dataclass(slots=True)
+class _Run:
+    """Encoded spans of one line under one resource and scope."""
+
+    group: Group
+    spans: list[bytes]
+    size: int  # of the spans, summed
+
+
+class _Wire:
+    """One wire format: encodes spans on their own and frames groups of them as a request."""
+
+    #: an upper bound of what framing a span costs in a batch
+    per_span = 0
+
+    def __init__(self) -> None:
+        #: a resource's or scope's OTLP/JSON (and schemaUrl) -> its encoded field(s); a memo
+        #: shared by every call and thread, so a clear() at any time is harmless
+        self._parts: dict[bytes, bytes] = {}
+
+    def runs(
+        self, line: Mapping[str, Any], dropped: list[Dropped] | None = None, max_bytes: int = 0
+    ) -> list[_Run]:
+        """The spans of `line`, encoded, by resource and scope. With `dropped`, a span that
+        cannot be encoded, or that cannot fit in a batch of `max_bytes` even alone, is reported
+        there and left out; without, an encoding error is raised."""
+        out = []
+        for rs in line.get("resourceSpans") or ():
+            resource = rs.get("resource") or {}
+            rkey = orjson.dumps(resource) + b"|" + orjson.dumps(rs.get("schemaUrl") or "")
+            rpart = self._parts.get(rkey)
+            if rpart is None:
+                rpart = self._remember(rkey, self.resource(resource, rs.get("schemaUrl") or ""))
+            for ss in rs.get("scopeSpans") or ():
+                scope = ss.get("scope") or {}
+                skey = orjson.dumps(scope) + b"|" + orjson.dumps(ss.get("schemaUrl") or "")
+                spart = self._parts.get(skey)
+                if spart is None:
+                    spart = self._remember(skey, self.scope(scope, ss.get("schemaUrl") or ""))
+                group = (rpart, spart)
+                room = max_bytes - _Batch.BASE - self.per_span - self.overhead(group)
+                encoded, size = [], 0
+                for span in ss.get("spans") or ():
+                    if dropped is None:
+                        data = self.span(span)
+                    else:
+                        try:
+                            data = self.span(span)
+                        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+                            dropped.append(Dropped(1, f"span {_describe(span)} cannot be encoded: {exc}"))
+                            continue
+                        if len(data) > room:
+                            dropped.append(
+                                Dropped(1, f"span {_describe(span)} is {_too_big(data, max_bytes)}")
+                            )
+                            continue
+                    encoded.append(data)
+                    size += len(data)
+                if encoded:
+                    out.append(_Run(group, encoded, size))
+        return out
+
+    def _remember(self, key: bytes, data: bytes) -> bytes:
+        if len(self._parts) > 4096:  # resources and scopes are few; this is a bound, not a policy
+            self._parts.clear()
+        self._parts[key] = data
+        return data
+
+    def overhead(self, group: Group) -> int:
+        """An upper bound of what a group costs a batch beyond its spans."""
+        raise NotImplementedError
+
+    def resource(self, resource: Mapping[str, Any], schema_url: str) -> bytes:
+        raise NotImplementedError
+
+    def scope(self, scope: Mapping[str, Any], schema_url: str) -> bytes:
+        raise NotImplementedError
+
+    def span(self, span: Mapping[str, Any]) -> bytes:
+        raise NotImplementedError
+
+    def frame(self, groups: dict[Group, list[bytes]]) -> bytes:
+        raise NotImplementedError
+
+
+class _Batch:
+    """Encoded spans gathered for one payload, by resource and scope in order of first
+    appearance; `size` is an upper bound of the body's length."""
+
+    __slots__ = ("groups", "size", "spans", "wire")
+    BASE = 32  # the request's own framing, generously
+
+    def __init__(self, wire: _Wire) -> None:
+        self.wire = wire
+        self.groups: dict[Group, list[bytes]] = {}
+        self.size = self.BASE
+        self.spans = 0
+
+    def cost(self, runs: list[_Run]) -> tuple[int, int]:
+        """(spans, bytes) that adding `runs` would add."""
+        spans = size = 0
+        for run in runs:
+            spans += len(run.spans)
+            size += run.size
+            if run.group not in self.groups:
+                size += self.wire.overhead(run.group)
+        return spans, size + spans * self.wire.per_span
+
+    def add(self, run: _Run) -> None:
+        spans = self.groups.get(run.group)
+        if spans is None:
+            spans = self.groups[run.group] = []
+            self.size += self.wire.overhead(run.group)
+        spans += run.spans
+        self.size += run.size + len(run.spans) * self.wire.per_span
+        self.spans += len(run.spans)
+
+    def body(self) -> bytes:
+        return self.wire.frame(self.groups)
+
+
+#: AnyValue kinds whose `KeyValue` bytes are cached, keyed by (key, kind, JSON value)
+_SCALAR = frozenset(("intValue", "boolValue", "doubleValue"))
+_CACHED_STRING = 128
+_CACHE_SIZE = 20_000
+
+
+class _Protobuf(_Wire):
+    per_span = 6  # a tag and a length of ≤ 5 bytes
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._strings: dict[tuple[str, str], bytes] = {}
+        self._scalars: dict[tuple[str, str, Any], bytes] = {}
+
+    def overhead(self, group: Group) -> int:
+        # ResourceSpans and ScopeSpans: a tag and a length (≤ 5 bytes) each, plus their fields
+        return 12 + len(group[0]) + len(group[1])
+
+    def resource(self, resource: Mapping[str, Any], schema_url: str) -> bytes:
+        message = Resource()
+        _attributes(message.attributes, resource.get("attributes"))
+        if resource.get("droppedAttributesCount"):
+            message.dropped_attributes_count = resource["droppedAttributesCount"]
+        return _field(1, message.SerializeToString()) + _schema_url(schema_url)
+
+    def scope(self, scope: Mapping[str, Any], schema_url: str) -> bytes:
+        message = InstrumentationScope()
+        if scope.get("name"):
+            message.name = scope["name"]
+        if scope.get("version"):
+            message.version = scope["version"]
+        _attributes(message.attributes, scope.get("attributes"))
+        if scope.get("droppedAttributesCount"):
+            message.dropped_attributes_count = scope["droppedAttributesCount"]
+        return _field(1, message.SerializeToString()) + _schema_url(schema_url)
+
+    def span(self, span: Mapping[str, Any]) -> bytes:
+        """The span's protobuf, fields in number order as protobuf writes them. Its attributes,
+        field 9, are most of the work and repeat from span to span (model, provider, roles,
+        token counts...): each short scalar `KeyValue`'s bytes are kept for reuse."""
+        strings, scalars = self._strings, self._scalars
+        attributes = []
+        for kv in span.get("attributes") or ():
+            value = kv.get("value")
+            if not value or len(value) != 1:
+                attributes.append(_field(9, _keyvalue(kv)))
+                continue
+            text = value.get("stringValue")
+            if text is not None:  # the common case, encoded here
+                if len(text) > _CACHED_STRING:
+                    attributes.append(_string_attribute(kv["key"], text))
+                    continue
+                key = (kv["key"], text)
+                data = strings.get(key)
+                if data is None:
+                    if len(strings) >= _CACHE_SIZE:
+                        strings.clear()
+                    data = strings[key] = _string_attribute(kv["key"], text)
+                attributes.append(data)
+                continue
+            [(kind, v)] = value.items()
+            if kind not in _SCALAR:
+                attributes.append(_field(9, _keyvalue(kv)))
+                continue
+            scalar_key = (kv["key"], kind, v)
+            data = scalars.get(scalar_key)
+            if data is None:
+                if len(scalars) >= _CACHE_SIZE:
+                    scalars.clear()
+                data = scalars[scalar_key] = _field(9, _keyvalue(kv))
+            attributes.append(data)
+        return _span_head(span) + b"".join(attributes) + _span_tail(span)
+
+    def frame(self, groups: dict[Group, list[bytes]]) -> bytes:
+        out = []
+        for rkey, scopes in _by_resource(groups).items():
+            rs = [rkey]
+            for skey, spans in scopes.items():
+                ss = [skey]
+                ss += [_field(2, data) for data in spans]
+                rs.append(_field(2, b"".join(ss)))
+            out.append(_field(1, b"".join(rs)))
+        return b"".join(out)
+
+
+class _Json(_Wire):
+    per_span = 1  # a comma
+
+    def overhead(self, group: Group) -> int:
+        return 64 + len(group[0]) + len(group[1])
+
+    def resource(self, resource: Mapping[str, Any], schema_url: str) -> bytes:
+        head = b'"resource":' + orjson.dumps(resource)
+        return head + (b',"schemaUrl":' + orjson.dumps(schema_url) if schema_url else b"")
+
+    def scope(self, scope: Mapping[str, Any], schema_url: str) -> bytes:
+        head = b'"scope":' + orjson.dumps(scope)
+        return head + (b',"schemaUrl":' + orjson.dumps(schema_url) if schema_url else b"")
+
+    def span(self, span: Mapping[str, Any]) -> bytes:
+        return orjson.dumps(span)
+
+    def frame(self, groups: dict[Group, list[bytes]]) -> bytes:
+        resource_spans = []
+        for rkey, scopes in _by_resource(groups).items():
+            scope_spans = b",".join(
+                b"{" + skey + b',"spans":[' + b",".join(spans) + b"]}" for skey, spans in scopes.items()
+            )
+            resource_spans.append(b"{" + rkey + b',"scopeSpans":[' + scope_spans + b"]}")
+        return b'{"resourceSpans":[' + b",".join(resource_spans) + b"]}"
+
+
+#: one of each, for every call and thread: their memos (encoded resources, scopes and short
+#: attributes) are worth keeping from batch to batch, and only ever read or replaced whole
+_PROTOBUF = _Protobuf()
+_JSON = _Json()
+
+
+def _by_resource(groups: dict[Group, list[bytes]]) -> dict[bytes, dict[bytes, list[bytes]]]:
+    out: dict[bytes, dict[bytes, list[bytes]]] = {}
+    for (rkey, skey), spans in groups.items():
+        out.setdefault(rkey, {})[skey] = spans
+    return out
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    size = len(data)
+    if size < 0x80:  # most attributes: a one-byte length
+        return bytes((number << 3 | 2, size)) + data
+    return bytes((number << 3 | 2,)) + _varint(size) + data
+
+
+def _schema_url(url: str) -> bytes:
+    return _field(3, url.encode()) if url else b""
+
+
+def _describe(span: Mapping[str, Any]) -> str:
+    return f"{span.get('name')!r} (trace {span.get('traceId')}, span {span.get('spanId')})"
+
+
+# -- OTLP/JSON → protobuf messages ---------------------------------------------------------------
+
+_KINDS = dict(Span.SpanKind.items())
+_CODES = dict(Status.StatusCode.items())
+
+
+def _span_head(s: Mapping[str, Any]) -> bytes:
+    """Span fields 1-8: ids, trace state, name, kind, times."""
+    span = Span()
+    span.trace_id = _id(s["traceId"], 16)
+    span.span_id = _id(s["spanId"], 8)
+    parent = s.get("parentSpanId")
+    if parent:
+        span.parent_span_id = _id(parent, 8)
+    if s.get("traceState"):
+        span.trace_state = s["traceState"]
+    span.name = s.get("name") or ""
+    kind = s.get("kind")
+    if kind:
+        span.kind = _KINDS[kind] if isinstance(kind, str) else kind
+    span.start_time_unix_nano = int(s.get("startTimeUnixNano") or 0)
+    span.end_time_unix_nano = int(s.get("endTimeUnixNano") or 0)
+    data: bytes = span.SerializeToString()
+    return data
+
+
+def _span_tail(s: Mapping[str, Any]) -> bytes:
+    """Span fields 10-16: dropped counts, events, links, status, flags."""
+    span = Span()
+    if s.get("droppedAttributesCount"):
+        span.dropped_attributes_count = s["droppedAttributesCount"]
+    for e in s.get("events") or ():
+        event = span.events.add()
+        event.time_unix_nano = int(e.get("timeUnixNano") or 0)
+        event.name = e.get("name") or ""
+        _attributes(event.attributes, e.get("attributes"))
+        if e.get("droppedAttributesCount"):
+            event.dropped_attributes_count = e["droppedAttributesCount"]
+    if s.get("droppedEventsCount"):
+        span.dropped_events_count = s["droppedEventsCount"]
+    for li in s.get("links") or ():
+        link = span.links.add()
+        link.trace_id = _id(li["traceId"], 16)
+        link.span_id = _id(li["spanId"], 8)
+        if li.get("traceState"):
+            link.trace_state = li["traceState"]
+        _attributes(link.attributes, li.get("attributes"))
+        if li.get("droppedAttributesCount"):
+            link.dropped_attributes_count = li["droppedAttributesCount"]
+        if li.get("flags"):
+            link.flags = li["flags"]
+    if s.get("droppedLinksCount"):
+        span.dropped_links_count = s["droppedLinksCount"]
+    status = s.get("status")
+    if status is not None:
+        span.status.SetInParent()
+        if status.get("message"):
+            span.status.message = status["message"]
+        code = status.get("code")
+        if code:
+            span.status.code = _CODES[code] if isinstance(code, str) else code
+    if s.get("flags"):
+        span.flags = s["flags"]
+    data: bytes = span.SerializeToString()
+    return data
+
+
+def _string_attribute(key: str, text: str) -> bytes:
+    """Span field 9 holding `KeyValue{key, AnyValue{string_value = text}}`."""
+    value = text.encode()
+    return _field(9, _field(1, key.encode()) + _field(2, _field(1, value)))
+
+
+def _keyvalue(kv: Mapping[str, Any]) -> bytes:
+    """One attribute as a serialized `KeyValue`."""
+    item = KeyValue()
+    item.key = kv["key"]
+    value = kv.get("value")
+    if value:
+        _value(item.value, value)
+    elif value is not None:
+        item.value.SetInParent()
+    data: bytes = item.SerializeToString()
+    return data
+
+
+def _id(value: str, size: int) -> bytes:
+    data = bytes.fromhex(value)
+    if len(data) != size:
+        raise ValueError(f"id {value!r} is not {size * 2} hex digits")
+    return data
+
+
+def _attributes(target: Any, attributes: Iterable[Mapping[str, Any]] | None) -> None:
+    """Append OTLP/JSON `KeyValue`s to a repeated KeyValue field."""
+    add = target.add
+    for kv in attributes or ():
+        item: KeyValue = add()
+        item.key = kv["key"]
+        value = kv.get("value")
+        if not value:
+            if value is not None:
+                item.value.SetInParent()
+        elif "stringValue" in value and len(value) == 1:  # most attributes: the fast path
+            item.value.string_value = value["stringValue"]
+        else:
+            _value(item.value, value)
+
+
+def _value(av: AnyValue, value: Mapping[str, Any]) -> None:
+    """Fill `av` from an OTLP/JSON `AnyValue`. Unknown kinds are ignored, as receivers must."""
+    for kind, v in value.items():
+        if kind == "stringValue":
+            av.string_value = v
+        elif kind == "intValue":
+            av.int_value = int(v)  # a decimal string, or a number from a lenient writer
+        elif kind == "doubleValue":
+            av.double_value = float(v)  # float("NaN"), float("Infinity"), float("-Infinity") too
+        elif kind == "boolValue":
+            av.bool_value = v
+        elif kind == "arrayValue":
+            values = av.array_value.values
+            av.array_value.SetInParent()
+            for x in (v or {}).get("values") or ():
+                _value(values.add(), x)
+        elif kind == "kvlistValue":
+            av.kvlist_value.SetInParent()
+            _attributes(av.kvlist_value.values, (v or {}).get("values"))
+        elif kind == "bytesValue":
+            av.bytes_value = base64.b64decode(v, validate=True)

@@ -1,0 +1,373 @@
+"""Sending encoded batches to one target, and what came of it: the OTLP delivery rules in one place.
+
+A sender is synchronous and owns one connection (an httpx.Client with keep-alive, or a gRPC
+channel); the exporter runs one thread per target, each with its own sender. `send()` never
+raises for anything the network or the backend does: it returns a `SendResult` saying whether the
+batch was accepted (possibly in part), should be sent again later, or was refused for good.
+
+Classification (opentelemetry-proto docs/specification.md; DESIGN.md "Targets on the wire"):
+- HTTP 2xx: accepted; the `ExportTraceServiceResponse` body's `partialSuccess` gives rejected
+  spans, never retried. 429, 502, 503, 504, a connection error or a timeout: retry, after
+  Retry-After when given. Any other status: rejected, with the body's `google.rpc.Status`
+  message (or its text).
+- gRPC OK: accepted (+ partial success). CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE,
+  UNAVAILABLE, DATA_LOSS: retry (after the server's RetryInfo when given). RESOURCE_EXHAUSTED:
+  retry only when the server sent RetryInfo. Anything else: rejected.
+
+The exporters' own calls are never traced: nothing here is instrumented, and they do not go
+through the gateway.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, Protocol
+
+import grpc
+import httpx
+import orjson
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from tfgw import __version__
+from tfgw.export.encode import JSON, MAX_BATCH_BYTES, EncodedBatch
+from tfgw.export.rpc_status import DETAILS_KEY, decode_status
+from tfgw.secrets import scrub
+
+__all__ = [
+    "EXPORT_METHOD",
+    "RETRYABLE_GRPC",
+    "RETRYABLE_HTTP",
+    "USER_AGENT",
+    "Backoff",
+    "GrpcSender",
+    "HttpSender",
+    "SendResult",
+    "Sender",
+    "SenderTarget",
+    "parse_retry_after",
+    "sender_for",
+]
+
+USER_AGENT = f"tfgw/{__version__}"
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+RETRYABLE_HTTP = frozenset((429, 502, 503, 504))
+RETRYABLE_GRPC = frozenset(
+    (
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    )
+)
+#: how much of an error body or message a result keeps
+MAX_MESSAGE = 500
+GZIP_LEVEL = 6
+
+
+class SenderTarget(Protocol):
+    """What a sender reads of a target (`tfgw.export.targets.ResolvedTarget` has it all)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def protocol(self) -> str: ...  # grpc | http/protobuf | http/json
+    @property
+    def endpoint(self) -> str: ...  # HTTP: the full URL; grpc: host:port
+    @property
+    def insecure(self) -> bool: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def compression(self) -> str | None: ...  # gzip | None
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def secrets(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: Literal["accepted", "retry", "rejected"]
+    #: accepted in part: spans the backend refused (partial success); not to be sent again
+    rejected_spans: int = 0
+    #: the backend's reason, the partial success error_message, or the transport error
+    message: str | None = None
+    #: seconds the backend asked to wait (Retry-After, gRPC RetryInfo)
+    retry_after: float | None = None
+    #: "200", "503", "UNAVAILABLE", "connect error", "timeout", ...
+    status: str | None = None
+    latency_ms: float = 0.0
+
+
+class Sender(Protocol):
+    def send(self, batch: EncodedBatch) -> SendResult: ...
+    def close(self) -> None: ...
+
+
+def sender_for(target: SenderTarget) -> HttpSender | GrpcSender:
+    return GrpcSender(target) if target.protocol == "grpc" else HttpSender(target)
+
+
+# -- HTTP ------------------------------------------------------------------------------------------
+
+
+class HttpSender:
+    """POST to the target's URL: OTLP/HTTP, protobuf or JSON as the batch is encoded."""
+
+    def __init__(self, target: SenderTarget, *, transport: httpx.BaseTransport | None = None) -> None:
+        self.target = target
+        self._client = httpx.Client(
+            headers={"user-agent": USER_AGENT, **target.headers},
+            timeout=target.timeout,
+            trust_env=False,  # no proxy from the environment: the target is what the config says
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    def send(self, batch: EncodedBatch) -> SendResult:
+        if not batch.spans:
+            return SendResult("accepted", message="nothing to send")
+        headers = {"content-type": batch.content_type}
+        body = batch.body
+        if self.target.compression == "gzip":
+            body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+            headers["content-encoding"] = "gzip"
+        start = time.perf_counter()
+        try:
+            response = self._client.post(self.target.endpoint, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            return self._failed("timeout", exc, start)
+        except httpx.ConnectError as exc:
+            return self._failed("connect error", exc, start)
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:  # our request is unsendable
+            return self._failed("client error", exc, start, "rejected")
+        except httpx.TransportError as exc:  # the server closed the connection, a protocol error...
+            return self._failed("transport error", exc, start)
+        latency = (time.perf_counter() - start) * 1000
+        status = str(response.status_code)
+        if 200 <= response.status_code < 300:
+            rejected, message = _partial_success(response)
+            return SendResult("accepted", rejected, self._clean(message), status=status, latency_ms=latency)
+        message = self._clean(_error_message(response))
+        if response.status_code in RETRYABLE_HTTP:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            return SendResult("retry", 0, message, retry_after, status, latency)
+        return SendResult("rejected", 0, message, status=status, latency_ms=latency)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> HttpSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _failed(
+        self, status: str, exc: Exception, start: float, outcome: Literal["retry", "rejected"] = "retry"
+    ) -> SendResult:
+        latency = (time.perf_counter() - start) * 1000
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return SendResult(outcome, message=self._clean(text), status=status, latency_ms=latency)
+
+    def _clean(self, message: str | None) -> str | None:
+        return _clean(message, self.target.secrets)
+
+
+def _partial_success(response: httpx.Response) -> tuple[int, str | None]:
+    """(rejected spans, error message) of an `ExportTraceServiceResponse` body, (0, None) when
+    there is none or it cannot be read: the batch was accepted either way."""
+    body = response.content
+    if not body:
+        return 0, None
+    if _is_json(response):
+        try:
+            data = orjson.loads(body)
+            partial = data.get("partialSuccess") or {}
+            return int(partial.get("rejectedSpans") or 0), partial.get("errorMessage") or None
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            return 0, None
+    try:
+        decoded = ExportTraceServiceResponse.FromString(body)
+    except DecodeError:
+        return 0, None
+    partial_success = decoded.partial_success
+    return partial_success.rejected_spans, partial_success.error_message or None
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The reason in an error body: a `google.rpc.Status` (protobuf or JSON), else the text."""
+    body = response.content
+    if _is_json(response):
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        if isinstance(data, dict):
+            message = data.get("message")
+            if not isinstance(message, str):  # {"error": {"message": ...}} as many proxies answer
+                error = data.get("error")
+                message = error.get("message") if isinstance(error, dict) else None
+            if isinstance(message, str) and message:
+                return message
+    elif "protobuf" in response.headers.get("content-type", ""):
+        status = decode_status(body)
+        if status is not None and status.message:
+            return status.message
+    text = body.decode(errors="replace").strip()
+    return text or f"HTTP {response.status_code} {response.reason_phrase}".strip()
+
+
+def _is_json(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower() == JSON
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds to wait: delta-seconds or an HTTP-date; None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+# -- gRPC ------------------------------------------------------------------------------------------
+
+
+class GrpcSender:
+    """`TraceService/Export` over one gRPC channel; the batch's protobuf is sent as it is."""
+
+    def __init__(self, target: SenderTarget) -> None:
+        self.target = target
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", MAX_BATCH_BYTES + 1024 * 1024),
+            ("grpc.max_receive_message_length", MAX_BATCH_BYTES),
+            ("grpc.primary_user_agent", USER_AGENT),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.enable_retries", 0),  # retrying is the exporter's, with backoff and a cursor
+            # after an outage the channel reconnects on its own timer (gRPC's default grows to
+            # 120 s): keep it in step with `Backoff`, so delivery resumes soon after the server
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 30_000),
+        ]
+        compression = grpc.Compression.Gzip if target.compression == "gzip" else None
+        if target.insecure:
+            self._channel = grpc.insecure_channel(target.endpoint, options=options, compression=compression)
+        else:
+            credentials = grpc.ssl_channel_credentials()  # the default root certificates
+            self._channel = grpc.secure_channel(
+                target.endpoint, credentials, options=options, compression=compression
+            )
+        self._export = self._channel.unary_unary(
+            EXPORT_METHOD,
+            request_serializer=None,  # the body is already serialized
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
+        # gRPC wants binary values for "-bin" keys, text for the others
+        self._metadata = tuple(
+            (k.lower(), v.encode() if k.lower().endswith("-bin") else v) for k, v in target.headers.items()
+        )
+
+    def send(self, batch: EncodedBatch) -> SendResult:
+        if not batch.spans:
+            return SendResult("accepted", message="nothing to send")
+        start = time.perf_counter()
+        try:
+            response = self._export(batch.body, timeout=self.target.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            return self._failed(exc, (time.perf_counter() - start) * 1000)
+        except (TypeError, ValueError) as exc:  # metadata gRPC refuses before sending anything
+            message = self._clean(f"{type(exc).__name__}: {exc}")
+            return SendResult("rejected", message=message, status="client error")
+        latency = (time.perf_counter() - start) * 1000
+        partial = response.partial_success
+        message = self._clean(partial.error_message or None)
+        return SendResult("accepted", partial.rejected_spans, message, status="OK", latency_ms=latency)
+
+    def _failed(self, exc: grpc.RpcError, latency: float) -> SendResult:
+        code: grpc.StatusCode = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+        details = exc.details() if isinstance(exc, grpc.Call) else None
+        trailing = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
+        retry_after = None
+        for key, value in trailing or ():
+            if key == DETAILS_KEY and isinstance(value, bytes):
+                status = decode_status(value)
+                if status is not None:
+                    retry_after = status.retry_after
+                    details = details or status.message
+        message = self._clean(details or code.name)
+        if code in RETRYABLE_GRPC or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after is not None):
+            return SendResult("retry", 0, message, retry_after, code.name, latency)
+        return SendResult("rejected", 0, message, status=code.name, latency_ms=latency)
+
+    def _clean(self, message: str | None) -> str | None:
+        return _clean(message, self.target.secrets)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> GrpcSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _clean(message: str | None, secrets: tuple[str, ...]) -> str | None:
+    """A message fit for logs and `otel status`: no secret in it, and not too long."""
+    if not message:
+        return None
+    text = scrub(message.encode(errors="replace"), secrets).decode(errors="replace")
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+# -- backoff ---------------------------------------------------------------------------------------
+
+
+class Backoff:
+    """Delays between attempts: exponential with full jitter (a random delay in
+    [0, min(cap, base·2ⁿ)]), or what the server asked for (Retry-After, RetryInfo), capped."""
+
+    def __init__(
+        self,
+        base: float = 0.5,
+        cap: float = 30.0,
+        max_retry_after: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base = base
+        self.cap = cap
+        self.max_retry_after = max_retry_after
+        self.attempts = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self, retry_after: float | None = None) -> float:
+        """Seconds to wait before the next attempt; counts the attempt."""
+        ceiling = min(self.cap, self.base * 2 ** min(self.attempts, 62))
+        self.attempts += 1
+        if retry_after is not None:
+            return min(max(0.0, retry_after), self.max_retry_after)
+        return self._rng.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        """After a success: the next failure starts from `base` again."""
+        self.attempts = 0

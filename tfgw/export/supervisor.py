@@ -1,0 +1,80 @@
+"""`tfgw serve` runs the exporter as a child process, restarts it when it dies, and stops it last.
+
+A child process, not a thread: encoding and sending never compete with the gateway's event loop
+for the GIL, and a crash in an exporter cannot take the gateway down. The child is
+`python -m tfgw exporter` with the same config, so what runs under `serve` is exactly what runs
+alone in scaled-out mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tfgw.config import Settings
+from tfgw.export.cursor import Cursor
+
+__all__ = ["ExporterSupervisor"]
+
+log = logging.getLogger("tfgw.exporter")
+
+#: seconds before a restart, doubled for each quick failure, up to MAX_BACKOFF_S
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 30.0
+#: a child that ran this long before dying is restarted at once
+HEALTHY_S = 30.0
+
+
+class ExporterSupervisor:
+    def __init__(self, settings: Settings, targets: list[str], *, demo: bool = False) -> None:
+        self.settings = settings
+        self.targets = targets
+        self.command = [sys.executable, "-m", "tfgw", "exporter"]
+        self.command += ["--demo"] if demo or settings.path is None else ["--config", str(settings.path)]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tfgw-exporter-supervisor", daemon=True)
+
+    def start(self) -> None:
+        # every target's cursor exists before the gateway writes its first trace: nothing is missed
+        trace_dir: Path = self.settings.tracing.path
+        trace_dir.mkdir(parents=True, exist_ok=True)
+        for name in self.targets:
+            Cursor.load(trace_dir, name)
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        backoff = FIRST_BACKOFF_S
+        while not self._stop.is_set():
+            started = time.monotonic()
+            # its own process group: a ^C at the terminal reaches serve, which stops it in order
+            self.process = subprocess.Popen(self.command, start_new_session=True, env=os.environ.copy())
+            code = self.process.wait()
+            if self._stop.is_set():
+                return
+            self.restarts += 1
+            if time.monotonic() - started >= HEALTHY_S:
+                backoff = FIRST_BACKOFF_S
+            print(f"tfgw: exporter exited with {code}; restarting in {backoff:g} s", file=sys.stderr)
+            if self._stop.wait(backoff):
+                return
+            backoff = min(MAX_BACKOFF_S, backoff * 2)

@@ -1,0 +1,202 @@
+"""The exporter: each target reads the trace log from its cursor, encodes, sends, and moves on only
+once the backend took the batch.
+
+Runs as its own process (`tfgw exporter`, which `tfgw serve` starts and restarts), one thread per
+target, so encoding and network work never hold the gateway's event loop or its GIL, and a slow
+or dead backend only ever delays its own target. Delivery follows the OTLP specification: a
+retryable failure (429/502/503/504, a retryable gRPC code, a connection error, a timeout) is
+retried with exponential backoff and jitter, honouring Retry-After, for as long as it takes,
+without reading further; a permanent rejection is counted and skipped; a partial success is
+counted and not retried. Nothing is held in memory across a restart: the cursor on disk says what
+is left to send.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tfgw.config import Settings
+from tfgw.export import encode, send
+from tfgw.export.cursor import Cursor, Pending
+from tfgw.export.targets import ResolvedTarget, resolve_targets
+
+__all__ = ["TargetExporter", "enabled_targets", "run_exporter"]
+
+log = logging.getLogger("tfgw.exporter")
+
+#: how much of the log one batch reads (before encoding; a batch is split under 4 MiB to send)
+BATCH_BYTES = 2 * 1024 * 1024
+#: how often an idle target looks for new lines
+POLL_S = 0.2
+#: the status in the cursor file is refreshed at least this often (a heartbeat for `otel status`)
+HEARTBEAT_S = 2.0
+
+
+def enabled_targets(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> dict[str, ResolvedTarget]:
+    return {name: t for name, t in resolve_targets(settings, environ).items() if t.enabled}
+
+
+@dataclass
+class TargetExporter:
+    target: ResolvedTarget
+    trace_dir: Path
+    stop: threading.Event
+    clock: Callable[[], float] = time.time
+    batch_bytes: int = BATCH_BYTES
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def run(self) -> None:
+        cursor = Cursor.load(self.trace_dir, self.target.name)
+        self.stats = {
+            "delivered": 0,
+            "rejected": 0,
+            "partial_rejected": 0,
+            "unreadable": 0,
+            "unsendable": 0,
+            "retrying": False,
+            "attempts": 0,
+            "last_error": None,
+            "last_success": None,
+            "lag_s": 0.0,
+            **{k: v for k, v in cursor.stats.items() if k not in ("pending_bytes", "updated")},
+        }
+        sender = send.sender_for(self.target)
+        backoff = send.Backoff()
+        saved = 0.0
+        try:
+            while not self.stop.is_set():
+                pending = cursor.read(self.batch_bytes)
+                if not pending:
+                    self.stats["lag_s"] = 0.0
+                    if self.clock() - saved >= HEARTBEAT_S:
+                        saved = self._save(cursor)
+                    self.stop.wait(POLL_S)
+                    continue
+                if not self._deliver(pending, sender, backoff, cursor):
+                    return  # stopping: the cursor stays before this batch, which is sent again
+                cursor.advance(pending)
+                saved = self._save(cursor)
+        finally:
+            sender.close()
+            self._save(cursor)
+
+    def _deliver(self, pending: list[Pending], sender: Any, backoff: Any, cursor: Cursor) -> bool:
+        lines = []
+        for p in pending:
+            for raw in p.lines:
+                try:
+                    line = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    self.stats["unreadable"] += 1
+                    continue
+                if isinstance(line, dict):
+                    lines.append(line)
+        if not lines:
+            return True
+        self.stats["lag_s"] = max(0.0, self.clock() - _newest_end(lines[0]))
+        for batch in encode.batches(
+            [encode.prepare(line, self.target) for line in lines], self.target.protocol
+        ):
+            if batch.dropped:
+                self.stats["unsendable"] += batch.dropped_spans
+                reasons = "; ".join(d.reason for d in batch.dropped)
+                log.warning("%s: %d spans cannot be sent: %s", self.target.name, batch.dropped_spans, reasons)
+            if not batch.spans:
+                continue
+            while True:
+                result = sender.send(batch)
+                if result.outcome == "accepted":
+                    backoff.reset()
+                    self.stats["delivered"] += batch.spans - result.rejected_spans
+                    self.stats["partial_rejected"] += result.rejected_spans
+                    if result.rejected_spans:
+                        self.stats["last_error"] = f"partial success: {result.message}"
+                    self.stats["retrying"] = False
+                    self.stats["attempts"] = 0
+                    self.stats["last_success"] = self.clock()
+                    break
+                if result.outcome == "rejected":
+                    backoff.reset()
+                    self.stats["rejected"] += batch.spans
+                    self.stats["retrying"] = False
+                    self.stats["attempts"] = 0
+                    self.stats["last_error"] = f"rejected ({result.status}): {result.message}"
+                    log.warning(
+                        "target %s rejected %d spans: %s", self.target.name, batch.spans, result.message
+                    )
+                    break
+                self.stats["retrying"] = True
+                self.stats["attempts"] += 1
+                self.stats["last_error"] = f"retrying ({result.status}): {result.message}"
+                self._save(cursor)
+                if self.stop.wait(backoff.next_delay(result.retry_after)):
+                    return False
+        return True
+
+    def _save(self, cursor: Cursor) -> float:
+        now = self.clock()
+        cursor.stats = {**self.stats, "pending_bytes": cursor.undelivered_bytes(), "updated": now}
+        try:
+            cursor.save()
+        except OSError as exc:  # a full disk: keep sending, the next save may work
+            log.warning("could not save the cursor of %s: %s", self.target.name, exc)
+        return now
+
+
+def _newest_end(line: Mapping[str, Any]) -> float:
+    ends = [
+        int(span.get("endTimeUnixNano") or 0)
+        for rs in line.get("resourceSpans") or ()
+        for ss in rs.get("scopeSpans") or ()
+        for span in ss.get("spans") or ()
+    ]
+    return max(ends, default=0) / 1e9
+
+
+def run_exporter(settings: Settings, stop: threading.Event | None = None) -> int:
+    """Export to every enabled target until SIGTERM/SIGINT (or `stop`); returns an exit code."""
+    targets = enabled_targets(settings)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    if not targets:
+        log.warning("no export target is configured: nothing to do")
+        return 0
+    # parsing lines makes short-lived dicts by the million: collect the young generation less
+    # often (measured: +8-21 % spans/s, bench/export_throughput.py --gc-threshold)
+    gc.set_threshold(20_000, 10, 10)
+    trace_dir = settings.tracing.path
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
+
+    def run(exporter: TargetExporter) -> None:
+        try:
+            exporter.run()
+        except Exception:  # a bug: stop everything, so the supervisor starts a fresh process
+            log.exception("the exporter of %s failed", exporter.target.name)
+            failed.append(exporter.target.name)
+            stop.set()
+
+    exporters = [TargetExporter(t, trace_dir, stop) for t in targets.values()]
+    threads = [
+        threading.Thread(target=run, args=(e,), name=f"tfgw-export-{e.target.name}") for e in exporters
+    ]
+    for thread in threads:
+        thread.start()
+    stop.wait()
+    for thread in threads:
+        thread.join(15)
+    return 1 if failed else 0
