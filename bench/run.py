@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -193,17 +193,86 @@ def tfgw_command(explicit: str | None) -> list[str]:
     return [found] if found else [sys.executable, "-m", "tfgw"]
 
 
-def write_config(directory: Path, port: int, upstream_port: int, tracing: bool = True) -> Path:
-    path = directory / f"tfgw-{'traced' if tracing else 'untraced'}.toml"
+def write_config(
+    directory: Path, port: int, upstream_port: int, tracing: bool = True, export_to: str | None = None
+) -> Path:
+    label = "traced" if tracing else "untraced"
+    path = directory / f"tfgw-{label}{'-export' if export_to else ''}.toml"
     text = CONFIG_TEMPLATE.format(
         host=HOST,
         port=port,
         upstream_port=upstream_port,
         tracing=str(tracing).lower(),
-        traces=directory / "traces",
+        traces=directory / ("traces-export" if export_to else "traces"),
     )
+    if export_to:
+        text += f'\n[otel.targets.bench]\nkind = "otlp"\nendpoint = "{export_to}"\ntimeout = 2.0\n'
     path.write_text(text)
     return path
+
+
+@contextlib.contextmanager
+def otlp_receiver(directory: Path) -> Iterator[tuple[str, Callable[[], int]]]:
+    """A span-counting OTLP/HTTP receiver in its own process (bench/export_throughput.py --serve)."""
+    port = free_port()
+    log = directory / "receiver.log"
+    # it stands for a backend on another machine: niced, so its parsing does not compete here
+    serve = [str(BENCH_DIR / "export_throughput.py"), "--serve", "http", "--port", str(port)]
+    process = start(["nice", "-n", "19", sys.executable, *serve], log, stdout_pipe=True)
+    try:
+        wait_for_ready_line(process, log)
+
+        def count() -> int:
+            connection = http.client.HTTPConnection(HOST, port, timeout=5)
+            try:
+                connection.request("GET", "/count")
+                return int(connection.getresponse().read())
+            finally:
+                connection.close()
+
+        yield f"http://{HOST}:{port}", count
+    finally:
+        stop(process)
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[str]:
+    """A port that completes TCP handshakes (the kernel's backlog) and never answers anything."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        sock.listen(1024)
+        yield f"http://{HOST}:{sock.getsockname()[1]}"
+
+
+def export_runs(
+    args: argparse.Namespace, directory: Path, upstream_port: int, settings: Settings, pinned: bool
+) -> tuple[list[Run], dict[str, Any]]:
+    """The traced gateway with one export target: delivering, black-holed, and down."""
+    runs: list[Run] = []
+    port = args.port or free_port()
+    with otlp_receiver(directory) as (endpoint, received):
+        config = write_config(directory, port, upstream_port, export_to=endpoint)
+        with running([]) as processes:
+            gateway = start_gateway(args, config, port, directory / "export.log", pinned, processes)
+            runs.append(measure("export", port, False, LOW, settings, gateway.pid))
+            runs.append(measure("export", port, False, HIGH, settings, gateway.pid))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # until everything written has been delivered
+                written = trace_log_stats(port).get("written", 0)
+                delivered = received()
+                if delivered >= written * 4:
+                    break
+                time.sleep(0.2)
+    with black_hole() as endpoint:
+        config = write_config(directory, port, upstream_port, export_to=endpoint)
+        with running([]) as processes:
+            gateway = start_gateway(args, config, port, directory / "blackhole.log", pinned, processes)
+            runs.append(measure("blackhole", port, False, LOW, settings, gateway.pid))
+    config = write_config(directory, port, upstream_port, export_to=f"http://{HOST}:{free_port()}")
+    with running([]) as processes:
+        gateway = start_gateway(args, config, port, directory / "down.log", pinned, processes)
+        runs.append(measure("down", port, False, LOW, settings, gateway.pid))
+    return runs, {"traces_written": written, "spans_expected": written * 4, "spans_delivered": delivered}
 
 
 def trace_log_stats(port: int) -> dict[str, Any]:
@@ -428,10 +497,26 @@ def bench(args: argparse.Namespace) -> Report:
             report.tracing = trace_log_stats(port)
         if args.tracing_ab:
             report.tracing |= tracing_cost(report.runs)
+        if args.export_ab:
+            runs, delivery = export_runs(args, directory, upstream_port, settings, pinned)
+            report.runs += runs
+            report.tracing |= delivery | export_cost(report.runs)
         report.machine["calibration_ms_at_end"] = calibration_ms()
         if any(r.result.errors for r in report.runs):
             progress(f"tfgw log tail:\n{log_tail(gateway_log)}")
     return report
+
+
+def export_cost(runs: list[Run]) -> dict[str, Any]:
+    """One export target against none; and p99 at c=1 while the target is black-holed or down."""
+    traced = find(runs, "tfgw", False, HIGH).rps
+    return {
+        "export_rps_c50_vs_traced": find(runs, "export", False, HIGH).rps / traced if traced else None,
+        "p99_ms_c1_traced": find(runs, "tfgw", False, LOW).p99_ms,
+        "p99_ms_c1_exporting": find(runs, "export", False, LOW).p99_ms,
+        "p99_ms_c1_blackholed": find(runs, "blackhole", False, LOW).p99_ms,
+        "p99_ms_c1_down": find(runs, "down", False, LOW).p99_ms,
+    }
 
 
 def start_gateway(
@@ -565,6 +650,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--tracing-ab",
         action="store_true",
         help="also run tfgw with tracing off first, and report what tracing adds",
+    )
+    parser.add_argument(
+        "--export-ab",
+        action="store_true",
+        help="also run tfgw with one export target: delivering, black-holed and down",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
     return parser.parse_args(argv)

@@ -4,6 +4,7 @@ the child process `tfgw serve` supervises."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -16,6 +17,7 @@ __all__ = ["exporter"]
 
 def exporter(
     config: Path | None = CONFIG,
+    nice: int = typer.Option(0, "--nice", min=0, max=19, help="Run at this lower CPU priority."),
     demo: bool = typer.Option(
         False, "--demo", help="Use the demo settings (targets from OTEL_EXPORTER_OTLP_*)."
     ),
@@ -24,5 +26,7 @@ def exporter(
     from tfgw.export.worker import run_exporter
 
     logging.basicConfig(level=logging.INFO, format="tfgw exporter: %(message)s")
+    if nice:
+        os.nice(nice)
     settings = demo_settings() if demo else read_settings(config)
     raise typer.Exit(run_exporter(settings))
