@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -265,3 +266,82 @@ def test_otel_status_reads_what_the_exporter_did(tmp_path: Path, upstream: FakeU
         "pending_bytes": 0,
         "last_error": None,
     }  # fmt: skip
+
+
+def test_http_json_follows_the_otlp_json_rules(tmp_path: Path, upstream: FakeUpstream) -> None:
+    with OtlpHttpReceiver() as collector:
+        target = f"""
+[otel.targets.collector]
+kind = "otlp"
+protocol = "http/json"
+endpoint = "{collector.base_url}/v1/traces"
+compression = "none"
+"""
+        config = write_config(tmp_path, upstream, target)
+        with Gateway(config, env=ENV) as gw:
+            chat(gw)
+            collector.wait_for(4)
+    (request,) = [r for r in collector.requests if r.spans]
+    assert (request.content_type, request.content_encoding) == ("application/json", None)
+    body = orjson.loads(request.body)
+    (span,) = [s for s in body["resourceSpans"][0]["scopeSpans"][0]["spans"] if s["kind"] == 3]
+    assert len(span["traceId"]) == 32 and int(span["traceId"], 16)
+    assert len(span["spanId"]) == 16 and len(span["parentSpanId"]) == 16
+    assert isinstance(span["startTimeUnixNano"], str) and span["startTimeUnixNano"].isdigit()
+    tokens = next(a for a in span["attributes"] if a["key"] == "llm.token_count.prompt")
+    assert tokens == {"key": "llm.token_count.prompt", "value": {"intValue": "6"}}
+
+
+def test_a_crashed_exporter_is_restarted_and_resumes_from_its_cursor(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    with OtlpHttpReceiver() as mw:
+        config = write_config(tmp_path, upstream, mw_target(mw))
+        with Gateway(config, env=ENV) as gw:
+            chat(gw)
+            mw.wait_for(4)
+            (child,) = exporter_pids(config)
+            os.kill(child, signal.SIGKILL)
+            chat(gw, 3)  # written while no exporter runs
+            mw.wait_for(16, timeout=15)
+            (restarted,) = exporter_pids(config)
+            assert restarted != child
+            assert "tfgw: exporter exited with -9; restarting" in gw.logs()
+    assert len(llm_spans(mw.spans)) == 4
+
+
+def test_tfgw_exporter_runs_alone_beside_gateways_that_do_not_export(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    with OtlpHttpReceiver() as mw:
+        config = write_config(tmp_path, upstream, mw_target(mw))
+        gateway_config = tmp_path / "gateway.toml"  # the same log; this gateway starts no exporter
+        gateway_config.write_text(config.read_text() + "enabled = false\n")
+        command = [sys.executable, "-m", "tfgw", "exporter", "--config", str(config)]
+        with subprocess.Popen(command, env={**os.environ, **ENV}, stderr=subprocess.PIPE) as exporter:
+            try:
+                deadline = time.monotonic() + 10  # its cursor exists once it runs
+                while not (tmp_path / "traces" / ".cursors" / "mw.json").exists():
+                    assert time.monotonic() < deadline, "the exporter never started"
+                    time.sleep(0.05)
+                with Gateway(gateway_config, env=ENV) as gw:
+                    chat(gw, 2)
+                mw.wait_for(8, timeout=10)
+            finally:
+                exporter.terminate()
+                _, err = exporter.communicate(timeout=15)
+    assert exporter.returncode == 0, err
+    assert len(llm_spans(mw.spans)) == 2
+
+
+def exporter_pids(config: Path) -> list[int]:
+    """The exporter child processes `tfgw serve --config CONFIG` runs."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pattern = f"tfgw exporter --nice 10 --config {config}"
+        found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+        pids = [int(p) for p in found.stdout.split()]
+        if pids:
+            return pids
+        time.sleep(0.05)
+    return []
