@@ -471,8 +471,25 @@ def test_the_default_limit_is_4_mib() -> None:
     assert [b.end_line for b in out] == [20, 30]
 
 
-def test_a_span_over_the_limit_is_dropped_with_a_reason_and_its_line_still_sent() -> None:
-    huge = span([kv("input.value", s("z" * 5 * 1024 * 1024))], spanId=span_id(7, 9), name="huge")
+def test_a_span_over_the_limit_for_its_text_is_sent_without_it() -> None:
+    huge = span([*KEPT, kv("input.value", s("z" * 5 * 1024 * 1024))], spanId=span_id(7, 9), name="huge")
+    line = line_of(span(KEPT), huge, span(KEPT, spanId=span_id(7, 3)))
+
+    out = list(batches([trace_line(Request(1)), line, trace_line(Request(2))]))
+
+    assert [(b.spans, b.end_line) for b in out] == [(4 + 3 + 4, 3)]
+    assert out[0].dropped == (
+        Dropped(0, f"span 'huge' (trace {TID}, span {span_id(7, 9)}) sent without its text: "
+                   "5,243,994 bytes encoded: over the 4,194,304-byte limit of a payload"),
+    )  # fmt: skip
+    assert out[0].dropped_spans == 0
+    sent = [sp for _, sp in otlp.spans_of(decode_request(ExportTraceServiceRequest.FromString(out[0].body)))]
+    (trimmed,) = [sp for sp in sent if sp["name"] == "huge"]
+    assert otlp.decode_attributes(trimmed["attributes"]) == otlp.decode_attributes(KEPT)
+
+
+def test_a_span_over_the_limit_without_text_to_leave_out_is_dropped_with_a_reason() -> None:
+    huge = span([kv("custom.blob", s("z" * 5 * 1024 * 1024))], spanId=span_id(7, 9), name="huge")
     line = line_of(span(KEPT), huge, span(KEPT, spanId=span_id(7, 3)))
 
     out = list(batches([trace_line(Request(1)), line, trace_line(Request(2))]))

@@ -367,11 +367,18 @@ class _Wire:
                         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
                             dropped.append(Dropped(1, f"span {_describe(span)} cannot be encoded: {exc}"))
                             continue
-                        if len(data) > room:
-                            dropped.append(
-                                Dropped(1, f"span {_describe(span)} is {_too_big(data, max_bytes)}")
+                        if len(data) > room:  # a huge prompt: send the span without its text
+                            trimmed = self.span(_redact_span(span))
+                            if len(trimmed) > room:
+                                dropped.append(
+                                    Dropped(1, f"span {_describe(span)} is {_too_big(data, max_bytes)}")
+                                )
+                                continue
+                            reason = (
+                                f"span {_describe(span)} sent without its text: {_too_big(data, max_bytes)}"
                             )
-                            continue
+                            dropped.append(Dropped(0, reason))
+                            data = trimmed
                     encoded.append(data)
                     size += len(data)
                 if encoded:

@@ -111,8 +111,8 @@ class TargetExporter:
         ):
             if batch.dropped:
                 self.stats["unsendable"] += batch.dropped_spans
-                reasons = "; ".join(d.reason for d in batch.dropped)
-                log.warning("%s: %d spans cannot be sent: %s", self.target.name, batch.dropped_spans, reasons)
+                for dropped in batch.dropped:
+                    log.warning("%s: %s", self.target.name, dropped.reason)
             if not batch.spans:
                 continue
             while True:
