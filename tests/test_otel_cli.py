@@ -384,3 +384,18 @@ def test_the_installed_command_never_prints_a_key(config: Path) -> None:
         assert MW_KEY not in done.stdout + done.stderr
     assert "header authorization  mw-…6789\n" in shown.stdout
     assert MW_KEY in config.read_text()
+
+
+def test_status_without_an_exporter_running(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    assert (
+        tfgw(capsys, "otel", "set", "otlp", "--name", "collector", "--endpoint", "http://127.0.0.1:4318")[0]
+        == 0
+    )
+    code, out, err = tfgw(capsys, "otel", "status")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0].split() == [
+        "target", "state", "delivered", "pending", "rejected", "dropped", "lag", "last", "error",
+    ]  # fmt: skip
+    assert [line.split() for line in out.splitlines()[1:]][-1] == [
+        "collector", "not", "running", "0", "-", "0", "0", "-",
+    ]  # fmt: skip

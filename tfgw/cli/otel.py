@@ -291,7 +291,8 @@ def status(
     if json_:
         print(orjson.dumps(report).decode())
         return
-    table = Table("target", "state", "delivered", "pending", "rejected", "dropped", "lag", "last error")
+    columns = ("target", "state", "delivered", "pending", "rejected", "dropped", "lag", "last error")
+    table = Table(*columns, box=None, pad_edge=False, header_style="bold")
     for target, s in report.items():
         pending = s["pending_bytes"]
         table.add_row(
