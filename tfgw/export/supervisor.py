@@ -48,9 +48,12 @@ class ExporterSupervisor:
     def start(self) -> None:
         # every target's cursor exists before the gateway writes its first trace: nothing is missed
         trace_dir: Path = self.settings.tracing.path
-        trace_dir.mkdir(parents=True, exist_ok=True)
-        for name in self.targets:
-            Cursor.load(trace_dir, name)
+        try:
+            trace_dir.mkdir(parents=True, exist_ok=True)
+            for name in self.targets:
+                Cursor.load(trace_dir, name)
+        except OSError as exc:  # the gateway still serves; the exporter says why it cannot start
+            print(f"tfgw: cannot prepare export cursors in {trace_dir}: {exc}", file=sys.stderr)
         self._thread.start()
 
     def stop(self, timeout: float = 15.0) -> None:

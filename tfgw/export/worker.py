@@ -179,7 +179,11 @@ def run_exporter(settings: Settings, stop: threading.Event | None = None) -> int
     # often (measured: +8-21 % spans/s, bench/export_throughput.py --gc-threshold)
     gc.set_threshold(20_000, 10, 10)
     trace_dir = settings.tracing.path
-    trace_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        trace_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.error("cannot read the trace log in %s: %s", trace_dir, exc)
+        return 1
     failed: list[str] = []
 
     def run(exporter: TargetExporter) -> None:
