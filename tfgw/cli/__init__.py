@@ -10,7 +10,7 @@ import sys
 import typer
 
 from tfgw import __version__
-from tfgw.cli import exporter, keys, otel, serve, traces
+from tfgw.cli import exporter, keys, otel, replay, serve, traces
 from tfgw.errors import TfgwError
 
 __all__ = ["app", "main"]
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.command("init")(serve.init)
 app.command("serve")(serve.serve)
 app.command("exporter")(exporter.exporter)
+app.command("replay")(replay.replay_command)
 app.add_typer(keys.app, name="keys")
 app.add_typer(otel.app, name="otel")
 app.add_typer(traces.app, name="traces")
