@@ -26,6 +26,8 @@ def exporter(
     from tfgw.export.worker import run_exporter
 
     logging.basicConfig(level=logging.INFO, format="tfgw exporter: %(message)s")
+    for noisy in ("httpx", "httpcore"):  # a line per request sent is not news
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if nice:
         os.nice(nice)
     settings = demo_settings() if demo else read_settings(config)
