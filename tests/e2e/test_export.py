@@ -92,6 +92,7 @@ project = "checkout"
             mw.wait_for(4)
             arize.wait_for(4)
             status = httpx.get(f"{gw.url}/readyz").json()["export"]
+        assert gw.logs() == ""  # delivering quietly: nothing logged per request sent
     (to_mw,) = [r for r in mw.requests if r.spans]
     assert (to_mw.path, to_mw.content_type, to_mw.headers["authorization"]) == (
         "/v1/traces",
