@@ -256,7 +256,7 @@ def _resolve(state: GatewayState, trace: RequestTrace, body: dict[str, Any]) -> 
     span.attributes[sc.ROUTE_MODEL] = first.model
     span.attributes[sc.ROUTE_ATTEMPT] = 1
     if len(attempts) > 1:
-        span.attributes["tfgw.route.fallbacks"] = [f"{a.provider.name}/{a.model}" for a in attempts[1:]]
+        span.attributes[sc.ROUTE_FALLBACKS] = [f"{a.provider.name}/{a.model}" for a in attempts[1:]]
     return attempts
 
 
