@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from tfgw.config import TracingSettings
-from tfgw.export.cursor import dropped_spans
 from tfgw.tracing import log as trace_log
 from tfgw.tracing.log import TraceLog, segment_name
 from tfgw.tracing.otlp import spans_of
 from tfgw.tracing.rows import summarize
+from tfgw.tracing.segments import dropped_spans
 from tfgw.tracing.spans import RequestTrace
 
 DAY = 86400.0

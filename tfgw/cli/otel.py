@@ -23,7 +23,6 @@ from tfgw.cli.options import CONFIG, config_path, read_settings
 from tfgw.config import OTEL_TARGET_NAME, Settings, find_config, load
 from tfgw.config_file import delete_table, update_table
 from tfgw.errors import InputError, NotFoundError
-from tfgw.export.cursor import cursor_dir
 from tfgw.export.targets import (
     ENV_TARGET,
     SENSITIVE_HEADER,
@@ -33,6 +32,7 @@ from tfgw.export.targets import (
     resolve_targets,
     target_names,
 )
+from tfgw.tracing.segments import cursor_dir
 from tfgw.views.terminal import console, print_wide
 
 __all__ = ["app"]

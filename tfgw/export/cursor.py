@@ -21,34 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-__all__ = [
-    "Cursor",
-    "Pending",
-    "cursor_dir",
-    "dropped_spans",
-    "log_segments",
-    "read_offsets",
-    "record_dropped",
-]
+from tfgw.tracing.segments import cursor_dir, log_segments
 
-SEGMENT_GLOB = "tfgw-*.jsonl"
-
-
-def cursor_dir(trace_dir: Path) -> Path:
-    return trace_dir / ".cursors"
-
-
-def log_segments(trace_dir: Path) -> list[Path]:
-    """tfgw's own segments, in creation order (their names start with the UTC time)."""
-    return sorted(trace_dir.glob(SEGMENT_GLOB))
+__all__ = ["Cursor", "Pending"]
 
 
 @dataclass(slots=True)
@@ -142,41 +123,3 @@ def _read_lines(path: Path, start: int, stop: int) -> Pending | None:
         return None  # only a line still being written (or a torn one)
     lines = [line for line in data[:end].split(b"\n") if line]
     return Pending(path.name, start, start + end, lines)
-
-
-def read_offsets(trace_dir: Path, targets: Iterable[str]) -> dict[str, dict[str, int]]:
-    """The saved offsets of each target that has a cursor (read only: nothing is created)."""
-    out: dict[str, dict[str, int]] = {}
-    for target in targets:
-        with contextlib.suppress(OSError, orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-            data = orjson.loads((cursor_dir(trace_dir) / f"{target}.json").read_bytes())
-            out[target] = {str(k): int(v) for k, v in (data.get("offsets") or {}).items()}
-    return out
-
-
-def record_dropped(trace_dir: Path, target: str, segment: str, spans: int) -> None:
-    """Count spans of `segment` that `target` never got: retention had to delete it first."""
-    line = orjson.dumps({"target": target, "segment": segment, "spans": spans, "time": time.time()})
-    path = cursor_dir(trace_dir) / "dropped.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as f:  # one small append: atomic even with several gateway workers
-        f.write(line + b"\n")
-
-
-def dropped_spans(trace_dir: Path) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for record in _dropped_records(trace_dir):
-        totals[record["target"]] = totals.get(record["target"], 0) + int(record.get("spans") or 0)
-    return totals
-
-
-def _dropped_records(trace_dir: Path) -> Iterator[dict[str, Any]]:
-    try:
-        raw = (cursor_dir(trace_dir) / "dropped.jsonl").read_bytes()
-    except FileNotFoundError:
-        return
-    for line in raw.splitlines():
-        with contextlib.suppress(orjson.JSONDecodeError):
-            record = orjson.loads(line)
-            if isinstance(record, dict) and "target" in record:
-                yield record

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from tfgw.export.cursor import cursor_dir, dropped_spans
+from tfgw.tracing.segments import cursor_dir, dropped_spans
 
 __all__ = ["STALE_S", "target_status"]
 

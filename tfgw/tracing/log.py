@@ -42,8 +42,8 @@ from typing import Any
 import orjson
 
 from tfgw.config import TracingSettings
-from tfgw.export.cursor import log_segments, read_offsets, record_dropped
 from tfgw.tracing.encode import Encoder
+from tfgw.tracing.segments import log_segments, read_offsets, record_dropped
 from tfgw.tracing.spans import RequestTrace
 
 __all__ = ["LogStats", "TraceLog", "segment_name"]
