@@ -110,3 +110,17 @@ def test_keys_add_list_revoke_keep_the_rest_of_the_file() -> None:
     assert Path("tfgw.toml").read_text().startswith(original)
     missing = tfgw("keys", "revoke", "ci")
     assert (missing.returncode, missing.stderr) == (2, "tfgw: tfgw.toml: keys: no key named 'ci'\n")
+
+
+def test_the_cli_starts_without_loading_grpc_or_protobuf() -> None:
+    """Only the commands that export (exporter, otel test, replay) pay for grpc and protobuf."""
+    code = "import sys, tfgw.cli; print(sorted(m for m in ('grpc', 'google.protobuf') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "[]\n")
+
+
+def test_replay_timeout_default_is_the_same_in_the_cli_and_the_library() -> None:
+    from tfgw import replay
+    from tfgw.cli import replay as cli_replay
+
+    assert cli_replay.DEFAULT_TIMEOUT_S == replay.DEFAULT_TIMEOUT_S

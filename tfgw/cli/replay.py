@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import typer
@@ -16,15 +17,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tfgw.cli.options import CONFIG, read_settings
 from tfgw.config import Settings, find_config
 from tfgw.errors import InputError
-from tfgw.replay import (
-    DEFAULT_TIMEOUT_S,
-    ReplayOptions,
-    ReplayResult,
-    configured_target,
-    endpoint_target,
-    replay,
-)
 from tfgw.views.terminal import console
+
+if TYPE_CHECKING:  # tfgw.replay brings grpc and protobuf: imported when replay runs, not for --help
+    from tfgw.replay import ReplayResult
+
+DEFAULT_TIMEOUT_S = 30.0
 
 __all__ = ["replay_command"]
 
@@ -87,6 +85,8 @@ def replay_command(
     only if every span was accepted; 1 if any was rejected or dropped, or the backend stayed
     unreachable past --timeout; 2 for bad usage or input.
     """
+    from tfgw.replay import ReplayOptions, configured_target, endpoint_target, replay
+
     if (to is None) == (endpoint is None):
         raise InputError("give one of --to NAME or --endpoint URL")
     if to is not None and (protocol is not None or header):
