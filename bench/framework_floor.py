@@ -128,8 +128,16 @@ def main() -> None:
             result = run_load(url, chat_body(False), concurrency, args.duration)
             served = result.requests - result.errors
             cpu = (cpu_seconds(floor.pid) - before) * 1e6 / served if served else None
-            results.append({"concurrency": concurrency, "rps": result.rps, "p50_ms": result.p50_ms,
-                            "p99_ms": result.p99_ms, "errors": result.errors, "cpu_us_per_request": cpu})  # fmt: skip
+            results.append(
+                {
+                    "concurrency": concurrency,
+                    "rps": result.rps,
+                    "p50_ms": result.p50_ms,
+                    "p99_ms": result.p99_ms,
+                    "errors": result.errors,
+                    "cpu_us_per_request": cpu,
+                }
+            )
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     if args.json:
         print(json.dumps({"date": stamp, "nproc": os.cpu_count(), "runs": results}, indent=2))
@@ -138,10 +146,9 @@ def main() -> None:
     print("| concurrency | req/s | p50 ms | p99 ms | errors | CPU µs/req |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
-        cpu = "n/a" if r["cpu_us_per_request"] is None else f"{r['cpu_us_per_request']:,.0f}"
-        print(
-            f"| {r['concurrency']} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['errors']} | {cpu} |"
-        )
+        used = "n/a" if r["cpu_us_per_request"] is None else f"{r['cpu_us_per_request']:,.0f}"
+        latency = f"{r['p50_ms']:.3f} | {r['p99_ms']:.3f}"
+        print(f"| {r['concurrency']} | {r['rps']:,.0f} | {latency} | {r['errors']} | {used} |")
 
 
 if __name__ == "__main__":
