@@ -80,6 +80,9 @@ class ProviderSettings:
     api_key: str | None = None
     api_version: str | None = None
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    #: ask an OpenAI-style provider for the usage chunk of every stream (off for servers that refuse
+    #: `stream_options`; streamed calls then have token counts only when the client asked for them)
+    stream_usage: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +385,9 @@ class _Validator:
             value, ("providers",), tuple(value) if isinstance(value, dict) else ()
         ).items():
             path = ("providers", name)
-            t = self.table(item, path, ("kind", "base_url", "api_key", "api_version", "headers"))
+            t = self.table(
+                item, path, ("kind", "base_url", "api_key", "api_version", "headers", "stream_usage")
+            )
             kind = self.choice(t, path, "kind", PROVIDER_KINDS, None)
             if kind is None:
                 raise self.fail((*path, "kind"), f"is required (one of {', '.join(PROVIDER_KINDS)})")
@@ -401,6 +406,7 @@ class _Validator:
                 api_key=self.secret((*path, "api_key"), self.value(t, path, "api_key", str, None)),
                 api_version=api_version,
                 headers=self.str_map(t, path, "headers"),
+                stream_usage=self.value(t, path, "stream_usage", bool, True),
             )
         return MappingProxyType(providers)
 

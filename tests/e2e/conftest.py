@@ -39,6 +39,12 @@ kind = "openai"
 base_url = "{upstream}/v1"
 api_key = "env:E2E_OPENAI_KEY"
 
+[providers.plain]
+kind = "openai"
+base_url = "{upstream}/v1"
+api_key = "env:E2E_OPENAI_KEY"
+stream_usage = false
+
 [providers.az]
 kind = "azure"
 base_url = "{upstream}"

@@ -579,3 +579,19 @@ def test_metadata_that_is_not_a_json_object_is_a_traced_400(gateway: Gateway, tr
     )
     (root,) = traces.spans(answer.headers["x-tfgw-trace-id"])
     assert (root["status"]["code"], root["attributes"]["http.response.status_code"]) == (2, 400)
+
+
+def test_a_provider_that_refuses_stream_options_is_not_asked_and_its_usage_is_absent(
+    client: openai.OpenAI, up: FakeUpstream, traces: TraceFiles
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="plain/gpt-4o-mini", messages=HELLO, stream=True
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+        == "echo: hello there world"
+    )
+    assert "stream_options" not in up.requests[0].body
+    llm = by_name(traces.spans(raw.headers["x-tfgw-trace-id"]))["chat gpt-4o-mini"]["attributes"]
+    assert [k for k in llm if k.startswith(("llm.token_count", "gen_ai.usage", "llm.cost"))] == []
+    assert llm["gen_ai.response.finish_reasons"] == ["stop"]

@@ -70,8 +70,9 @@ class OpenAIProvider(Provider):
 
     async def open_stream(self, call: Call) -> Stream:
         body = self.upstream_body(call)
-        options = body.get("stream_options")
-        body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        if self.settings.stream_usage:
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         resp = await self.client.open(
             self.url(call, "chat/completions"), orjson.dumps(body), self.headers, call.timeout
         )
