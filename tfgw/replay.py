@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import gzip
 import hashlib
 import re
 import secrets
@@ -41,12 +40,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -55,7 +54,7 @@ from tfgw.errors import ConfigError, InputError, NotFoundError
 from tfgw.export import encode, send
 from tfgw.export.targets import ResolvedTarget, describe, resolve_target
 from tfgw.tracing import semconv
-from tfgw.tracing.check import STDIN_NAME, TraceFileError, trace_files
+from tfgw.tracing.check import STDIN_NAME, TraceFileError, json_type, open_trace_file, trace_files
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -126,7 +125,7 @@ def plan(files: list[str], stdin_path: Path | None = None) -> Plan:
     result = Plan([_FileStats(name) for name in files])
     validator = _Validator(result)
     for stats in result.files:
-        with _trace_lines(stats.name, stdin_path) as stream:
+        with open_trace_file(stats.name, _source(stats.name, stdin_path)) as stream:
             lineno = 0
             for raw in stream:
                 lineno += 1
@@ -183,7 +182,7 @@ class _Validator:
 
     def line(self, data: Any) -> int:
         if type(data) is not dict:
-            raise _Invalid(f"a line must be an object with resourceSpans, not {_json_type(data)}")
+            raise _Invalid(f"a line must be an object with resourceSpans, not {json_type(data)}")
         resource_spans = data.get("resourceSpans")
         if resource_spans is None:
             if "resource_spans" in data:
@@ -240,7 +239,7 @@ class _Validator:
 
     def span(self, span: Any) -> None:
         if type(span) is not dict:
-            raise _Invalid(f"a span is {_json_type(span)}, not an object")
+            raise _Invalid(f"a span is {json_type(span)}, not an object")
         try:
             trace_id = span.get("traceId")
             _id(trace_id, "traceId", 32, span)
@@ -250,7 +249,7 @@ class _Validator:
                 _id(parent, "parentSpanId", 16, span)
             name = span.get("name")
             if name is not None and type(name) is not str:
-                raise _Invalid(f"name is {_json_type(name)}, not a string")
+                raise _Invalid(f"name is {json_type(name)}, not a string")
             _optional(span.get("traceState"), str, "traceState")
             start = _time(span.get("startTimeUnixNano"), "startTimeUnixNano", span)
             end = _time(span.get("endTimeUnixNano"), "endTimeUnixNano", span)
@@ -302,7 +301,7 @@ class _Validator:
 
 def _expect(value: Any, kind: type, what: str) -> Any:
     if type(value) is not kind:
-        raise _Invalid(f"{what} is {_json_type(value)}, not {_json_type(kind())}")
+        raise _Invalid(f"{what} is {json_type(value)}, not {json_type(kind())}")
     return value
 
 
@@ -321,7 +320,7 @@ def _id(value: Any, what: str, digits: int, obj: Mapping[str, Any]) -> None:
             raise _Invalid(f"{what} is missing ({snake} is snake_case: OTLP/JSON uses lowerCamelCase)")
         raise _Invalid(f"{what} is missing")
     if type(value) is not str:
-        raise _Invalid(f"{what} is {_json_type(value)}, not a hex string")
+        raise _Invalid(f"{what} is {json_type(value)}, not a hex string")
     raise _Invalid(f"{what} {value!r} is not {digits} hex digits (OTLP/JSON ids are hex, not base64)")
 
 
@@ -346,7 +345,7 @@ def _attributes(attributes: Any, what: str, depth: int = 0) -> None:
     if attributes is None:
         return
     if type(attributes) is not list:
-        raise _Invalid(f"{what}s are {_json_type(attributes)}, not a list")
+        raise _Invalid(f"{what}s are {json_type(attributes)}, not a list")
     for kv in attributes:
         if type(kv) is not dict or type(key := kv.get("key")) is not str:
             raise _Invalid(f"{what} {kv!r:.60} is not a {{key, value}} object")
@@ -363,7 +362,7 @@ def _attributes(attributes: Any, what: str, depth: int = 0) -> None:
 
 def _any_value(value: Any, depth: int) -> None:
     if type(value) is not dict:
-        raise _Invalid(f"the value is {_json_type(value)}, not an AnyValue object")
+        raise _Invalid(f"the value is {json_type(value)}, not an AnyValue object")
     kinds = [k for k in value if k in _VALUE_KINDS]
     if not kinds:
         snake = [k for k in value if k.endswith("_value")]
@@ -393,7 +392,7 @@ def _any_value(value: Any, depth: int) -> None:
     elif type(v) is dict:
         items = v.get("values")
         if items is not None and type(items) is not list:
-            raise _Invalid(f"{kind}.values is {_json_type(items)}, not a list")
+            raise _Invalid(f"{kind}.values is {json_type(items)}, not a list")
         if kind == "arrayValue":
             for item in items or ():
                 _any_value(item, depth + 1)
@@ -421,43 +420,16 @@ def _is_base64(text: str) -> bool:
     return True
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if type(value) is bool:
-        return "a boolean"
-    if type(value) in (int, float):
-        return "a number"
-    if type(value) is str:
-        return "a string"
-    if type(value) is list:
-        return "an array"
-    return "an object"
-
-
 # -- reading --------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _trace_lines(name: str, stdin_path: Path | None) -> Iterator[Iterator[bytes]]:
-    """A trace file's lines as bytes: gzip for `.gz`, the spooled copy for stdin."""
-    path = stdin_path if name == STDIN_NAME else Path(name)
-    if path is None:
+def _source(name: str, stdin_path: Path | None) -> Path | None:
+    """Where to read `name` from: standard input was spooled to `stdin_path` first."""
+    if name != STDIN_NAME:
+        return None
+    if stdin_path is None:
         raise TraceFileError(name, "standard input was not spooled")
-    try:
-        raw = gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")  # noqa: SIM115
-        stream = cast("IO[bytes]", raw)
-    except OSError as exc:
-        raise TraceFileError(name, exc.strerror or str(exc)) from exc
-    with stream:
-        yield _read(name, stream)
-
-
-def _read(name: str, stream: IO[bytes]) -> Iterator[bytes]:
-    try:
-        yield from stream
-    except (OSError, EOFError) as exc:  # a broken gzip stream, a disk error
-        raise TraceFileError(name, getattr(exc, "strerror", None) or str(exc)) from exc
+    return stdin_path
 
 
 def _spool(stdin: BinaryIO, stack: ExitStack) -> Path:
@@ -672,7 +644,7 @@ def _send_all(
         for stats, verdict in zip(found.files, result.files, strict=True):
             if not stats.spans:
                 continue
-            with _trace_lines(stats.name, stdin_path) as stream:
+            with open_trace_file(stats.name, _source(stats.name, stdin_path)) as stream:
                 lines = _lines(stats.name, stream, stats.lines, rewriter, target)
                 for batch in encode.batches(lines, target.protocol):
                     for dropped in batch.dropped:

@@ -50,10 +50,11 @@ import math
 import re
 import sys
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import IO, Any, BinaryIO, Final, cast
 
 import orjson
 
@@ -71,6 +72,9 @@ __all__ = [
     "Rule",
     "TraceFileError",
     "check_files",
+    "json_type",
+    "open_trace_file",
+    "read_lines",
     "rules_help",
     "trace_files",
 ]
@@ -345,6 +349,29 @@ def trace_files(args: Iterable[str | Path]) -> list[str]:
     return files
 
 
+@contextmanager
+def open_trace_file(name: str, path: str | Path | None = None) -> Iterator[Iterator[bytes]]:
+    """The lines of the trace file `name` (read from `path` instead when given: standard input
+    spooled to disk), through gzip for `.gz`. A file that cannot be opened or read (a broken gzip
+    stream, a disk error) is a TraceFileError naming `name`."""
+    source = Path(name if path is None else path)
+    try:
+        raw = gzip.open(source, "rb") if name.endswith(".gz") else open(source, "rb")  # noqa: SIM115
+        stream = cast("IO[bytes]", raw)
+    except OSError as exc:
+        raise TraceFileError(name, exc.strerror or str(exc)) from exc
+    with stream:
+        yield read_lines(name, stream)
+
+
+def read_lines(name: str, stream: Iterable[bytes]) -> Iterator[bytes]:
+    """`stream`'s lines, its read errors raised as a TraceFileError naming `name`."""
+    try:
+        yield from stream
+    except (OSError, EOFError) as exc:
+        raise TraceFileError(name, getattr(exc, "strerror", None) or str(exc)) from exc
+
+
 def check_files(
     args: Sequence[str | Path], *, max_findings: int = 1000, stdin: BinaryIO | None = None
 ) -> CheckResult:
@@ -353,18 +380,11 @@ def check_files(
     checker = _Checker(max_findings)
     for index, name in enumerate(files):
         checker.file_index = index
-        try:
-            if name == STDIN_NAME:
-                checker.check_stream(name, stdin if stdin is not None else sys.stdin.buffer)
-            elif name.endswith(".gz"):
-                with gzip.open(name, "rb") as stream:
-                    checker.check_stream(name, stream)
-            else:
-                with open(name, "rb") as stream:
-                    checker.check_stream(name, stream)
-        except (OSError, EOFError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise TraceFileError(name, reason) from exc
+        if name == STDIN_NAME:
+            checker.check_stream(name, read_lines(name, stdin if stdin is not None else sys.stdin.buffer))
+        else:
+            with open_trace_file(name) as lines:
+                checker.check_stream(name, lines)
     checker.close_all()
     findings = [f for _, f in sorted(checker.findings, key=lambda item: (item[0], item[1].line))]
     return CheckResult(files, checker.spans, checker.traces, checker.errors, checker.warnings, findings)
@@ -448,7 +468,7 @@ class _Checker:
         where: _Where = (file, lineno, None, None, None)
         if type(data) is not dict:
             self.add(
-                "structure", where, f"a line must be an object with resourceSpans, not {_json_type(data)}"
+                "structure", where, f"a line must be an object with resourceSpans, not {json_type(data)}"
             )
             return
         data = self.camel_keys(data, LINE_KEYS, where)
@@ -457,11 +477,11 @@ class _Checker:
             if resource_spans is None:
                 self.add("structure", where, "no resourceSpans: not an ExportTraceServiceRequest")
             else:
-                self.add("structure", where, f"resourceSpans is {_json_type(resource_spans)}, not a list")
+                self.add("structure", where, f"resourceSpans is {json_type(resource_spans)}, not a list")
             return
         for rs in resource_spans:
             if type(rs) is not dict:
-                self.add("structure", where, f"a resourceSpans item is {_json_type(rs)}, not an object")
+                self.add("structure", where, f"a resourceSpans item is {json_type(rs)}, not an object")
                 continue
             rs = self.camel_keys(rs, RESOURCE_SPANS_KEYS, where)
             res = rs.get("resource")
@@ -477,7 +497,7 @@ class _Checker:
                     if self.errors == before:
                         self._last_resource = (raw, res_attrs)
             elif res is not None:
-                self.add("structure", where, f"resource is {_json_type(res)}, not an object")
+                self.add("structure", where, f"resource is {json_type(res)}, not an object")
             service = res_attrs.get(semconv.SERVICE_NAME)
             if type(service) is not str or not service:
                 self.add("service-name", where, "the resource has no service.name")
@@ -485,11 +505,11 @@ class _Checker:
             if scope_spans is None:
                 continue
             if type(scope_spans) is not list:
-                self.add("structure", where, f"scopeSpans is {_json_type(scope_spans)}, not a list")
+                self.add("structure", where, f"scopeSpans is {json_type(scope_spans)}, not a list")
                 continue
             for ss in scope_spans:
                 if type(ss) is not dict:
-                    self.add("structure", where, f"a scopeSpans item is {_json_type(ss)}, not an object")
+                    self.add("structure", where, f"a scopeSpans item is {json_type(ss)}, not an object")
                     continue
                 ss = self.camel_keys(ss, SCOPE_SPANS_KEYS, where)
                 scope = ss.get("scope")
@@ -497,18 +517,18 @@ class _Checker:
                     scope = self.camel_keys(scope, SCOPE_KEYS, where)
                     self.attributes(scope.get("attributes"), where, "scope attribute")
                 elif scope is not None:
-                    self.add("structure", where, f"scope is {_json_type(scope)}, not an object")
+                    self.add("structure", where, f"scope is {json_type(scope)}, not an object")
                 spans = ss.get("spans")
                 if spans is None:
                     continue
                 if type(spans) is not list:
-                    self.add("structure", where, f"spans is {_json_type(spans)}, not a list")
+                    self.add("structure", where, f"spans is {json_type(spans)}, not a list")
                     continue
                 for span in spans:
                     if type(span) is dict:
                         self.check_span(span, file, lineno)
                     else:
-                        self.add("structure", where, f"a span is {_json_type(span)}, not an object")
+                        self.add("structure", where, f"a span is {json_type(span)}, not an object")
 
     def camel_keys(self, obj: dict[str, Any], known: frozenset[str], where: _Where) -> dict[str, Any]:
         """obj, with any snake_case OTLP field reported and renamed so the other checks still run."""
@@ -541,7 +561,7 @@ class _Checker:
         if snake:
             self.snake_keys(snake, where)
         if name is not None and type(name) is not str:
-            self.add("structure", where, f"name is {_json_type(name)}, not a string")
+            self.add("structure", where, f"name is {json_type(name)}, not a string")
 
         # ids: the fast path for valid ones, _id_problem to say what is wrong with the others
         tkey: str | None
@@ -620,13 +640,13 @@ class _Checker:
 
     def status(self, status: Any, where: _Where) -> int:
         if type(status) is not dict:
-            self.add("status", where, f"status is {_json_type(status)}, not an object")
+            self.add("status", where, f"status is {json_type(status)}, not an object")
             return 0
         status = self.camel_keys(status, STATUS_KEYS, where)
         code = status.get("code", 0)
         message = status.get("message")
         if message is not None and type(message) is not str:
-            self.add("status", where, f"status.message is {_json_type(message)}, not a string")
+            self.add("status", where, f"status.message is {json_type(message)}, not a string")
         if type(code) is int and 0 <= code <= 2:
             return code
         self.add("status", where, _enum_problem("status.code", code, STATUS_NAMES, "STATUS_CODE_"))
@@ -634,11 +654,11 @@ class _Checker:
 
     def events(self, events: Any, where: _Where) -> None:
         if type(events) is not list:
-            self.add("structure", where, f"events is {_json_type(events)}, not a list")
+            self.add("structure", where, f"events is {json_type(events)}, not a list")
             return
         for event in events:
             if type(event) is not dict:
-                self.add("structure", where, f"an event is {_json_type(event)}, not an object")
+                self.add("structure", where, f"an event is {json_type(event)}, not an object")
                 continue
             event = self.camel_keys(event, EVENT_KEYS, where)
             time = event.get("timeUnixNano")
@@ -649,11 +669,11 @@ class _Checker:
 
     def links(self, links: Any, where: _Where) -> None:
         if type(links) is not list:
-            self.add("structure", where, f"links is {_json_type(links)}, not a list")
+            self.add("structure", where, f"links is {json_type(links)}, not a list")
             return
         for link in links:
             if type(link) is not dict:
-                self.add("structure", where, f"a link is {_json_type(link)}, not an object")
+                self.add("structure", where, f"a link is {json_type(link)}, not an object")
                 continue
             link = self.camel_keys(link, LINK_KEYS, where)
             for field, digits, rule in (("traceId", 32, "trace-id"), ("spanId", 16, "span-id")):
@@ -669,7 +689,7 @@ class _Checker:
         if kvs is None:
             return {}
         if type(kvs) is not list:
-            self.add("attribute", where, f"{what}s are {_json_type(kvs)}, not a list")
+            self.add("attribute", where, f"{what}s are {json_type(kvs)}, not a list")
             return {}
         out: dict[str, Any] = {}
         bad = 0
@@ -707,7 +727,7 @@ class _Checker:
 
     def attribute(self, kv: Any, out: dict[str, Any], where: _Where, what: str) -> bool:
         if type(kv) is not dict:
-            self.add("attribute", where, f"an {what} is {_json_type(kv)}, not a {{key, value}} object")
+            self.add("attribute", where, f"an {what} is {json_type(kv)}, not a {{key, value}} object")
             return False
         key = kv.get("key")
         if type(key) is not str:
@@ -989,7 +1009,7 @@ _BAD: Final[Any] = object()
 def _any_value(value: Any, problems: list[tuple[str, str]], depth: int) -> Any:
     """An OTLP/JSON AnyValue as a Python value (int64 as int, double as float), or _BAD."""
     if type(value) is not dict:
-        problems.append(("attribute", f"value is {_json_type(value)}, not an AnyValue object"))
+        problems.append(("attribute", f"value is {json_type(value)}, not an AnyValue object"))
         return _BAD
     if len(value) != 1:
         if not value:
@@ -1071,7 +1091,7 @@ def _id_problem(
     if value is None:
         return rule, f"{field} is missing"
     if type(value) is not str:
-        return rule, f"{field} is {_json_type(value)}, not a hex string"
+        return rule, f"{field} is {json_type(value)}, not a hex string"
     if (_HEX32 if digits == 32 else _HEX16)(value):
         if not zero_ok and value == (_ZERO32 if digits == 32 else _ZERO16):
             return rule, f"{field} is all zero: an invalid id"
@@ -1112,11 +1132,12 @@ def _json_object_problem(value: Any) -> str | None:
     except orjson.JSONDecodeError:
         return "is not valid JSON (it must be a string holding a JSON object)"
     if type(parsed) is not dict:
-        return f"holds {_json_type(parsed)}, not a JSON object"
+        return f"holds {json_type(parsed)}, not a JSON object"
     return None
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """How a JSON value reads in a message: "null", "a boolean", "a number", "a string", ...."""
     if value is None:
         return "null"
     if type(value) is bool:
