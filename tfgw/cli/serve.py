@@ -10,9 +10,10 @@ import typer
 
 from tfgw import __version__
 from tfgw.cli.options import CONFIG, read_settings
-from tfgw.config import Settings, demo_settings, is_loopback
+from tfgw.config import demo_settings, is_loopback
 from tfgw.config_file import write_atomic
 from tfgw.errors import ConfigError
+from tfgw.export.targets import enabled_targets
 
 STARTER = {
     "server": {"host": "127.0.0.1", "port": 8787},
@@ -95,7 +96,8 @@ def serve(
             "provider keys. Add one with `tfgw keys add NAME`, or listen on 127.0.0.1.",
             key="server.host",
         )
-    targets = export_targets(settings)  # a broken target is a config error before anything starts
+    # every target resolved (and so checked) once: a broken one is a config error before anything starts
+    targets = list(enabled_targets(settings))
     hconfig, sockets = bind(settings, host, port)
     bound = sockets.insecure_sockets[0].getsockname()
     models = ", ".join(settings.models) or "none"
@@ -118,10 +120,3 @@ def serve(
         if supervisor is not None:
             supervisor.stop()
     raise typer.Exit(code)
-
-
-def export_targets(settings: Settings) -> list[str]:
-    """The names of the enabled export targets, every one resolved (and so checked) once."""
-    from tfgw.export.targets import resolve_targets
-
-    return [name for name, target in resolve_targets(settings).items() if target.enabled]

@@ -46,6 +46,7 @@ __all__ = [
     "SENSITIVE_HEADER",
     "ResolvedTarget",
     "describe",
+    "enabled_targets",
     "resolve_target",
     "resolve_targets",
     "target_names",
@@ -101,6 +102,13 @@ def resolve_targets(
     if ENV_TARGET not in resolved and (implicit := _from_environment(settings, env)) is not None:
         resolved[ENV_TARGET] = implicit
     return resolved
+
+
+def enabled_targets(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> dict[str, ResolvedTarget]:
+    """The targets an exporter sends to: `resolve_targets()` without the disabled ones."""
+    return {name: t for name, t in resolve_targets(settings, environ).items() if t.enabled}
 
 
 def resolve_target(settings: Settings, name: str, environ: Mapping[str, str] | None = None) -> ResolvedTarget:

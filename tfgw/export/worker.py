@@ -28,9 +28,9 @@ import orjson
 from tfgw.config import Settings
 from tfgw.export import encode, send
 from tfgw.export.cursor import Cursor, Pending
-from tfgw.export.targets import ResolvedTarget, resolve_targets
+from tfgw.export.targets import ResolvedTarget, enabled_targets
 
-__all__ = ["TargetExporter", "enabled_targets", "run_exporter"]
+__all__ = ["TargetExporter", "run_exporter"]
 
 log = logging.getLogger("tfgw.exporter")
 
@@ -40,12 +40,6 @@ BATCH_BYTES = 2 * 1024 * 1024
 POLL_S = 0.2
 #: the status in the cursor file is refreshed at least this often (a heartbeat for `otel status`)
 HEARTBEAT_S = 2.0
-
-
-def enabled_targets(
-    settings: Settings, environ: Mapping[str, str] | None = None
-) -> dict[str, ResolvedTarget]:
-    return {name: t for name, t in resolve_targets(settings, environ).items() if t.enabled}
 
 
 @dataclass
