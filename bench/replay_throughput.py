@@ -7,28 +7,22 @@ The file holds the gateway's own lines (`tests/samples.trace_line`: a SERVER roo
 `model.resolve`, one LLM span with its conversation, and a `stream` span for every other request;
 4.5 spans and about 4.6 KB a line). Each run is the real command, `tfgw replay FILE --endpoint
 URL --json`, in its own process, timed from start to exit (both passes: validation, then
-encoding and sending), its peak RSS read from `wait4`. The receiver runs in another process
-(`--serve`): OTLP/HTTP (aiohttp) and OTLP/gRPC (grpcio) that parse each request with protobuf
-and count its spans; every run checks it counted every span. Everything stays on 127.0.0.1.
+encoding and sending), its peak RSS read from `wait4`. The receivers are export_throughput.py's,
+each in its own process: OTLP/HTTP (aiohttp) and OTLP/gRPC (grpcio) that parse each request and
+count its spans; every run checks they counted every span. Everything stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +31,13 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "bench"))
+
+from export_throughput import receiver as otlp_receiver  # noqa: E402  (a span-counting receiver process)
+
 from tests import samples  # noqa: E402
 
 HOST = "127.0.0.1"
-SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
 RUNS = {
     "http/protobuf": [],
@@ -72,98 +69,6 @@ def write_file(path: Path, size_mb: float) -> int:
     return spans
 
 
-# -- the receiver (its own process) ----------------------------------------------------------------
-
-
-def serve(http_port: int, grpc_port: int) -> None:
-    """Count the spans of every export request on both ports; `GET /count` answers the total."""
-    import grpc
-    from aiohttp import web
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    total = 0
-
-    def count(body: bytes) -> None:
-        nonlocal total
-        request = ExportTraceServiceRequest.FromString(body)
-        total += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-
-    def export(body: bytes, context: grpc.ServicerContext) -> bytes:
-        count(body)
-        return b""  # an empty ExportTraceServiceResponse
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    handler = grpc.unary_unary_rpc_method_handler(export)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
-    server.add_insecure_port(f"{HOST}:{grpc_port}")
-    server.start()
-
-    async def traces(request: web.Request) -> web.Response:
-        import gzip
-
-        nonlocal total
-        body = await request.read()
-        if request.headers.get("content-encoding") == "gzip":
-            body = gzip.decompress(body)
-        if request.content_type == "application/json":
-            data = orjson.loads(body)
-            total += sum(len(ss["spans"]) for rs in data["resourceSpans"] for ss in rs["scopeSpans"])
-            return web.Response(body=b"{}", content_type="application/json")
-        count(body)
-        return web.Response(body=b"", content_type="application/x-protobuf")
-
-    async def counted(request: web.Request) -> web.Response:
-        return web.Response(text=str(total))
-
-    async def main() -> None:
-        app = web.Application(client_max_size=64 << 20)
-        app.router.add_post("/v1/traces", traces)
-        app.router.add_get("/count", counted)
-        runner = web.AppRunner(app, access_log=None, auto_decompress=False)
-        await runner.setup()
-        await web.TCPSite(runner, HOST, http_port).start()
-        print("ready", flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def receiver() -> Iterator[tuple[int, int]]:
-    ports = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--port", str(ports[0]), "--grpc-port", str(ports[1])],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("the receiver did not start")
-        yield ports
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def received(http_port: int) -> int:
-    import httpx
-
-    return int(httpx.get(f"http://{HOST}:{http_port}/count", trust_env=False).text)
-
-
 # -- one run ------------------------------------------------------------------------------------------
 
 
@@ -187,13 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=float, default=200.0, help="Size of the trace file to replay.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object.")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--grpc-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve(args.port, args.grpc_port)
-        return
 
     tfgw = shutil.which("tfgw", path=str(Path(sys.executable).parent)) or shutil.which("tfgw")
     if tfgw is None:
@@ -201,16 +100,19 @@ def main() -> None:
     results = []
     with (
         tempfile.TemporaryDirectory(prefix="tfgw-replay-bench-") as tmp,
-        receiver() as (http_port, grpc_port),
+        otlp_receiver("http") as (http_url, http_count),
+        otlp_receiver("grpc") as (grpc_target, grpc_count),
     ):
         path = Path(tmp) / "traces.jsonl"
         spans = write_file(path, args.size_mb)
         size = path.stat().st_size
         for name, extra in RUNS.items():
-            endpoint = f"http://{HOST}:{grpc_port if 'grpc' in extra else http_port}"
-            before = received(http_port)
+            grpc = "grpc" in extra
+            endpoint = f"http://{grpc_target}" if grpc else http_url  # http://: a plaintext channel
+            received = grpc_count if grpc else http_count
+            before = received()
             wall, rss, verdict = replay(tfgw, path, endpoint, extra)
-            got = received(http_port) - before
+            got = received() - before
             if "--dry-run" not in extra and (verdict["accepted"], got) != (spans, spans):
                 raise RuntimeError(f"{name}: {verdict['accepted']} accepted, {got} received, {spans} sent")
             results.append(
