@@ -28,7 +28,7 @@ import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import orjson
@@ -167,6 +167,28 @@ class _Recorder:
         self._lock = threading.Lock()
         self._requests: list[Received] = []
         self._behaviour = _Behaviour()
+        self._port = 0
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if not self._port:
+            raise RuntimeError(f"{type(self).__name__} is not running")
+        return self._port
 
     @property
     def requests(self) -> list[Received]:
@@ -239,22 +261,6 @@ class OtlpHttpReceiver(_Recorder):
         self._stopping: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self._error: BaseException | None = None
-        self._port = 0
-
-    def __enter__(self) -> OtlpHttpReceiver:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if not self._port:
-            raise RuntimeError("OtlpHttpReceiver is not running")
-        return self._port
 
     @property
     def base_url(self) -> str:
@@ -436,22 +442,6 @@ class OtlpGrpcReceiver(_Recorder):
         self._gzip = gzip
         self._max_receive = max_receive_bytes
         self._server: grpc.Server | None = None
-        self._port = 0
-
-    def __enter__(self) -> OtlpGrpcReceiver:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if not self._port:
-            raise RuntimeError("OtlpGrpcReceiver is not running")
-        return self._port
 
     @property
     def endpoint(self) -> str:
