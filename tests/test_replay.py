@@ -33,7 +33,7 @@ from tfgw.cli import main
 from tfgw.cli import replay as replay_cli
 from tfgw.config import load
 from tfgw.export.encode import is_content_key
-from tfgw.replay import configured_target
+from tfgw.export.targets import configured_target
 from tfgw.tracing import otlp
 
 T0 = 1_760_000_000_000_000_000  # 2025-10-09T08:53:20Z

@@ -44,15 +44,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, BinaryIO
 
 import orjson
 
-from tfgw.config import OtelTargetSettings, Settings
-from tfgw.errors import ConfigError, InputError, NotFoundError
+from tfgw.errors import InputError
 from tfgw.export import encode, send
-from tfgw.export.targets import ResolvedTarget, describe, resolve_target
+from tfgw.export.targets import ResolvedTarget, describe
 from tfgw.tracing import semconv
 from tfgw.tracing.check import STDIN_NAME, TraceFileError, json_type, open_trace_file, trace_files
 
@@ -62,8 +60,6 @@ __all__ = [
     "Plan",
     "ReplayOptions",
     "ReplayResult",
-    "configured_target",
-    "endpoint_target",
     "plan",
     "replay",
 ]
@@ -717,56 +713,3 @@ def _failed(
     key = (file, result.status, result.message)
     if key in failures or len(failures) < MAX_FAILURES:
         failures[key] = failures.get(key, 0) + spans
-
-
-# -- the target ------------------------------------------------------------------------------------
-
-ENDPOINT_TARGET = "endpoint"
-
-
-def endpoint_target(
-    settings: Settings, endpoint: str, protocol: str | None, headers: list[str]
-) -> ResolvedTarget:
-    """An ad-hoc `otlp` target for `--endpoint URL [--protocol P] [--header K=V]...`, resolved by
-    the same rules as a configured one (a header value may be `env:VAR`)."""
-    parsed: dict[str, str] = {}
-    for item in headers:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--header: expected K=V, got {item.split('=')[0]!r}{'=…' if sep else ''}")
-        parsed[key.strip()] = value.strip()
-    t = OtelTargetSettings(
-        name=ENDPOINT_TARGET,
-        kind="otlp",
-        endpoint=endpoint,
-        protocol=protocol,
-        headers=MappingProxyType(parsed),
-        secret_headers=tuple(k for k, v in parsed.items() if v.startswith("env:")),
-    )
-    adhoc = dataclasses.replace(settings, path="--endpoint", otel_targets={ENDPOINT_TARGET: t})
-    try:
-        target = resolve_target(adhoc, ENDPOINT_TARGET)
-    except ConfigError as exc:
-        raise InputError(exc.message.replace(f"otel.targets.{ENDPOINT_TARGET}.endpoint: ", "")) from None
-    _require_env(target, "--header")
-    return dataclasses.replace(target, project="")  # the files keep their projects
-
-
-def configured_target(settings: Settings, name: str) -> ResolvedTarget:
-    """`--to NAME`: a target of the config (or the implicit `env` one); unknown is bad usage.
-
-    Its `project` is the one its table sets, else empty: a replay keeps the files' own projects
-    unless the target (or `--project`) names one, rather than stamp `[tracing] project` on them."""
-    try:
-        target = resolve_target(settings, name)
-    except NotFoundError as exc:
-        raise InputError(f"--to: {exc.message}") from None
-    _require_env(target, f"--to {name}")
-    table = settings.otel_targets.get(name)
-    return dataclasses.replace(target, project=table.project or "" if table is not None else "")
-
-
-def _require_env(target: ResolvedTarget, what: str) -> None:
-    if target.unset_env:
-        names = ", ".join(target.unset_env)
-        raise InputError(f"{what}: environment variable {names} is not set (the target's env:VAR secrets)")

@@ -85,7 +85,8 @@ def replay_command(
     only if every span was accepted; 1 if any was rejected or dropped, or the backend stayed
     unreachable past --timeout; 2 for bad usage or input.
     """
-    from tfgw.replay import ReplayOptions, configured_target, endpoint_target, replay
+    from tfgw.export.targets import configured_target, endpoint_target
+    from tfgw.replay import ReplayOptions, replay
 
     if (to is None) == (endpoint is None):
         raise InputError("give one of --to NAME or --endpoint URL")

@@ -26,6 +26,7 @@ does to display targets) may still hold `env:VAR` references: they are resolved 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -35,18 +36,21 @@ from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from tfgw.config import OTEL_PROTOCOLS, OTEL_REQUIRED, OtelTargetSettings, Settings
-from tfgw.errors import ConfigError, NotFoundError
+from tfgw.errors import ConfigError, InputError, NotFoundError
 from tfgw.secrets import mask
 
 __all__ = [
     "ARIZE_ENDPOINT",
     "DEFAULT_PROTOCOLS",
     "DEFAULT_TIMEOUT_S",
+    "ENDPOINT_TARGET",
     "ENV_TARGET",
     "SENSITIVE_HEADER",
     "ResolvedTarget",
+    "configured_target",
     "describe",
     "enabled_targets",
+    "endpoint_target",
     "resolve_target",
     "resolve_targets",
     "target_names",
@@ -413,3 +417,57 @@ def _masker(secrets: tuple[str, ...]) -> Callable[[str], str]:
         return text
 
     return hide
+
+
+# -- targets named on the command line (`tfgw replay --to NAME | --endpoint URL`) --------------------
+
+ENDPOINT_TARGET = "endpoint"
+
+
+def endpoint_target(
+    settings: Settings, endpoint: str, protocol: str | None, headers: list[str]
+) -> ResolvedTarget:
+    """An ad-hoc `otlp` target for `--endpoint URL [--protocol P] [--header K=V]...`, resolved by
+    the same rules as a configured one (a header value may be `env:VAR`). Its project is empty:
+    the files keep their own."""
+    parsed: dict[str, str] = {}
+    for item in headers:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--header: expected K=V, got {item.split('=')[0]!r}{'=…' if sep else ''}")
+        parsed[key.strip()] = value.strip()
+    t = OtelTargetSettings(
+        name=ENDPOINT_TARGET,
+        kind="otlp",
+        endpoint=endpoint,
+        protocol=protocol,
+        headers=MappingProxyType(parsed),
+        secret_headers=tuple(k for k, v in parsed.items() if v.startswith("env:")),
+    )
+    adhoc = dataclasses.replace(settings, path="--endpoint", otel_targets={ENDPOINT_TARGET: t})
+    try:
+        target = resolve_target(adhoc, ENDPOINT_TARGET)
+    except ConfigError as exc:
+        raise InputError(exc.message.replace(f"otel.targets.{ENDPOINT_TARGET}.endpoint: ", "")) from None
+    _require_env(target, "--header")
+    return dataclasses.replace(target, project="")
+
+
+def configured_target(settings: Settings, name: str) -> ResolvedTarget:
+    """`--to NAME`: a target of the config (or the implicit `env` one); unknown is bad usage.
+
+    Its `project` is the one its table sets, else empty: a replay keeps the files' own projects
+    unless the target (or `--project`) names one, rather than stamp `[tracing] project` on them."""
+    try:
+        target = resolve_target(settings, name)
+    except NotFoundError as exc:
+        raise InputError(f"--to: {exc.message}") from None
+    _require_env(target, f"--to {name}")
+    table = settings.otel_targets.get(name)
+    return dataclasses.replace(target, project=table.project or "" if table is not None else "")
+
+
+def _require_env(target: ResolvedTarget, what: str) -> None:
+    if target.unset_env:
+        names = ", ".join(target.unset_env)
+        raise InputError(f"{what}: environment variable {names} is not set (the target's env:VAR secrets)")

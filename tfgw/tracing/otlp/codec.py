@@ -1,4 +1,4 @@
-"""OTLP/JSON as plain dicts: the trace log's line format and the one place its rules live.
+"""OTLP/JSON as plain dicts: the values and records a trace file line is made of.
 
 The rules (opentelemetry-proto docs/specification.md, "JSON Protobuf Encoding"): lowerCamelCase
 keys, trace and span ids as hex, 64-bit integers as decimal strings (numbers are accepted when
@@ -17,11 +17,15 @@ from tfgw import __version__
 from tfgw.tracing import semconv
 
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
     "KIND_CLIENT",
     "KIND_INTERNAL",
     "KIND_NAMES",
     "KIND_SERVER",
+    "SCOPE",
     "STATUS_ERROR",
+    "STATUS_NAMES",
     "STATUS_OK",
     "STATUS_UNSET",
     "any_value",
@@ -37,6 +41,7 @@ KIND_INTERNAL = 1
 KIND_SERVER = 2
 KIND_CLIENT = 3
 KIND_NAMES = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
 STATUS_UNSET = 0
 STATUS_OK = 1
