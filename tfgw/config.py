@@ -2,7 +2,9 @@
 
 `load()` returns a frozen `Settings`. Every problem is a `ConfigError` whose message names the
 file, the line (found in the source text, since tomllib only reports lines for syntax errors) and
-the dotted key, and the CLI turns it into exit code 2.
+the dotted key, and the CLI turns it into exit code 2. This module is the schema: the settings
+objects and the sections that build them; `tfgw.config_toml` is the TOML reading, line finding
+and typed table access under it.
 
 Lookup order: `--config`, then `$TFGW_CONFIG`, then `./tfgw.toml`, then `~/.config/tfgw/config.toml`.
 """
@@ -11,13 +13,15 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from tfgw.config_toml import KeyLocator as KeyLocator  # re-exported for tfgw.config_file
+from tfgw.config_toml import TableChecker, read_toml
+from tfgw.config_toml import dotted as dotted
 from tfgw.errors import ConfigError
 
 __all__ = [
@@ -131,12 +135,6 @@ class TracingSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class BusSettings:
-    kind: str = "local"
-    url: str = "nats://127.0.0.1:4222"
-
-
-@dataclass(frozen=True, slots=True)
 class OtelTargetSettings:
     """One `[otel.targets.NAME]` table as written; `tfgw.export.targets` applies the defaults."""
 
@@ -169,7 +167,6 @@ class Settings:
     providers: Mapping[str, ProviderSettings] = field(default_factory=lambda: _EMPTY)
     models: Mapping[str, ModelSettings] = field(default_factory=lambda: _EMPTY)
     tracing: TracingSettings = TracingSettings()
-    bus: BusSettings = BusSettings()
     otel_targets: Mapping[str, OtelTargetSettings] = field(default_factory=lambda: _EMPTY)
 
     def secrets(self) -> tuple[str, ...]:
@@ -215,16 +212,6 @@ def load(path: str | os.PathLike[str], *, resolve_secrets: bool = True) -> Setti
     return parse(source, name, resolve_secrets=resolve_secrets)
 
 
-def read_toml(source: str, file: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(source)
-    except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-        line = int(match.group(1)) if match else None
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise ConfigError(file, f"invalid TOML: {message}", line=line) from exc
-
-
 def parse(source: str, file: str = "<config>", *, resolve_secrets: bool = True) -> Settings:
     data = read_toml(source, file)
     return _Validator(file, source, resolve_secrets).settings(data)
@@ -248,81 +235,11 @@ def demo_settings() -> Settings:
 # Validation
 
 
-class _Validator:
+class _Validator(TableChecker):
     """Checks the parsed TOML against the schema and builds the settings objects."""
 
-    def __init__(self, file: str, source: str, resolve_secrets: bool) -> None:
-        self.file = file
-        self.locate = KeyLocator(source)
-        self.resolve_secrets = resolve_secrets
-
-    def fail(self, path: tuple[str | int, ...], message: str) -> ConfigError:
-        return ConfigError(self.file, message, key=dotted(path), line=self.locate(path))
-
-    # -- primitives ------------------------------------------------------------------------------
-
-    def table(self, value: Any, path: tuple[str | int, ...], allowed: tuple[str, ...]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(path, f"expected a table, got {_type_name(value)}")
-        for key in value:
-            if key not in allowed:
-                raise self.fail((*path, key), f"unknown key (allowed: {', '.join(allowed)})")
-        return value
-
-    def value(
-        self, table: dict[str, Any], path: tuple[str | int, ...], key: str, kind: type | tuple, default: Any
-    ):
-        if key not in table:
-            return default
-        value = table[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            wanted = " or ".join(_TYPE_NAMES[k] for k in kinds)
-            raise self.fail((*path, key), f"expected {wanted}, got {_type_name(value)}")
-        return value
-
-    def positive(self, table, path, key, kind, default, *, zero: bool = False):
-        value = self.value(table, path, key, kind, default)
-        if value is not None and (value < 0 or (value == 0 and not zero)):
-            raise self.fail((*path, key), f"must be {'>= 0' if zero else '> 0'}, got {value}")
-        return value
-
-    def choice(self, table, path, key, choices: tuple[str, ...], default: str | None) -> str | None:
-        value = self.value(table, path, key, str, default)
-        if value is not None and value not in choices:
-            raise self.fail((*path, key), f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def str_map(self, table, path, key) -> Mapping[str, str]:
-        value = self.value(table, path, key, dict, {})
-        for k, v in value.items():
-            if not isinstance(v, str):
-                raise self.fail((*path, key, k), f"expected a string, got {_type_name(v)}")
-        return MappingProxyType({k: self.secret((*path, key, k), v) or "" for k, v in value.items()})
-
-    def str_list(self, table, path, key) -> tuple[str, ...]:
-        value = self.value(table, path, key, list, [])
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise self.fail((*path, key, i), f"expected a string, got {_type_name(item)}")
-        return tuple(value)
-
-    def secret(self, path: tuple[str | int, ...], value: str | None) -> str | None:
-        if value is None or not value.startswith("env:") or not self.resolve_secrets:
-            return value
-        var = value[4:]
-        resolved = os.environ.get(var)
-        if not resolved:
-            raise self.fail(path, f"environment variable {var} is not set")
-        return resolved
-
-    # -- sections --------------------------------------------------------------------------------
-
     def settings(self, data: dict[str, Any]) -> Settings:
-        root = self.table(data, (), ("server", "keys", "providers", "models", "tracing", "bus", "otel"))
+        root = self.table(data, (), ("server", "keys", "providers", "models", "tracing", "otel"))
         providers = self.providers(root.get("providers", {}))
         models = self.models(root.get("models", []), providers)
         return Settings(
@@ -332,7 +249,6 @@ class _Validator:
             providers=providers,
             models=models,
             tracing=self.tracing(root.get("tracing", {})),
-            bus=self.bus(root.get("bus", {})),
             otel_targets=self.otel(root.get("otel", {})),
         )
 
@@ -373,11 +289,6 @@ class _Validator:
                 )
             )
         return tuple(keys)
-
-    def required(self, table: dict[str, Any], path: tuple[str | int, ...], key: str, kind: type) -> Any:
-        if key not in table:
-            raise self.fail((*path, key), "is required")
-        return self.value(table, path, key, kind, None)
 
     def providers(self, value: Any) -> Mapping[str, ProviderSettings]:
         providers = {}
@@ -495,14 +406,6 @@ class _Validator:
             max_disk_mb=self.positive(t, path, "max_disk_mb", int, default.max_disk_mb),
         )
 
-    def bus(self, value: Any) -> BusSettings:
-        path = ("bus",)
-        t = self.table(value, path, ("kind", "url"))
-        return BusSettings(
-            kind=self.choice(t, path, "kind", ("local", "nats"), "local") or "local",
-            url=self.value(t, path, "url", str, BusSettings().url),
-        )
-
     def otel(self, value: Any) -> Mapping[str, OtelTargetSettings]:
         root = self.table(value, ("otel",), ("targets",))
         raw = root.get("targets", {})
@@ -564,89 +467,6 @@ class _Validator:
 def _is_direct(model: str, providers: Mapping[str, ProviderSettings]) -> bool:
     provider, sep, rest = model.partition("/")
     return bool(sep and rest and provider in providers)
-
-
-_TYPE_NAMES: dict[type, str] = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    bool: "a boolean",
-    list: "an array",
-    dict: "a table",
-}
-
-
-def _type_name(value: Any) -> str:
-    for kind in (bool, str, int, float, list, dict):
-        if isinstance(value, kind):
-            return _TYPE_NAMES[kind]
-    return type(value).__name__
-
-
-def dotted(path: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Finding lines: tomllib reports lines only for syntax errors, so the source is scanned once.
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
-_ASSIGN = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.\-" ]+?)\s*=""")
-
-
-def _split_key(text: str) -> tuple[str, ...]:
-    parts = re.findall(r'"([^"]*)"|\'([^\']*)\'|([^.\s]+)', text)
-    return tuple(a or b or c for a, b, c in parts)
-
-
-class KeyLocator:
-    """Maps a key path such as ("models", 1, "targets") to the line it is written on."""
-
-    def __init__(self, source: str) -> None:
-        self.lines: dict[tuple[str | int, ...], int] = {}
-        #: the line numbers of every table header
-        self.headers: list[int] = []
-        counters: dict[tuple[str | int, ...], int] = {}
-        table: tuple[str | int, ...] = ()
-        for number, line in enumerate(source.splitlines(), start=1):
-            if header := _HEADER.match(line):
-                keys = _split_key(header.group(2))
-                resolved = self._resolve(keys, counters)
-                if header.group(1) == "[[":
-                    index = counters.get(resolved, -1) + 1
-                    counters[resolved] = index
-                    table = (*resolved, index)
-                else:
-                    table = resolved
-                self.lines.setdefault(table, number)
-                self.headers.append(number)
-                continue
-            if assign := _ASSIGN.match(line):
-                path = table + _split_key(assign.group(1))
-                self.lines.setdefault(path, number)
-                for inner in re.finditer(r"[{,]\s*([A-Za-z0-9_\-]+)\s*=", line[assign.end() :]):
-                    self.lines.setdefault((*path, inner.group(1)), number)
-
-    @staticmethod
-    def _resolve(keys: tuple[str, ...], counters: dict[tuple[str | int, ...], int]) -> tuple[str | int, ...]:
-        """`[models.price]` after `[[models]]` means the price of the latest model."""
-        resolved: tuple[str | int, ...] = ()
-        for key in keys:
-            resolved = (*resolved, key)
-            if resolved in counters and len(resolved) < len(keys):
-                resolved = (*resolved, counters[resolved])
-        return resolved
-
-    def __call__(self, path: tuple[str | int, ...]) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            # a key inside an inline array (targets = [{...}, {...}]) is on its parent's line
-            path = path[:-1]
-        return None
 
 
 def is_loopback(host: str) -> bool:
