@@ -13,14 +13,12 @@ Merging: the lines of one gateway share a resource and tfgw's scope, so their sp
 `ResourceSpans` and one `ScopeSpans` (grouped by the exact resource and scope, in order of first
 appearance): a batch of 1,000 requests carries its resource once, not 1,000 times.
 
-Protobuf is built span by span with opentelemetry-proto's own classes (upb), each span serialized
-on its own; only the three enclosing length-delimited envelopes (request → ResourceSpans →
-ScopeSpans) are framed here, which gives every span's exact size for batching and no copying.
+Each span is encoded on its own, so its exact size is known before it joins a batch: protobuf by
+`tfgw.export.protobuf`, OTLP/JSON here (a line's spans already are OTLP/JSON).
 """
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,10 +27,8 @@ from typing import Any, Protocol
 
 import orjson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from tfgw.export.protobuf import ProtobufFormat
 from tfgw.tracing import semconv as sc
 
 __all__ = [
@@ -248,7 +244,7 @@ def to_json(lines: Iterable[Mapping[str, Any]]) -> bytes:
 
 
 def _merge(wire: _Wire, lines: Iterable[Mapping[str, Any]]) -> bytes:
-    batch = _Batch(wire)
+    batch = _Batch(wire.fmt)
     for line in lines:
         for run in wire.runs(line):
             batch.add(run)
@@ -271,7 +267,7 @@ def batches(
     with no spans at the end if need be), never retried."""
     wire = _JSON if protocol == "http/json" else _PROTOBUF
     content_type = JSON if protocol == "http/json" else PROTOBUF
-    batch = _Batch(wire)
+    batch = _Batch(wire.fmt)
     dropped: list[Dropped] = []
     index = -1
 
@@ -279,7 +275,7 @@ def batches(
         nonlocal batch, dropped
         body = batch.body() if batch.spans else b""
         out = EncodedBatch(batch.spans, body, content_type, end_line, tuple(dropped))
-        batch, dropped = _Batch(wire), []
+        batch, dropped = _Batch(wire.fmt), []
         return out
 
     for index, line in enumerate(lines):
@@ -325,13 +321,31 @@ class _Run:
     size: int  # of the spans, summed
 
 
-class _Wire:
-    """One wire format: encodes spans on their own and frames groups of them as a request."""
+class WireFormat(Protocol):
+    """One wire format: encodes resources, scopes and spans on their own, and frames a batch of
+    them as one request."""
 
     #: an upper bound of what framing a span costs in a batch
-    per_span = 0
+    per_span: int
 
-    def __init__(self) -> None:
+    def overhead(self, group: Group) -> int:
+        """An upper bound of what a group costs a batch beyond its spans."""
+        ...
+
+    def resource(self, resource: Mapping[str, Any], schema_url: str) -> bytes: ...
+    def scope(self, scope: Mapping[str, Any], schema_url: str) -> bytes: ...
+    def span(self, span: Mapping[str, Any]) -> bytes: ...
+
+    def frame(self, resources: Mapping[bytes, Mapping[bytes, list[bytes]]]) -> bytes:
+        """The body: encoded resource -> encoded scope -> encoded spans, in order of appearance."""
+        ...
+
+
+class _Wire:
+    """A wire format and the memo of the resources and scopes it has encoded: lines to runs."""
+
+    def __init__(self, fmt: WireFormat) -> None:
+        self.fmt = fmt
         #: a resource's or scope's OTLP/JSON (and schemaUrl) -> its encoded field(s); a memo
         #: shared by every call and thread, so a clear() at any time is harmless
         self._parts: dict[bytes, bytes] = {}
@@ -348,27 +362,27 @@ class _Wire:
             rkey = orjson.dumps(resource) + b"|" + orjson.dumps(rs.get("schemaUrl") or "")
             rpart = self._parts.get(rkey)
             if rpart is None:
-                rpart = self._remember(rkey, self.resource(resource, rs.get("schemaUrl") or ""))
+                rpart = self._remember(rkey, self.fmt.resource(resource, rs.get("schemaUrl") or ""))
             for ss in rs.get("scopeSpans") or ():
                 scope = ss.get("scope") or {}
                 skey = orjson.dumps(scope) + b"|" + orjson.dumps(ss.get("schemaUrl") or "")
                 spart = self._parts.get(skey)
                 if spart is None:
-                    spart = self._remember(skey, self.scope(scope, ss.get("schemaUrl") or ""))
+                    spart = self._remember(skey, self.fmt.scope(scope, ss.get("schemaUrl") or ""))
                 group = (rpart, spart)
-                room = max_bytes - _Batch.BASE - self.per_span - self.overhead(group)
+                room = max_bytes - _Batch.BASE - self.fmt.per_span - self.fmt.overhead(group)
                 encoded, size = [], 0
                 for span in ss.get("spans") or ():
                     if dropped is None:
-                        data = self.span(span)
+                        data = self.fmt.span(span)
                     else:
                         try:
-                            data = self.span(span)
+                            data = self.fmt.span(span)
                         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
                             dropped.append(Dropped(1, f"span {_describe(span)} cannot be encoded: {exc}"))
                             continue
                         if len(data) > room:  # a huge prompt: send the span without its text
-                            trimmed = self.span(_redact_span(span))
+                            trimmed = self.fmt.span(_redact_span(span))
                             if len(trimmed) > room:
                                 dropped.append(
                                     Dropped(1, f"span {_describe(span)} is {_too_big(data, max_bytes)}")
@@ -391,32 +405,16 @@ class _Wire:
         self._parts[key] = data
         return data
 
-    def overhead(self, group: Group) -> int:
-        """An upper bound of what a group costs a batch beyond its spans."""
-        raise NotImplementedError
-
-    def resource(self, resource: Mapping[str, Any], schema_url: str) -> bytes:
-        raise NotImplementedError
-
-    def scope(self, scope: Mapping[str, Any], schema_url: str) -> bytes:
-        raise NotImplementedError
-
-    def span(self, span: Mapping[str, Any]) -> bytes:
-        raise NotImplementedError
-
-    def frame(self, groups: dict[Group, list[bytes]]) -> bytes:
-        raise NotImplementedError
-
 
 class _Batch:
     """Encoded spans gathered for one payload, by resource and scope in order of first
     appearance; `size` is an upper bound of the body's length."""
 
-    __slots__ = ("groups", "size", "spans", "wire")
+    __slots__ = ("fmt", "groups", "size", "spans")
     BASE = 32  # the request's own framing, generously
 
-    def __init__(self, wire: _Wire) -> None:
-        self.wire = wire
+    def __init__(self, fmt: WireFormat) -> None:
+        self.fmt = fmt
         self.groups: dict[Group, list[bytes]] = {}
         self.size = self.BASE
         self.spans = 0
@@ -428,108 +426,25 @@ class _Batch:
             spans += len(run.spans)
             size += run.size
             if run.group not in self.groups:
-                size += self.wire.overhead(run.group)
-        return spans, size + spans * self.wire.per_span
+                size += self.fmt.overhead(run.group)
+        return spans, size + spans * self.fmt.per_span
 
     def add(self, run: _Run) -> None:
         spans = self.groups.get(run.group)
         if spans is None:
             spans = self.groups[run.group] = []
-            self.size += self.wire.overhead(run.group)
+            self.size += self.fmt.overhead(run.group)
         spans += run.spans
-        self.size += run.size + len(run.spans) * self.wire.per_span
+        self.size += run.size + len(run.spans) * self.fmt.per_span
         self.spans += len(run.spans)
 
     def body(self) -> bytes:
-        return self.wire.frame(self.groups)
+        return self.fmt.frame(_by_resource(self.groups))
 
 
-#: AnyValue kinds whose `KeyValue` bytes are cached, keyed by (key, kind, JSON value)
-_SCALAR = frozenset(("intValue", "boolValue", "doubleValue"))
-_CACHED_STRING = 128
-_CACHE_SIZE = 20_000
+class _JsonFormat:
+    """OTLP/JSON (http/json): the spans as the lines hold them."""
 
-
-class _Protobuf(_Wire):
-    per_span = 6  # a tag and a length of ≤ 5 bytes
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._strings: dict[tuple[str, str], bytes] = {}
-        self._scalars: dict[tuple[str, str, Any], bytes] = {}
-
-    def overhead(self, group: Group) -> int:
-        # ResourceSpans and ScopeSpans: a tag and a length (≤ 5 bytes) each, plus their fields
-        return 12 + len(group[0]) + len(group[1])
-
-    def resource(self, resource: Mapping[str, Any], schema_url: str) -> bytes:
-        message = Resource()
-        _attributes(message.attributes, resource.get("attributes"))
-        if resource.get("droppedAttributesCount"):
-            message.dropped_attributes_count = resource["droppedAttributesCount"]
-        return _field(1, message.SerializeToString()) + _schema_url(schema_url)
-
-    def scope(self, scope: Mapping[str, Any], schema_url: str) -> bytes:
-        message = InstrumentationScope()
-        if scope.get("name"):
-            message.name = scope["name"]
-        if scope.get("version"):
-            message.version = scope["version"]
-        _attributes(message.attributes, scope.get("attributes"))
-        if scope.get("droppedAttributesCount"):
-            message.dropped_attributes_count = scope["droppedAttributesCount"]
-        return _field(1, message.SerializeToString()) + _schema_url(schema_url)
-
-    def span(self, span: Mapping[str, Any]) -> bytes:
-        """The span's protobuf, fields in number order as protobuf writes them. Its attributes,
-        field 9, are most of the work and repeat from span to span (model, provider, roles,
-        token counts...): each short scalar `KeyValue`'s bytes are kept for reuse."""
-        strings, scalars = self._strings, self._scalars
-        attributes = []
-        for kv in span.get("attributes") or ():
-            value = kv.get("value")
-            if not value or len(value) != 1:
-                attributes.append(_field(9, _keyvalue(kv)))
-                continue
-            text = value.get("stringValue")
-            if text is not None:  # the common case, encoded here
-                if len(text) > _CACHED_STRING:
-                    attributes.append(_string_attribute(kv["key"], text))
-                    continue
-                key = (kv["key"], text)
-                data = strings.get(key)
-                if data is None:
-                    if len(strings) >= _CACHE_SIZE:
-                        strings.clear()
-                    data = strings[key] = _string_attribute(kv["key"], text)
-                attributes.append(data)
-                continue
-            [(kind, v)] = value.items()
-            if kind not in _SCALAR:
-                attributes.append(_field(9, _keyvalue(kv)))
-                continue
-            scalar_key = (kv["key"], kind, v)
-            data = scalars.get(scalar_key)
-            if data is None:
-                if len(scalars) >= _CACHE_SIZE:
-                    scalars.clear()
-                data = scalars[scalar_key] = _field(9, _keyvalue(kv))
-            attributes.append(data)
-        return _span_head(span) + b"".join(attributes) + _span_tail(span)
-
-    def frame(self, groups: dict[Group, list[bytes]]) -> bytes:
-        out = []
-        for rkey, scopes in _by_resource(groups).items():
-            rs = [rkey]
-            for skey, spans in scopes.items():
-                ss = [skey]
-                ss += [_field(2, data) for data in spans]
-                rs.append(_field(2, b"".join(ss)))
-            out.append(_field(1, b"".join(rs)))
-        return b"".join(out)
-
-
-class _Json(_Wire):
     per_span = 1  # a comma
 
     def overhead(self, group: Group) -> int:
@@ -546,9 +461,9 @@ class _Json(_Wire):
     def span(self, span: Mapping[str, Any]) -> bytes:
         return orjson.dumps(span)
 
-    def frame(self, groups: dict[Group, list[bytes]]) -> bytes:
+    def frame(self, resources: Mapping[bytes, Mapping[bytes, list[bytes]]]) -> bytes:
         resource_spans = []
-        for rkey, scopes in _by_resource(groups).items():
+        for rkey, scopes in resources.items():
             scope_spans = b",".join(
                 b"{" + skey + b',"spans":[' + b",".join(spans) + b"]}" for skey, spans in scopes.items()
             )
@@ -558,8 +473,8 @@ class _Json(_Wire):
 
 #: one of each, for every call and thread: their memos (encoded resources, scopes and short
 #: attributes) are worth keeping from batch to batch, and only ever read or replaced whole
-_PROTOBUF = _Protobuf()
-_JSON = _Json()
+_PROTOBUF = _Wire(ProtobufFormat())
+_JSON = _Wire(_JsonFormat())
 
 
 def _by_resource(groups: dict[Group, list[bytes]]) -> dict[bytes, dict[bytes, list[bytes]]]:
@@ -569,158 +484,5 @@ def _by_resource(groups: dict[Group, list[bytes]]) -> dict[bytes, dict[bytes, li
     return out
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _field(number: int, data: bytes) -> bytes:
-    """A length-delimited protobuf field (wire type 2)."""
-    size = len(data)
-    if size < 0x80:  # most attributes: a one-byte length
-        return bytes((number << 3 | 2, size)) + data
-    return bytes((number << 3 | 2,)) + _varint(size) + data
-
-
-def _schema_url(url: str) -> bytes:
-    return _field(3, url.encode()) if url else b""
-
-
 def _describe(span: Mapping[str, Any]) -> str:
     return f"{span.get('name')!r} (trace {span.get('traceId')}, span {span.get('spanId')})"
-
-
-# -- OTLP/JSON → protobuf messages ---------------------------------------------------------------
-
-_KINDS = dict(Span.SpanKind.items())
-_CODES = dict(Status.StatusCode.items())
-
-
-def _span_head(s: Mapping[str, Any]) -> bytes:
-    """Span fields 1-8: ids, trace state, name, kind, times."""
-    span = Span()
-    span.trace_id = _id(s["traceId"], 16)
-    span.span_id = _id(s["spanId"], 8)
-    parent = s.get("parentSpanId")
-    if parent:
-        span.parent_span_id = _id(parent, 8)
-    if s.get("traceState"):
-        span.trace_state = s["traceState"]
-    span.name = s.get("name") or ""
-    kind = s.get("kind")
-    if kind:
-        span.kind = _KINDS[kind] if isinstance(kind, str) else kind
-    span.start_time_unix_nano = int(s.get("startTimeUnixNano") or 0)
-    span.end_time_unix_nano = int(s.get("endTimeUnixNano") or 0)
-    data: bytes = span.SerializeToString()
-    return data
-
-
-def _span_tail(s: Mapping[str, Any]) -> bytes:
-    """Span fields 10-16: dropped counts, events, links, status, flags."""
-    span = Span()
-    if s.get("droppedAttributesCount"):
-        span.dropped_attributes_count = s["droppedAttributesCount"]
-    for e in s.get("events") or ():
-        event = span.events.add()
-        event.time_unix_nano = int(e.get("timeUnixNano") or 0)
-        event.name = e.get("name") or ""
-        _attributes(event.attributes, e.get("attributes"))
-        if e.get("droppedAttributesCount"):
-            event.dropped_attributes_count = e["droppedAttributesCount"]
-    if s.get("droppedEventsCount"):
-        span.dropped_events_count = s["droppedEventsCount"]
-    for li in s.get("links") or ():
-        link = span.links.add()
-        link.trace_id = _id(li["traceId"], 16)
-        link.span_id = _id(li["spanId"], 8)
-        if li.get("traceState"):
-            link.trace_state = li["traceState"]
-        _attributes(link.attributes, li.get("attributes"))
-        if li.get("droppedAttributesCount"):
-            link.dropped_attributes_count = li["droppedAttributesCount"]
-        if li.get("flags"):
-            link.flags = li["flags"]
-    if s.get("droppedLinksCount"):
-        span.dropped_links_count = s["droppedLinksCount"]
-    status = s.get("status")
-    if status is not None:
-        span.status.SetInParent()
-        if status.get("message"):
-            span.status.message = status["message"]
-        code = status.get("code")
-        if code:
-            span.status.code = _CODES[code] if isinstance(code, str) else code
-    if s.get("flags"):
-        span.flags = s["flags"]
-    data: bytes = span.SerializeToString()
-    return data
-
-
-def _string_attribute(key: str, text: str) -> bytes:
-    """Span field 9 holding `KeyValue{key, AnyValue{string_value = text}}`."""
-    value = text.encode()
-    return _field(9, _field(1, key.encode()) + _field(2, _field(1, value)))
-
-
-def _keyvalue(kv: Mapping[str, Any]) -> bytes:
-    """One attribute as a serialized `KeyValue`."""
-    item = KeyValue()
-    item.key = kv["key"]
-    value = kv.get("value")
-    if value:
-        _value(item.value, value)
-    elif value is not None:
-        item.value.SetInParent()
-    data: bytes = item.SerializeToString()
-    return data
-
-
-def _id(value: str, size: int) -> bytes:
-    data = bytes.fromhex(value)
-    if len(data) != size:
-        raise ValueError(f"id {value!r} is not {size * 2} hex digits")
-    return data
-
-
-def _attributes(target: Any, attributes: Iterable[Mapping[str, Any]] | None) -> None:
-    """Append OTLP/JSON `KeyValue`s to a repeated KeyValue field."""
-    add = target.add
-    for kv in attributes or ():
-        item: KeyValue = add()
-        item.key = kv["key"]
-        value = kv.get("value")
-        if not value:
-            if value is not None:
-                item.value.SetInParent()
-        elif "stringValue" in value and len(value) == 1:  # most attributes: the fast path
-            item.value.string_value = value["stringValue"]
-        else:
-            _value(item.value, value)
-
-
-def _value(av: AnyValue, value: Mapping[str, Any]) -> None:
-    """Fill `av` from an OTLP/JSON `AnyValue`. Unknown kinds are ignored, as receivers must."""
-    for kind, v in value.items():
-        if kind == "stringValue":
-            av.string_value = v
-        elif kind == "intValue":
-            av.int_value = int(v)  # a decimal string, or a number from a lenient writer
-        elif kind == "doubleValue":
-            av.double_value = float(v)  # float("NaN"), float("Infinity"), float("-Infinity") too
-        elif kind == "boolValue":
-            av.bool_value = v
-        elif kind == "arrayValue":
-            values = av.array_value.values
-            av.array_value.SetInParent()
-            for x in (v or {}).get("values") or ():
-                _value(values.add(), x)
-        elif kind == "kvlistValue":
-            av.kvlist_value.SetInParent()
-            _attributes(av.kvlist_value.values, (v or {}).get("values"))
-        elif kind == "bytesValue":
-            av.bytes_value = base64.b64decode(v, validate=True)
