@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -12,12 +11,15 @@ from pathlib import Path
 
 import httpx
 
+from tests.processes import spawn, stop
+
 READY = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
 
 class Gateway:
     """Start `tfgw serve --config CONFIG --port 0`, learn its port from its first line, wait until
-    /healthz answers, and stop it (SIGTERM, then SIGKILL) on exit."""
+    /healthz answers, and stop it (SIGTERM, then SIGKILL) on exit; it dies with the test run
+    (`tests.processes`)."""
 
     def __init__(self, config: Path | None, *args: str, env: dict[str, str] | None = None) -> None:
         command = [sys.executable, "-m", "tfgw", "serve", "--port", "0", *args]
@@ -35,7 +37,7 @@ class Gateway:
 
     def __enter__(self) -> Gateway:
         self.stderr = self.stderr_path.open("w")
-        self.process = subprocess.Popen(
+        self.process = spawn(
             self.command, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=self.env
         )
         assert self.process.stdout is not None
@@ -56,15 +58,10 @@ class Gateway:
         self.__exit__(None, None, None)
         raise RuntimeError("tfgw serve never became ready")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM, then SIGKILL (to its exporter too) after `timeout` seconds."""
         assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(5)
+        return stop(self.process, timeout)
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None:

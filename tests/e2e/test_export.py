@@ -24,6 +24,7 @@ from tests.e2e.conftest import OPENAI_KEY, gateway_config
 from tests.e2e.gateway import Gateway
 from tests.fakes.otlp import OtlpGrpcReceiver, OtlpHttpReceiver
 from tests.fakes.upstream import FakeUpstream
+from tests.processes import spawn, stop
 
 HELLO = [{"role": "user", "content": "tell me about the secret plan"}]
 MW_KEY = "mw-api-key-0123456789abcdef"
@@ -319,7 +320,7 @@ def test_tfgw_exporter_runs_alone_beside_gateways_that_do_not_export(
         gateway_config = tmp_path / "gateway.toml"  # the same log; this gateway starts no exporter
         gateway_config.write_text(config.read_text() + "enabled = false\n")
         command = [sys.executable, "-m", "tfgw", "exporter", "--config", str(config)]
-        with subprocess.Popen(command, env={**os.environ, **ENV}, stderr=subprocess.PIPE) as exporter:
+        with spawn(command, env={**os.environ, **ENV}, stderr=subprocess.PIPE) as exporter:
             try:
                 deadline = time.monotonic() + 10  # its cursor exists once it runs
                 while not (tmp_path / "traces" / ".cursors" / "mw.json").exists():
@@ -329,7 +330,7 @@ def test_tfgw_exporter_runs_alone_beside_gateways_that_do_not_export(
                     chat(gw, 2)
                 mw.wait_for(8, timeout=10)
             finally:
-                exporter.terminate()
+                stop(exporter, 15)
                 _, err = exporter.communicate(timeout=15)
     assert exporter.returncode == 0, err
     assert len(llm_spans(mw.spans)) == 2

@@ -23,6 +23,7 @@ from tests.e2e.conftest import GATEWAY_KEY, PROVIDER_KEYS
 from tests.e2e.gateway import Gateway
 from tests.e2e.traces import CALLER, TraceFiles, by_name, diff
 from tests.fakes.upstream import CREATED, TOOL_ARGUMENTS, FakeUpstream
+from tests.processes import running
 
 HELLO = [{"role": "user", "content": "hello there world"}]
 ROOT = "POST /v1/chat/completions"
@@ -507,19 +508,15 @@ def test_tail_json_sees_a_request_within_two_seconds(
     client: openai.OpenAI, up: FakeUpstream, trace_dir: Path
 ) -> None:
     command = [sys.executable, "-m", "tfgw", "traces", "tail", "--json", "--dir", str(trace_dir)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as tail:
-        try:
-            assert tail.stderr is not None and tail.stdout is not None
-            assert b"following" in tail.stderr.readline()
-            raw = client.chat.completions.with_raw_response.create(model="gpt", messages=HELLO)
-            sent = time.monotonic()
-            ready, _, _ = select.select([tail.stdout], [], [], 2.0)
-            assert ready, "tail printed nothing within 2 s"
-            row = orjson.loads(tail.stdout.readline())
-            assert time.monotonic() - sent < 2.0
-        finally:
-            tail.terminate()
-            tail.wait(5)
+    with running(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as tail:
+        assert tail.stderr is not None and tail.stdout is not None
+        assert b"following" in tail.stderr.readline()
+        raw = client.chat.completions.with_raw_response.create(model="gpt", messages=HELLO)
+        sent = time.monotonic()
+        ready, _, _ = select.select([tail.stdout], [], [], 2.0)
+        assert ready, "tail printed nothing within 2 s"
+        row = orjson.loads(tail.stdout.readline())
+        assert time.monotonic() - sent < 2.0
     assert isinstance(row.pop("time"), int) and isinstance(row.pop("duration_ms"), float)
     assert row == {
         "trace_id": raw.headers["x-tfgw-trace-id"],

@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from tests.processes import spawn, stop
+
 #: the Phoenix release the interop tests run against; `$TFGW_PHOENIX_REQUIREMENT` overrides it
 PHOENIX_REQUIREMENT = os.environ.get("TFGW_PHOENIX_REQUIREMENT") or "arize-phoenix==20.26.1"
 _CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -135,7 +137,7 @@ class PhoenixServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         start = time.monotonic()
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
+            self.process = spawn(
                 [str(venv_python(self.venv)), "-c", _LAUNCH],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -169,14 +171,8 @@ class PhoenixServer:
         )
 
     def __exit__(self, *exc: object) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        if self.process is not None:
+            stop(self.process, 15)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
