@@ -3,20 +3,23 @@ writes it: whole outputs (trailing blanks of table cells stripped), times in UTC
 
 from __future__ import annotations
 
+import fcntl
 import os
-import queue
-import signal
+import pty
+import shutil
+import struct
 import subprocess
 import sys
-import threading
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import orjson
 import pytest
 
+from tests import processes
+from tests.processes import Lines, spawn
 from tests.samples import (
     MS,
     T0,
@@ -159,12 +162,23 @@ def test_bad_since_exits_2_naming_the_option(run: Run, log: Path, command: str, 
 
 
 def test_a_missing_log_exits_2(run: Run, tmp_path: Path) -> None:
+    """Except for `tail`, which waits for it (test_tail_waits_for_the_log_to_appear_as_tail_F_does)."""
     missing = tmp_path / "none"
-    for command in ("list", "stats", "tail"):
+    for command in ("list", "stats"):
         assert tfgw(*run, "traces", command, "--dir", str(missing)) == (
             2,
             "",
             f"tfgw: {missing}: no trace log here (pass --dir, or set [tracing] dir in the config)\n",
+        )
+
+
+def test_a_log_that_is_not_a_directory_exits_2(run: Run, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    for command in ("list", "stats", "tail"):
+        assert tfgw(*run, "traces", command, "--dir", str(tmp_path / "file")) == (
+            2,
+            "",
+            f"tfgw: {tmp_path / 'file'}: cannot read the trace log: Not a directory\n",
         )
 
 
@@ -358,49 +372,27 @@ all           6       1     16.7  800.0 ms  2000.0 ms  2000.0 ms   95.0 ms  300.
 # -- tail ----------------------------------------------------------------------------------------
 
 
-class Lines:
-    """The lines a child process writes on one stream, read by a thread, taken with a deadline."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._queue: queue.Queue[str] = queue.Queue()
-        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        with stream:
-            for line in stream:
-                self._queue.put(line)
-
-    def next(self, timeout: float = 2.0) -> str:
-        try:
-            return self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no line within {timeout} s") from None
-
-    def rest(self) -> list[str]:
-        """What is left once the stream ended (the child exited)."""
-        self._thread.join(5)
-        return [self._queue.get() for _ in range(self._queue.qsize())]
-
-
-def start_tail(*args: str) -> tuple[subprocess.Popen[str], Lines, Lines]:
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tfgw", "traces", "tail", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TZ": "UTC"},
-    )
+def start_tail(*args: str, terminal: bool = False) -> tuple[subprocess.Popen[str], Lines, Lines]:
+    """`tfgw traces tail ARGS` as a child; its stdout a pipe or, with `terminal`, a pseudo-terminal
+    200 columns wide that is its stdin too (TERM=dumb: no colour codes)."""
+    env = {**os.environ, "TZ": "UTC"}
+    stdout: int = subprocess.PIPE
+    if terminal:
+        master, stdout = pty.openpty()
+        fcntl.ioctl(stdout, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 200, 0, 0))
+        env["TERM"] = "dumb"
+    command = [sys.executable, "-m", "tfgw", "traces", "tail", *args]
+    stdin = stdout if terminal else subprocess.DEVNULL
+    child = spawn(command, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env)
+    if terminal:
+        os.close(stdout)
+        return child, Lines(open(master, encoding="utf-8")), Lines(child.stderr)  # type: ignore[arg-type]
     return child, Lines(child.stdout), Lines(child.stderr)  # type: ignore[arg-type]
 
 
 def stop(child: subprocess.Popen[str]) -> int:
-    child.send_signal(signal.SIGINT)  # ^C
-    try:
-        return child.wait(5)
-    finally:
-        if child.poll() is None:
-            child.kill()
+    """SIGTERM, as a job control or a supervisor stops it (^C does the same; see tests/processes.py)."""
+    return processes.stop(child, timeout=5)
 
 
 def test_tail_json_sees_appended_lines_and_new_segments(tmp_path: Path) -> None:
@@ -435,3 +427,59 @@ def test_tail_text_from_start_with_spans_and_errors_only(tmp_path: Path) -> None
     chat gpt-4o  CLIENT  50.0 ms  error  model gpt-4o  provider openai  attempt 1  provider_timeout: no answer within 30.0 s
     chat gpt-4o  CLIENT  50.0 ms  error  model gpt-4o  provider anthropic  attempt 2  provider_timeout: no answer within 30.0 s
 """  # fmt: skip  # noqa: E501
+
+
+HEADER = (
+    "time          trace     model                 provider    status        latency            ttft"
+    "       tokens        cost  error"
+)
+
+
+@pytest.mark.parametrize("json", [False, True])
+def test_tail_on_a_terminal_starts_with_a_header_naming_the_columns(tmp_path: Path, json: bool) -> None:
+    """Once, above the first line, on a terminal only: not with --json, not into a pipe (the test
+    above reads a pipe and gets the rows alone)."""
+    write_log(tmp_path, LINES[:2])
+    child, out, err = start_tail(
+        "--dir", str(tmp_path), "--from-start", *(["--json"] if json else []), terminal=True
+    )
+    try:
+        assert err.next(10) == f"tfgw: following {tmp_path} (^C to stop)\n"
+        lines = [out.next().rstrip("\n") for _ in range(2 if json else 3)]
+        write_segment(tmp_path, LINES[2:3], name=segment_name(T0, seq=2))
+        lines.append(out.next().rstrip("\n"))
+    finally:
+        code = stop(child)
+    assert (code, out.rest(), err.rest()) == (0, [], [])
+    if json:
+        assert [orjson.loads(line) for line in lines] == ROWS[:3]
+        return
+    assert "\n".join(line.rstrip() for line in lines) + "\n" == f"""\
+{HEADER}
+00:00:00.000  000117fe  gpt-4o                openai      ok 200       800.0 ms                        12/48   $0.000510
+00:00:01.000  0002da62  gpt-4o-mini           openai      ok 200       800.0 ms    ttft 95.0 ms       30/120   $0.000077
+00:00:02.000  0003946e  gpt-4o                anthropic   ok 200      1500.0 ms                        12/48   $0.000510
+"""  # fmt: skip  # noqa: E501
+
+
+def test_tail_waits_for_the_log_to_appear_as_tail_F_does(tmp_path: Path) -> None:
+    """Started before the gateway wrote anything: it says so once, follows the directory once it
+    exists (reading its files from their start: all of it is new), and waits again if it goes."""
+    log = tmp_path / "not" / "yet"
+    child, out, err = start_tail("--json", "--dir", str(log))
+    try:
+        assert err.next(10) == f"tfgw: waiting for the trace log in {log} to appear (^C to stop)\n"
+        err.none_within(0.6)  # four polls: still waiting, and said so once
+        write_log(log, LINES[:2])
+        assert err.next() == f"tfgw: following {log} (^C to stop)\n"
+        assert [orjson.loads(out.next()), orjson.loads(out.next())] == ROWS[:2]
+        write_segment(log, LINES[2:3], name=segment_name(T0, seq=2))
+        assert orjson.loads(out.next()) == ROWS[2]
+        shutil.rmtree(log)
+        assert err.next() == f"tfgw: waiting for the trace log in {log} to appear (^C to stop)\n"
+        write_log(log, LINES[3:4])
+        assert err.next() == f"tfgw: following {log} (^C to stop)\n"
+        assert orjson.loads(out.next()) == ROWS[3]
+    finally:
+        code = stop(child)
+    assert (code, out.rest(), err.rest()) == (0, [], [])

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ from tfgw.tracing.reader import (
     warn_stderr,
 )
 from tfgw.tracing.stats import aggregate, summarize_groups
-from tfgw.views.rows import row_line, rows_table
+from tfgw.views.rows import row_header, row_line, rows_table
 from tfgw.views.spans import span_lines, span_tree, waterfall
 from tfgw.views.stats import stats_table
 from tfgw.views.terminal import console, print_wide, timestamp
@@ -128,19 +131,47 @@ def tail(
     ),
     from_start: bool = typer.Option(False, "--from-start", help="Show the requests already logged first."),
 ) -> None:
-    """Follow the log: one line per finished request, as it is written, until ^C."""
+    """Follow the log: one line per finished request, as it is written, until ^C (or SIGTERM).
+    A log directory that does not exist yet is waited for, as `tail -F` waits for its file."""
     directory = log_dir(dir, config)
     follower = Follower(directory, from_start=from_start)
-    print(f"tfgw: following {directory} (^C to stop)", file=sys.stderr, flush=True)
     keep = row_filter(model, Status.error.value if errors else None)
     out = console()
     try:
-        for trace in follower.follow():
-            _tail_one(trace, keep, out, spans=spans, json=json)
+        with _stop_on_sigterm():
+            if out.is_terminal and not json:
+                out.print(row_header(), soft_wrap=True)
+            for trace in follower.follow(seen=partial(_say_where, directory)):
+                _tail_one(trace, keep, out, spans=spans, json=json)
     except KeyboardInterrupt:
         return
     except BrokenPipeError:  # `| head`: the reader is gone; exit quietly, as `tail -f` does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops tail as ^C does, also where SIGINT is ignored (a job started with `&`)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _say_where(directory: Path, present: bool) -> None:
+    if present:
+        print(f"tfgw: following {directory} (^C to stop)", file=sys.stderr, flush=True)
+    else:
+        print(
+            f"tfgw: waiting for the trace log in {directory} to appear (^C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _tail_one(
@@ -162,7 +193,7 @@ def _tail_one(
         warn_stderr(f"{trace.file}:{trace.line}: trace {trace.trace_id}: malformed span, skipped ({exc!r})")
         return
     for line in lines:
-        out.print(line)
+        out.print(line, soft_wrap=True)  # one line per request: a narrow terminal wraps it, not rich
 
 
 @app.command("list")

@@ -124,13 +124,22 @@ def segments(directory: Path) -> list[Path]:
 
 def _listing(directory: Path) -> list[_File]:
     try:
-        entries = list(os.scandir(directory))
+        return _scan(directory)
     except FileNotFoundError:
         raise TraceLogError(
             f"{directory}: no trace log here (pass --dir, or set [tracing] dir in the config)"
         ) from None
     except OSError as exc:
-        raise TraceLogError(f"{directory}: cannot read the trace log: {exc.strerror}") from exc
+        raise _unreadable(directory, exc) from exc
+
+
+def _unreadable(directory: Path, exc: OSError) -> TraceLogError:
+    return TraceLogError(f"{directory}: cannot read the trace log: {exc.strerror}")
+
+
+def _scan(directory: Path) -> list[_File]:
+    """The `*.jsonl` files of `directory`; raises the OSError of a directory that cannot be listed."""
+    entries = list(os.scandir(directory))
     files = []
     for entry in entries:
         if not entry.name.endswith(".jsonl"):
@@ -422,38 +431,68 @@ class Follower:
     """The traces of lines appended to the log after it was made (of every line with
     `from_start`), new files included, one trace per line and trace id.
 
-    `poll()` reads what is there now and returns; `follow()` polls for ever, sleeping `interval`
-    seconds when nothing was new. A last line without its newline is being written: it is read
-    once complete. A file that shrank was replaced: it is read again from its start."""
+    `poll()` reads what is there now; `follow()` polls for ever, sleeping `interval` seconds when
+    nothing was new. A last line without its newline is being written: it is read once complete.
+    A file that shrank was replaced: it is read again from its start. The directory need not
+    exist: while it does not (yet, or any more) there is nothing to read, and once it appears
+    every file in it is new, read from its start, as `tail -F` does. `present` says whether the
+    directory was there at the last look; one that exists but cannot be listed raises
+    `TraceLogError`."""
 
     def __init__(self, directory: Path, *, from_start: bool = False, warn: Warn = warn_stderr) -> None:
         self.directory = Path(directory)
         self._warn = warn
         self._cursors: dict[Path, _Cursor] = {}
-        for f in _listing(self.directory):
+        self.present = False
+        for f in self._look():
             end = 0 if from_start else _last_newline_end(f.path, f.size)
             self._cursors[f.path] = _Cursor(end, 0 if end == 0 else None)
 
     def poll(self) -> Iterator[Trace]:
-        files = _listing(self.directory)
+        """The traces of the lines completed since the last poll. The directory is listed (and
+        `present` updated) at the call, the files are read as the iterator is consumed."""
+        files = self._look()
         present = {f.path for f in files}
         for gone in [p for p in self._cursors if p not in present]:
             del self._cursors[gone]
+        return self._read_files(files)
+
+    def follow(
+        self, interval: float = 0.15, *, seen: Callable[[bool], None] | None = None
+    ) -> Iterator[Trace]:
+        """`poll()` for ever. `seen(present)` is called at the first poll and whenever the
+        directory appears or goes away, before the traces read in that poll."""
+        shown: bool | None = None
+        while True:
+            traces = self.poll()
+            if seen is not None and self.present is not shown:
+                shown = self.present
+                seen(shown)
+            idle = True
+            for trace in traces:
+                idle = False
+                yield trace
+            if idle:
+                time.sleep(interval)
+
+    def _look(self) -> list[_File]:
+        try:
+            files = _scan(self.directory)
+        except FileNotFoundError:
+            self.present = False
+            return []
+        except OSError as exc:
+            raise _unreadable(self.directory, exc) from exc
+        self.present = True
+        return files
+
+    def _read_files(self, files: list[_File]) -> Iterator[Trace]:
         for f in files:
             cursor = self._cursors.setdefault(f.path, _Cursor(0, 0))
             if f.size < cursor.offset:
                 cursor.offset, cursor.line = 0, 0
             if f.size > cursor.offset:
                 yield from _guarded(self._read(f.path, cursor), f.path, self._warn)
-
-    def follow(self, interval: float = 0.15) -> Iterator[Trace]:
-        while True:
-            idle = True
-            for trace in self.poll():
-                idle = False
-                yield trace
-            if idle:
-                time.sleep(interval)
 
     def _read(self, path: Path, cursor: _Cursor) -> Iterator[Trace]:
         if cursor.line is None:

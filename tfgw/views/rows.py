@@ -10,7 +10,7 @@ from rich.text import Text
 
 from tfgw.views.terminal import clock, cost, day_time, ms, short_id, tokens
 
-__all__ = ["row_line", "rows_table", "status_text"]
+__all__ = ["LINE_COLUMNS", "row_header", "row_line", "rows_table", "status_text"]
 
 STYLES = {"ok": "green", "error": "bold red"}
 
@@ -22,28 +22,47 @@ def status_text(row: Mapping[str, Any]) -> Text:
     return Text(status if http is None else f"{status} {http}", style=STYLES.get(status, ""))
 
 
+#: `row_line()`'s columns: header, width, alignment; the error type, last, is as long as it is
+LINE_COLUMNS = (
+    ("time", 12, "<"),
+    ("trace", 8, "<"),
+    ("model", 20, "<"),
+    ("provider", 10, "<"),
+    ("status", 9, "<"),
+    ("latency", 10, ">"),
+    ("ttft", 14, ">"),
+    ("tokens", 11, ">"),
+    ("cost", 10, ">"),
+)
+
+
+def row_header() -> Text:
+    """The names of `row_line()`'s columns, aligned over them (`traces tail` on a terminal)."""
+    names = [f"{name:{align}{width}}" for name, width, align in LINE_COLUMNS]
+    return Text("  ".join([*names, "error"]), style="bold")
+
+
 def row_line(row: Mapping[str, Any]) -> Text:
-    """One request as one line, columns aligned from line to line:
+    """One request as one line, columns aligned from line to line (`LINE_COLUMNS`):
     time, trace id, model, provider, status, latency, time to first token, tokens in/out, cost,
-    and the error type of a failed request."""
+    and the error type of a failed request. A model longer than its column pushes the rest right."""
     ttft = row.get("ttft_ms")
-    line = Text.assemble(
-        (clock(row["time"]), "dim"),
-        "  ",
-        (short_id(row.get("trace_id")), "cyan"),
-        "  ",
-        str(row.get("model") or "-").ljust(20),
-        "  ",
-        str(row.get("provider") or "-").ljust(10),
-        "  ",
+    cells = (
+        Text(clock(row["time"]), style="dim"),
+        Text(short_id(row.get("trace_id")), style="cyan"),
+        Text(str(row.get("model") or "-")),
+        Text(str(row.get("provider") or "-")),
+        status_text(row),
+        Text(ms(row.get("duration_ms"))),
+        Text(f"ttft {ms(ttft)}" if ttft is not None else ""),
+        Text(tokens(row.get("tokens_in"), row.get("tokens_out"))),
+        Text(cost(row.get("cost"))),
     )
-    status = status_text(row)
-    line.append_text(status)
-    line.append(" " * max(0, 9 - len(status)))
-    line.append("  " + ms(row.get("duration_ms")).rjust(10))
-    line.append("  " + (f"ttft {ms(ttft)}" if ttft is not None else "").rjust(14))
-    line.append("  " + tokens(row.get("tokens_in"), row.get("tokens_out")).rjust(11))
-    line.append("  " + cost(row.get("cost")).rjust(10))
+    line = Text()
+    for i, (cell, (_, width, align)) in enumerate(zip(cells, LINE_COLUMNS, strict=True)):
+        pad = " " * max(0, width - len(cell))
+        line.append("  " if i else "")
+        line.append_text(Text.assemble(cell, pad) if align == "<" else Text.assemble(pad, cell))
     if row.get("error_type"):
         line.append("  " + str(row["error_type"]), style="red")
     return line
