@@ -33,6 +33,7 @@ Row keys (absent values are None, never 0):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from tfgw.tracing import otlp, semconv
@@ -63,66 +64,86 @@ def summarize_decoded(
     """`summarize()` on spans whose attributes are already plain dicts (the writer has them so)."""
     root, ra = spans[root_index]
     start, end = int(root.get("startTimeUnixNano") or 0), int(root.get("endTimeUnixNano") or 0)
-
-    model = ra.get(semconv.MODEL_REQUESTED)
-    provider = response_model = error_type = ttft = key = None
-    tokens_in = tokens_out = cost = None
-    stream = False
-    attempts = 0
-    error = (root.get("status") or {}).get("code") == otlp.STATUS_ERROR
+    totals = _Totals(model=ra.get(semconv.MODEL_REQUESTED))
     for span, a in spans:
-        failed = (span.get("status") or {}).get("code") == otlp.STATUS_ERROR
-        if failed and a.get(semconv.ERROR_TYPE):
-            error_type = a[semconv.ERROR_TYPE]
-        key = key or a.get(semconv.KEY_NAME)
-        model = model or a.get(semconv.MODEL_REQUESTED)
-        if a.get(semconv.STREAM_TTFT) is not None:
-            ttft = float(a[semconv.STREAM_TTFT])
-        elif a.get(semconv.GEN_TTFC) is not None and ttft is None:
-            ttft = float(a[semconv.GEN_TTFC]) * 1000
-        if a.get(semconv.OI_SPAN_KIND) not in LLM_KINDS and semconv.GEN_OPERATION not in a:
-            continue
-        attempts += 1
-        stream = stream or bool(a.get(semconv.GEN_STREAM))
-        model = model or a.get(semconv.GEN_REQUEST_MODEL) or a.get(semconv.LLM_MODEL)
-        if not failed:
-            provider = (
-                a.get(semconv.ROUTE_PROVIDER) or a.get(semconv.GEN_PROVIDER) or a.get(semconv.LLM_PROVIDER)
-            )
-            response_model = a.get(semconv.GEN_RESPONSE_MODEL) or a.get(semconv.LLM_MODEL)
-            response_model = response_model or a.get(semconv.EMBEDDING_MODEL)
-        elif provider is None:
-            provider = a.get(semconv.ROUTE_PROVIDER) or a.get(semconv.GEN_PROVIDER)
-        tokens_in = _add(tokens_in, a.get(semconv.TOKENS_PROMPT, a.get(semconv.GEN_INPUT_TOKENS)))
-        tokens_out = _add(tokens_out, a.get(semconv.TOKENS_COMPLETION, a.get(semconv.GEN_OUTPUT_TOKENS)))
-        cost = _add(cost, a.get(semconv.COST_TOTAL))
-
+        totals.add(span, a)
+    error = (root.get("status") or {}).get("code") == otlp.STATUS_ERROR
     http_status = ra.get(semconv.HTTP_STATUS)
     if isinstance(http_status, int) and http_status >= 400:
         error = True
+    error_type = totals.error_type
     if error and ra.get(semconv.ERROR_TYPE):
         error_type = ra[semconv.ERROR_TYPE]
     return {
         "time": start,
         "trace_id": root.get("traceId"),
         "name": root.get("name"),
-        "model": model,
-        "response_model": response_model,
-        "provider": provider,
-        "key": key,
+        "model": totals.model,
+        "response_model": totals.response_model,
+        "provider": totals.provider,
+        "key": totals.key,
         "status": "error" if error else "ok",
         "http_status": http_status,
         "error_type": error_type if error else None,
         "duration_ms": (end - start) / 1e6 if end >= start else None,
-        "ttft_ms": ttft,
-        "tokens_in": tokens_in,
-        "tokens_out": tokens_out,
-        "cost": cost,
-        "stream": stream,
-        "attempts": attempts,
+        "ttft_ms": totals.ttft,
+        "tokens_in": totals.tokens_in,
+        "tokens_out": totals.tokens_out,
+        "cost": totals.cost,
+        "stream": totals.stream,
+        "attempts": totals.attempts,
         "spans": len(spans),
         "project": project,
     }
+
+
+@dataclass(slots=True)
+class _Totals:
+    """What a request's spans add up to, in span order; the root's own status is applied after."""
+
+    model: Any = None
+    provider: Any = None
+    response_model: Any = None
+    error_type: Any = None
+    ttft: float | None = None
+    key: Any = None
+    tokens_in: Any = None
+    tokens_out: Any = None
+    cost: Any = None
+    stream: bool = False
+    attempts: int = 0
+
+    def add(self, span: Mapping[str, Any], a: Mapping[str, Any]) -> None:
+        failed = (span.get("status") or {}).get("code") == otlp.STATUS_ERROR
+        if failed and a.get(semconv.ERROR_TYPE):
+            self.error_type = a[semconv.ERROR_TYPE]
+        self.key = self.key or a.get(semconv.KEY_NAME)
+        self.model = self.model or a.get(semconv.MODEL_REQUESTED)
+        if a.get(semconv.STREAM_TTFT) is not None:
+            self.ttft = float(a[semconv.STREAM_TTFT])
+        elif a.get(semconv.GEN_TTFC) is not None and self.ttft is None:
+            self.ttft = float(a[semconv.GEN_TTFC]) * 1000
+        if a.get(semconv.OI_SPAN_KIND) in LLM_KINDS or semconv.GEN_OPERATION in a:
+            self.add_attempt(a, failed)
+
+    def add_attempt(self, a: Mapping[str, Any], failed: bool) -> None:
+        """An LLM or embedding span: one provider attempt."""
+        self.attempts += 1
+        self.stream = self.stream or bool(a.get(semconv.GEN_STREAM))
+        self.model = self.model or a.get(semconv.GEN_REQUEST_MODEL) or a.get(semconv.LLM_MODEL)
+        if not failed:
+            self.provider = (
+                a.get(semconv.ROUTE_PROVIDER) or a.get(semconv.GEN_PROVIDER) or a.get(semconv.LLM_PROVIDER)
+            )
+            response_model = a.get(semconv.GEN_RESPONSE_MODEL) or a.get(semconv.LLM_MODEL)
+            self.response_model = response_model or a.get(semconv.EMBEDDING_MODEL)
+        elif self.provider is None:
+            self.provider = a.get(semconv.ROUTE_PROVIDER) or a.get(semconv.GEN_PROVIDER)
+        self.tokens_in = _add(self.tokens_in, a.get(semconv.TOKENS_PROMPT, a.get(semconv.GEN_INPUT_TOKENS)))
+        self.tokens_out = _add(
+            self.tokens_out, a.get(semconv.TOKENS_COMPLETION, a.get(semconv.GEN_OUTPUT_TOKENS))
+        )
+        self.cost = _add(self.cost, a.get(semconv.COST_TOTAL))
 
 
 def _add(total: Any, value: Any) -> Any:
