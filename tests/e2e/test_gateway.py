@@ -332,6 +332,12 @@ def test_bad_json_and_bad_schema_are_400(gateway: Gateway) -> None:
         {"error": {"message": "'messages' must be a non-empty array", "type": "invalid_request_error",
                    "param": "messages", "code": None}},
     )  # fmt: skip
+    no_model = httpx.post(url, json={"messages": HELLO}, headers=headers)
+    assert (no_model.status_code, no_model.json()) == (
+        400,
+        {"error": {"message": "you must provide a model parameter", "type": "invalid_request_error",
+                   "param": "model", "code": None}},
+    )  # fmt: skip
 
 
 def test_body_over_the_limit_is_413(client: openai.OpenAI, up: FakeUpstream) -> None:

@@ -30,7 +30,8 @@ import tfgw.cli
 from tfgw.cli.check import check
 from tfgw.tracing import check as check_module
 from tfgw.tracing import otlp
-from tfgw.tracing.check import RULES, TraceFileError, check_files
+from tfgw.tracing.check import RULES, check_files
+from tfgw.tracing.otlp.files import TraceFileError
 
 T0 = 1_760_000_000_000_000_000  # 2025-10-09, Unix nanoseconds
 MS = 1_000_000
@@ -414,12 +415,15 @@ CASES = [
     Case("time-range", chat_with(ROOT_NAME, startTimeUnixNano="1000"), [
         f"1: error time-range {T} span={ROOT_NAME}: startTimeUnixNano '1000' is before 2000-01-01: "
         "not Unix nanoseconds"]),
-    Case("kind", chat_with("auth", kind="SPAN_KIND_INTERNAL"), [
-        f"1: error kind {T} span=auth: kind 'SPAN_KIND_INTERNAL' is an enum name: OTLP/JSON enums are "
-        "integers (1)"]),
-    Case("status", chat_with("auth", status={"code": "STATUS_CODE_OK"}), [
-        f"1: error status {T} span=auth: status.code 'STATUS_CODE_OK' is an enum name: OTLP/JSON enums are "
-        "integers (1)"]),
+    Case("kind", chat_with("auth", kind="INTERNAL"), [
+        f"1: error kind {T} span=auth: kind 'INTERNAL' is not an integer 0..5 (or SPAN_KIND_*)"]),
+    Case("enum-name", chat_with("auth", kind="SPAN_KIND_INTERNAL", status={"code": "STATUS_CODE_OK"}), [
+        f"1: warning enum-name {T} span=auth: kind 'SPAN_KIND_INTERNAL' is an enum name: OTLP/JSON enums "
+        "are integers (1)",
+        f"1: warning enum-name {T} span=auth: status.code 'STATUS_CODE_OK' is an enum name: OTLP/JSON "
+        "enums are integers (1)"]),
+    Case("status", chat_with("auth", status={"code": "OK"}), [
+        f"1: error status {T} span=auth: status.code 'OK' is not an integer 0..2 (or STATUS_CODE_*)"]),
     Case("attribute", chat_attrs("auth", {
         "tfgw.key.name": {"stringValue": "ci", "intValue": "1"},
         "tfgw.route.attempt": {"intValue": "one"},
@@ -430,6 +434,15 @@ CASES = [
         "intValue",
         f"1: error snake-case-key {T} span=auth: attribute 'tfgw.auth.outcome': 'string_value' is "
         "snake_case: OTLP/JSON uses 'stringValue'"]),
+    Case("empty-value", chat_attrs("auth", {
+        "tfgw.key.name": {},
+        "metadata.extra": {"kvlistValue": {"values": [{"key": "a"}]}}}, raw=True), [
+        f"1: warning empty-value {T} span=auth: attribute 'tfgw.key.name': the AnyValue is empty: no value "
+        "is set",
+        f"1: warning empty-value {T} span=auth: attribute 'metadata.extra': kvlistValue item 'a' has no "
+        "value"]),
+    Case("service-name", lambda: line(embeddings_trace(), {"attributes": []}), [
+        "1: warning service-name: the resource has no service.name"], spans=4, traces=1),
     Case("duplicate-span-id", chat_with("stream", spanId=AUTH), [
         f"1: error duplicate-span-id {T} span=stream: spanId {AUTH} appears twice in the trace"]),
     Case("orphan", lambda: chat_line(edit_span(
@@ -441,8 +454,6 @@ CASES = [
     Case("trace-too-large", lambda: line(many_spans(10_000)), [
         f"1: warning trace-too-large {T} span=s9999: the trace has more than 10000 spans: its duplicate, "
         "parent and orphan checks stop here"], spans=10_001, traces=1),
-    Case("service-name", lambda: line(embeddings_trace(), {"attributes": []}), [
-        "1: warning service-name: the resource has no service.name"], spans=4, traces=1),
     Case("span-kind-value", chat_attrs("auth", {"openinference.span.kind": "llm"}), [
         f"1: error span-kind-value {T} span=auth: openinference.span.kind 'llm' is not one of {ONE_OF}"]),
     Case("span-kind-unknown", chat_attrs("auth", {"openinference.span.kind": "UNKNOWN"}), [
@@ -450,12 +461,19 @@ CASES = [
     Case("kind-mismatch", chat_attrs(CHAT_NAME, {"openinference.span.kind": "CHAIN"}), [
         f"1: error kind-mismatch {LLM}: openinference.span.kind is 'CHAIN' but gen_ai.operation.name is "
         "'chat'"]),
-    Case("llm-required", chat_attrs(CHAT_NAME, {"llm.system": DELETE, "llm.model_name": 4}), [
+    Case("llm-required", chat_attrs(CHAT_NAME, {
+        "llm.system": DELETE, "llm.model_name": 4, "gen_ai.provider.name": DELETE}), [
+        f"1: error llm-required {LLM}: llm.model_name is an int 4, not a non-empty string",
         f"1: error llm-required {LLM}: an LLM span needs llm.system",
-        f"1: error llm-required {LLM}: llm.model_name is an int 4, not a non-empty string"]),
+        f"1: error llm-required {LLM}: an LLM span needs gen_ai.provider.name"]),
     Case("embedding-required", lambda: line(chat_trace()) + line(
-        edit_attrs(embeddings_trace(), EMBED_NAME, {"embedding.model_name": DELETE})), [
-        f"2: error embedding-required {E} span={EMBED_NAME}: an EMBEDDING span needs embedding.model_name"]),
+        edit_attrs(embeddings_trace(), EMBED_NAME, {"embedding.model_name": DELETE, "gen_ai.request.model": DELETE})), [
+        f"2: error embedding-required {E} span={EMBED_NAME}: an EMBEDDING span needs embedding.model_name",
+        f"2: error embedding-required {E} span={EMBED_NAME}: an EMBEDDING span needs gen_ai.request.model"]),
+    Case("other-convention", chat_attrs(CHAT_NAME, {
+        "gen_ai.operation.name": DELETE, "gen_ai.provider.name": DELETE, "gen_ai.request.model": DELETE}), [
+        f"1: warning other-convention {LLM}: an LLM span has no {key}: OTel GenAI readers will not see it"
+        for key in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")]),
     Case("token-count", chat_attrs(CHAT_NAME, {
         "llm.token_count.prompt_details.cache_read": 1.0, "gen_ai.usage.input_tokens": -1}), [
         f"1: error token-count {LLM}: llm.token_count.prompt_details.cache_read is a double 1.0, not an "
@@ -568,7 +586,7 @@ def test_a_missing_file_exits_2_naming_it(
 
 def test_json_output(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    path.write_bytes(chat_line(edit_span(chat_trace(), "auth", kind="SPAN_KIND_INTERNAL")) + b"{")
+    path.write_bytes(chat_line(edit_span(chat_trace(), "auth", kind="INTERNAL")) + b"{")
     done = cli(str(path), "--json")
     assert (done.exit_code, orjson.loads(done.stdout)) == (
         1,
@@ -587,7 +605,7 @@ def test_json_output(tmp_path: Path) -> None:
                     "trace_id": TRACE,
                     "span_id": AUTH,
                     "span": "auth",
-                    "message": "kind 'SPAN_KIND_INTERNAL' is an enum name: OTLP/JSON enums are integers (1)",
+                    "message": "kind 'INTERNAL' is not an integer 0..5 (or SPAN_KIND_*)",
                 },
                 {
                     "file": str(path),

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from types import MappingProxyType
 
+import orjson
 import pytest
 
 from tfgw.config import ModelSettings, ProviderSettings, Settings, Target, Timeouts
-from tfgw.errors import ModelNotFoundError, ProviderError, UpstreamStatusError
+from tfgw.errors import BadRequestError, ModelNotFoundError, ProviderError, UpstreamStatusError
 from tfgw.gateway import routing
 from tfgw.gateway.routing import Router, Try
 from tfgw.providers.mock import MockProvider
@@ -35,10 +37,28 @@ def test_resolution_order_alias_then_fallbacks_then_direct() -> None:
     assert attempts[0].timeout == Timeouts(total=9.0)
 
 
-@pytest.mark.parametrize("name", ["nope", "zz/model", "a/", "", None, 3])
+@pytest.mark.parametrize("name", ["nope", "zz/model", "a/"])
 def test_unknown_names_are_404(name: object) -> None:
-    with pytest.raises(ModelNotFoundError):
+    with pytest.raises(ModelNotFoundError) as info:
         router().resolve(name)
+    assert (info.value.status, info.value.param) == (404, "model")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (None, "you must provide a model parameter"),
+        ("", "you must provide a model parameter"),
+        (3, "'model' must be a string"),
+    ],
+)
+def test_a_missing_model_is_400_as_openai_answers_it(name: object, message: str) -> None:
+    with pytest.raises(BadRequestError) as info:
+        router().resolve(name)
+    assert orjson.loads(info.value.body()) == {
+        "error": {"message": message, "type": "invalid_request_error", "param": "model", "code": None}
+    }
+    assert info.value.status == 400
 
 
 def test_weights_pick_targets_in_proportion() -> None:
@@ -80,3 +100,51 @@ def test_retries_then_fallbacks_and_4xx_stops(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(ProviderError, match="c down"):
         asyncio.run(r.call(r.resolve("main"), failing(everything)))
     assert tried == ["a", "a", "a", "b", "c"]
+
+
+def test_retries_wait_for_the_providers_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(routing.asyncio, "sleep", sleep)
+    r = router()
+    tried: list[str] = []
+
+    def failing(retry_after: str) -> Callable[[Try], Awaitable[str]]:
+        async def operation(run: Try) -> str:
+            tried.append(run.attempt.provider.name)
+            if run.attempt.provider.name == "a":
+                raise UpstreamStatusError("a", 429, b"", {"retry-after": retry_after})
+            return run.attempt.provider.name
+
+        return operation
+
+    assert asyncio.run(r.call(r.resolve("main"), failing("1.5"))) == "b"
+    assert (tried, slept) == (["a", "a", "a", "b"], [1.5, 1.5])
+
+    tried.clear()
+    slept.clear()
+    # longer than a request should wait: straight to the fallback
+    assert asyncio.run(r.call(r.resolve("main"), failing("30"))) == "b"
+    assert (tried, slept) == (["a", "b"], [])
+
+
+def test_retries_without_retry_after_back_off_exponentially(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(routing.asyncio, "sleep", sleep)
+    r = router()
+
+    async def operation(run: Try) -> str:
+        if run.attempt.provider.name == "a":
+            raise ProviderError("a down")
+        return run.attempt.provider.name
+
+    assert asyncio.run(r.call(r.resolve("main"), operation)) == "b"
+    assert len(slept) == 2
+    assert 0 <= slept[0] <= routing.RETRY_BASE_DELAY and 0 <= slept[1] <= 2 * routing.RETRY_BASE_DELAY

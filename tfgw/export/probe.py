@@ -16,6 +16,7 @@ from typing import Any
 from tfgw.config import Price
 from tfgw.export import encode, send
 from tfgw.export.targets import ResolvedTarget
+from tfgw.retry import Backoff
 from tfgw.tracing import semconv as sc
 from tfgw.tracing.encode import Encoder
 from tfgw.tracing.spans import LlmCall, RequestTrace
@@ -86,18 +87,11 @@ def probe(target: ResolvedTarget, timeout: float = 30.0) -> ProbeResult:
     trace_id, line = synthetic_line(target.project)
     (batch,) = list(encode.batches([encode.prepare(line, target)], target.protocol))
     sender = send.sender_for(target)
-    backoff = send.Backoff(cap=5.0)
-    deadline = time.monotonic() + timeout
-    attempts = 0
     try:
-        while True:
-            attempts += 1
-            result = sender.send(batch)
-            if result.outcome != "retry" or time.monotonic() >= deadline:
-                break
-            time.sleep(min(backoff.next_delay(result.retry_after), max(0.0, deadline - time.monotonic())))
+        delivery = send.deliver(sender, batch, Backoff(cap=5.0), deadline=time.monotonic() + timeout)
     finally:
         sender.close()
+    result, attempts = delivery.result, delivery.attempts
     accepted = result.outcome == "accepted" and result.rejected_spans == 0
     message = result.message
     if result.outcome == "retry":

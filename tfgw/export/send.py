@@ -21,11 +21,9 @@ through the gateway.
 from __future__ import annotations
 
 import gzip
-import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
 
 import grpc
@@ -37,6 +35,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tfgw import __version__
 from tfgw.export.encode import JSON, MAX_BATCH_BYTES, EncodedBatch
 from tfgw.export.rpc_status import DETAILS_KEY, decode_status
+from tfgw.retry import Backoff, parse_retry_after
 from tfgw.secrets import scrub
 
 __all__ = [
@@ -44,13 +43,13 @@ __all__ = [
     "RETRYABLE_GRPC",
     "RETRYABLE_HTTP",
     "USER_AGENT",
-    "Backoff",
+    "Delivery",
     "GrpcSender",
     "HttpSender",
     "SendResult",
     "Sender",
     "SenderTarget",
-    "parse_retry_after",
+    "deliver",
     "sender_for",
 ]
 
@@ -230,24 +229,6 @@ def _is_json(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").split(";")[0].strip().lower() == JSON
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds to wait: delta-seconds or an HTTP-date; None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # an HTTP-date is always GMT
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
 # -- gRPC ------------------------------------------------------------------------------------------
 
 
@@ -265,7 +246,7 @@ class GrpcSender:
             ("grpc.keepalive_permit_without_calls", 0),
             ("grpc.enable_retries", 0),  # retrying is the exporter's, with backoff and a cursor
             # after an outage the channel reconnects on its own timer (gRPC's default grows to
-            # 120 s): keep it in step with `Backoff`, so delivery resumes soon after the server
+            # 120 s): keep it in step with `tfgw.retry.Backoff`, so delivery resumes soon after the server
             ("grpc.initial_reconnect_backoff_ms", 500),
             ("grpc.max_reconnect_backoff_ms", 30_000),
         ]
@@ -340,34 +321,56 @@ def _clean(message: str | None, secrets: tuple[str, ...]) -> str | None:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
-# -- backoff ---------------------------------------------------------------------------------------
+# -- the delivery loop -----------------------------------------------------------------------------
 
 
-class Backoff:
-    """Delays between attempts: exponential with full jitter (a random delay in
-    [0, min(cap, base·2ⁿ)]), or what the server asked for (Retry-After, RetryInfo), capped."""
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How sending one batch ended: its last result, after how many attempts, and whether the
+    caller asked to stop while it waited (then the batch was not delivered)."""
 
-    def __init__(
-        self,
-        base: float = 0.5,
-        cap: float = 30.0,
-        max_retry_after: float = 60.0,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.base = base
-        self.cap = cap
-        self.max_retry_after = max_retry_after
-        self.attempts = 0
-        self._rng = rng or random.Random()
+    result: SendResult
+    attempts: int
+    stopped: bool = False
 
-    def next_delay(self, retry_after: float | None = None) -> float:
-        """Seconds to wait before the next attempt; counts the attempt."""
-        ceiling = min(self.cap, self.base * 2 ** min(self.attempts, 62))
-        self.attempts += 1
-        if retry_after is not None:
-            return min(max(0.0, retry_after), self.max_retry_after)
-        return self._rng.uniform(0, ceiling)
+    @property
+    def gave_up(self) -> bool:
+        """Still failing with a retryable error when the deadline came (or when stopped)."""
+        return self.result.outcome == "retry"
 
-    def reset(self) -> None:
-        """After a success: the next failure starts from `base` again."""
-        self.attempts = 0
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
+def deliver(
+    sender: Sender,
+    batch: EncodedBatch,
+    backoff: Backoff,
+    *,
+    deadline: float | None = None,
+    wait: Callable[[float], bool] = _sleep,
+    on_retry: Callable[[SendResult], None] | None = None,
+) -> Delivery:
+    """Send `batch` until the backend accepts or rejects it, waiting `backoff` between retryable
+    failures (Retry-After honoured), until `deadline` (`time.monotonic()`; None: for as long as it
+    takes). `wait(seconds)` returns True to stop waiting at once (the exporter's stop event);
+    `on_retry` sees each retryable failure before the wait."""
+    attempts = 0
+    while True:
+        result = sender.send(batch)
+        attempts += 1
+        if result.outcome != "retry":
+            backoff.reset()
+            return Delivery(result, attempts)
+        delay = backoff.next_delay(result.retry_after)
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return Delivery(result, attempts)
+            delay = min(delay, left)
+        if on_retry is not None:
+            on_retry(result)
+        if wait(delay):
+            return Delivery(result, attempts, stopped=True)

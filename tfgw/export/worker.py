@@ -29,6 +29,7 @@ from tfgw.config import Settings
 from tfgw.export import encode, send
 from tfgw.export.cursor import Cursor, Pending
 from tfgw.export.targets import ResolvedTarget, enabled_targets
+from tfgw.retry import Backoff
 
 __all__ = ["TargetExporter", "run_exporter"]
 
@@ -67,7 +68,7 @@ class TargetExporter:
             **{k: v for k, v in cursor.stats.items() if k not in ("pending_bytes", "updated")},
         }
         sender = send.sender_for(self.target)
-        backoff = send.Backoff()
+        backoff = Backoff()
         saved = 0.0
         try:
             while not self.stop.is_set():
@@ -86,7 +87,7 @@ class TargetExporter:
             sender.close()
             self._save(cursor)
 
-    def _deliver(self, pending: list[Pending], sender: Any, backoff: Any, cursor: Cursor) -> bool:
+    def _deliver(self, pending: list[Pending], sender: send.Sender, backoff: Backoff, cursor: Cursor) -> bool:
         lines = []
         for p in pending:
             for raw in p.lines:
@@ -109,35 +110,33 @@ class TargetExporter:
                     log.warning("%s: %s", self.target.name, dropped.reason)
             if not batch.spans:
                 continue
-            while True:
-                result = sender.send(batch)
-                if result.outcome == "accepted":
-                    backoff.reset()
-                    self.stats["delivered"] += batch.spans - result.rejected_spans
-                    self.stats["partial_rejected"] += result.rejected_spans
-                    if result.rejected_spans:
-                        self.stats["last_error"] = f"partial success: {result.message}"
-                    self.stats["retrying"] = False
-                    self.stats["attempts"] = 0
-                    self.stats["last_success"] = self.clock()
-                    break
-                if result.outcome == "rejected":
-                    backoff.reset()
-                    self.stats["rejected"] += batch.spans
-                    self.stats["retrying"] = False
-                    self.stats["attempts"] = 0
-                    self.stats["last_error"] = f"rejected ({result.status}): {result.message}"
-                    log.warning(
-                        "target %s rejected %d spans: %s", self.target.name, batch.spans, result.message
-                    )
-                    break
-                self.stats["retrying"] = True
-                self.stats["attempts"] += 1
-                self.stats["last_error"] = f"retrying ({result.status}): {result.message}"
-                self._save(cursor)
-                if self.stop.wait(backoff.next_delay(result.retry_after)):
-                    return False
+            delivery = send.deliver(
+                sender, batch, backoff, wait=self.stop.wait, on_retry=lambda r: self._retrying(r, cursor)
+            )
+            if delivery.stopped:
+                return False
+            self._delivered(batch, delivery.result)
         return True
+
+    def _delivered(self, batch: encode.EncodedBatch, result: send.SendResult) -> None:
+        self.stats["retrying"] = False
+        self.stats["attempts"] = 0
+        if result.outcome == "accepted":
+            self.stats["delivered"] += batch.spans - result.rejected_spans
+            self.stats["partial_rejected"] += result.rejected_spans
+            if result.rejected_spans:
+                self.stats["last_error"] = f"partial success: {result.message}"
+            self.stats["last_success"] = self.clock()
+            return
+        self.stats["rejected"] += batch.spans
+        self.stats["last_error"] = f"rejected ({result.status}): {result.message}"
+        log.warning("target %s rejected %d spans: %s", self.target.name, batch.spans, result.message)
+
+    def _retrying(self, result: send.SendResult, cursor: Cursor) -> None:
+        self.stats["retrying"] = True
+        self.stats["attempts"] += 1
+        self.stats["last_error"] = f"retrying ({result.status}): {result.message}"
+        self._save(cursor)
 
     def _save(self, cursor: Cursor) -> float:
         now = self.clock()

@@ -1,9 +1,15 @@
 """Model resolution and the fallback loop: the one place that decides which provider is called.
 
 A name resolves through `[[models]]` first (an alias: weighted choice among its targets, then its
-`fallbacks` in order), then as `provider/model` directly. A provider failure that is the
-provider's (5xx, 429, connection error, timeout) moves on to the next attempt; a 4xx that is the
-caller's ends the request with the provider's own error.
+`fallbacks` in order), then as `provider/model` directly; a request without a model name is the
+caller's mistake (400), a name that resolves to nothing is 404. A provider failure that is the
+provider's (5xx, 429, connection error, timeout) is retried on the same target (`retries`) and
+then moves on to the next attempt; a 4xx that is the caller's ends the request with the
+provider's own error.
+
+Retries wait as every retry in tfgw does (`tfgw.retry.Backoff`): exponential backoff with full
+jitter, or the provider's `Retry-After` when it sent one. A `Retry-After` longer than
+`RETRY_AFTER_MAX` is not waited for inside a request: the next target is tried instead.
 """
 
 from __future__ import annotations
@@ -15,15 +21,19 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tfgw.config import ModelSettings, Settings, Timeouts
-from tfgw.errors import ModelNotFoundError, ProviderError
+from tfgw.errors import BadRequestError, ModelNotFoundError, ProviderError, UpstreamStatusError
 from tfgw.providers.base import Call, Provider
+from tfgw.retry import Backoff, parse_retry_after
 
 __all__ = ["Attempt", "Router", "Try"]
 
 T = TypeVar("T")
 
-#: seconds before the first retry of the same target; doubled each time, with jitter
+#: seconds before the first retry of the same target (at most; full jitter), doubled each time
 RETRY_BASE_DELAY = 0.25
+RETRY_MAX_DELAY = 4.0
+#: the longest Retry-After a request waits for before a retry of the same target
+RETRY_AFTER_MAX = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +69,10 @@ class Router:
 
     def resolve(self, name: Any) -> list[Attempt]:
         """Every attempt for a requested model name, in the order they are tried."""
-        if not isinstance(name, str) or not name:
-            raise ModelNotFoundError("you must provide a model name", param="model")
+        if name is None or name == "":
+            raise BadRequestError("you must provide a model parameter", param="model")
+        if not isinstance(name, str):
+            raise BadRequestError("'model' must be a string", param="model")
         model = self.models.get(name)
         if model is None:
             return [self._direct(name)]
@@ -91,9 +103,13 @@ class Router:
         last: ProviderError | None = None
         number = 0
         for attempt in attempts:
+            backoff = Backoff(RETRY_BASE_DELAY, RETRY_MAX_DELAY, max_retry_after=RETRY_AFTER_MAX)
             for retry in range(attempt.retries + 1):
                 if retry:
-                    await asyncio.sleep(RETRY_BASE_DELAY * 2 ** (retry - 1) * random.uniform(0.5, 1.5))
+                    wait = _retry_after(last)
+                    if wait is not None and wait > RETRY_AFTER_MAX:
+                        break  # not worth holding the request: the next target, if any
+                    await asyncio.sleep(backoff.next_delay(wait))
                 number += 1
                 try:
                     return await operation(Try(attempt, number, last))
@@ -103,3 +119,10 @@ class Router:
                     last = exc
         assert last is not None, "resolve() returns at least one attempt"
         raise last
+
+
+def _retry_after(error: ProviderError | None) -> float | None:
+    """The seconds a provider asked to wait (its Retry-After), if it did."""
+    if isinstance(error, UpstreamStatusError):
+        return parse_retry_after(error.upstream_headers.get("retry-after"))
+    return None

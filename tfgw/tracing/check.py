@@ -1,25 +1,28 @@
 """`tfgw traces check`: validate stored spans against OTLP/JSON, OpenInference and OTel GenAI.
 
-Input: trace files, JSON Lines, each line one OTLP/JSON `ExportTraceServiceRequest`
-(`{"resourceSpans": [...]}`), as tfgw writes them (one request's spans a line) or as the
+Input: trace files (`tfgw.tracing.otlp.files`): JSON Lines, each line one OTLP/JSON
+`ExportTraceServiceRequest`, as tfgw writes them (one request's spans a line) or as the
 OpenTelemetry Collector's file exporter and other OTLP/JSON tools do (several traces on a line, a
-trace over several lines). `.gz` files are read through gzip; `-` is standard input. A directory
-stands for its `*.jsonl` and `*.json` files (and their `.gz`), sorted by name, not recursing, so
-the gateway's `X.rows` files are never read.
+trace over several lines); `.gz`, directories and `-` for standard input.
 
-Every rule has an id, a severity and a description in `RULES`; `tfgw traces check --help` prints
-the table. Errors break the conventions (OTLP/JSON spec, OpenInference, OTel GenAI v1.41.1 as
-tfgw emits both on one span); warnings are what a reader survives: a torn last line (a writer
-that crashed mid-write), a child outside its parent's time, a resource without `service.name`.
+The structure of each line is checked by the one validator of the trace-file format,
+`tfgw.tracing.otlp.validate`, at `Strictness.STRICT`; this module adds the rules that need more
+than one field: the span trees across lines and the semantic conventions. Every rule has an id, a
+severity and a description in `RULES`; `tfgw traces check --help` prints the table, and
+docs/trace-files.md explains it. Errors break the conventions (OTLP/JSON, OpenInference, OTel GenAI
+v1.41.1); warnings are what a reader survives: a torn last line (a writer that crashed mid-write),
+a child outside its parent's time, a resource without `service.name`, an enum name where OTLP/JSON
+wants an integer, an LLM span that satisfies one convention but not the other.
 Which spans get which checks:
 
-- every span: OTLP/JSON structure (ids, times, kind, status, attributes, events, links),
+- every span: the structure (ids, times, kind, status, attributes, events, links),
   `openinference.span.kind` values, the JSON-string attributes (`metadata`,
   `llm.invocation_parameters`, `embedding.invocation_parameters`),
   `gen_ai.response.finish_reasons`, `gen_ai.response.time_to_first_chunk`;
 - LLM spans (`openinference.span.kind` = LLM, or `gen_ai.operation.name` in chat, text_completion,
   generate_content) and EMBEDDING spans (`openinference.span.kind` = EMBEDDING, or
-  `gen_ai.operation.name` = embeddings): both conventions' required attributes, token counts,
+  `gen_ai.operation.name` = embeddings): the required attributes of either convention (one
+  satisfied is enough; what the other lacks is an `other-convention` warning), token counts,
   message indices (LLM), `error.type` on ERROR status. Spans of tools that emit neither
   vocabulary get the structure checks alone.
 
@@ -43,23 +46,21 @@ re-checked.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import gzip
 import math
-import re
 import sys
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Final, cast
+from typing import Any, BinaryIO, Final
 
 import orjson
 
-from tfgw.errors import InputError
 from tfgw.tracing import semconv
+from tfgw.tracing.otlp.files import STDIN_NAME, open_trace_file, read_lines, trace_files
+from tfgw.tracing.otlp.validate import ERROR, WARNING, Rule, SpanFacts, Validator
+from tfgw.tracing.otlp.validate import RULES as STRUCTURE_RULES
+from tfgw.tracing.otlp.values import json_type, value_type
 
 __all__ = [
     "MAX_CLOSED_TRACE_IDS",
@@ -69,54 +70,29 @@ __all__ = [
     "RULES",
     "CheckResult",
     "Finding",
-    "Rule",
-    "TraceFileError",
     "check_files",
-    "json_type",
-    "open_trace_file",
-    "read_lines",
     "rules_help",
-    "trace_files",
 ]
 
-ERROR: Final = "error"
-WARNING: Final = "warning"
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    severity: str
-    description: str
-
-
 RULES: Final[dict[str, Rule]] = {
-    # -- the file and OTLP/JSON (opentelemetry-proto docs/specification.md) -------------------
-    "json": Rule(ERROR, "a line is not valid JSON"),
-    "torn-line": Rule(WARNING, "a last line without newline that is not JSON (a crash mid-write)"),
-    "structure": Rule(ERROR, "not an ExportTraceServiceRequest: no resourceSpans, or a list/object mistyped"),
-    "snake-case-key": Rule(ERROR, "a snake_case field name (trace_id): OTLP/JSON keys are lowerCamelCase"),
-    "trace-id": Rule(ERROR, "traceId missing, not 32 hex digits, or all zero"),
-    "span-id": Rule(ERROR, "spanId missing, not 16 hex digits, or all zero"),
-    "parent-span-id": Rule(ERROR, "parentSpanId neither empty nor 16 hex digits"),
-    "base64-id": Rule(ERROR, "an id in base64 (proto3 JSON's default): OTLP/JSON ids are hex"),
-    "time": Rule(ERROR, "a time missing or not a uint64 (a decimal string or a JSON integer)"),
-    "time-order": Rule(ERROR, "endTimeUnixNano before startTimeUnixNano"),
-    "time-range": Rule(ERROR, "a time before the year 2000: not Unix nanoseconds"),
-    "kind": Rule(ERROR, "kind not an integer 0..5 (enum names are not allowed)"),
-    "status": Rule(ERROR, "status not an object with an integer code 0..2 and a string message"),
-    "attribute": Rule(ERROR, "attributes not [{key, value}] with exactly one AnyValue field; a key twice"),
+    # -- the file and OTLP/JSON: tfgw.tracing.otlp.validate ------------------------------------
+    **STRUCTURE_RULES,
     "duplicate-span-id": Rule(ERROR, "two spans of one trace with the same spanId"),
-    # -- trees and resources ------------------------------------------------------------------
+    # -- trees ---------------------------------------------------------------------------------
     "orphan": Rule(ERROR, "more than one span of a trace with a parent outside it (only the root may)"),
     "child-time": Rule(WARNING, "a span starts before its parent or ends after it, by more than 1 ms"),
     "trace-too-large": Rule(WARNING, "a trace has too many spans to remember: its orphan checks stop"),
-    "service-name": Rule(WARNING, "a resource without service.name"),
     # -- OpenInference and OTel GenAI ---------------------------------------------------------
     "span-kind-value": Rule(ERROR, "openinference.span.kind not an OpenInference span kind"),
     "span-kind-unknown": Rule(WARNING, "openinference.span.kind is UNKNOWN"),
     "kind-mismatch": Rule(ERROR, "openinference.span.kind and gen_ai.operation.name disagree"),
-    "llm-required": Rule(ERROR, "an LLM span without a required attribute of either convention"),
-    "embedding-required": Rule(ERROR, "an EMBEDDING span without a required attribute of either convention"),
+    "llm-required": Rule(ERROR, "an LLM span that satisfies neither convention's required attributes"),
+    "embedding-required": Rule(
+        ERROR, "an EMBEDDING span that satisfies neither convention's required attributes"
+    ),
+    "other-convention": Rule(
+        WARNING, "an LLM or EMBEDDING span that satisfies one convention, not the other"
+    ),
     "token-count": Rule(ERROR, "a token count (llm.token_count.*, gen_ai.usage.*) not an integer >= 0"),
     "token-total": Rule(ERROR, "llm.token_count.total is not prompt + completion"),
     "finish-reasons": Rule(ERROR, "gen_ai.response.finish_reasons not an array of strings"),
@@ -131,10 +107,6 @@ MAX_OPEN_TRACES: Final = 10_000
 MAX_REMEMBERED_SPANS: Final = 200_000
 MAX_CLOSED_TRACE_IDS: Final = 100_000
 CHILD_TOLERANCE_NS: Final = 1_000_000  # 1 ms
-YEAR_2000_NS: Final = 946_684_800 * 10**9
-U64_MAX: Final = 2**64 - 1
-I64_MIN, I64_MAX = -(2**63), 2**63 - 1
-MAX_VALUE_DEPTH: Final = 32
 MAX_SHAPES: Final = 1024  # distinct attribute key sets of LLM spans remembered (see _Shape)
 
 OI_KINDS: Final = frozenset(
@@ -153,20 +125,14 @@ OI_KINDS: Final = frozenset(
 )
 LLM_OPERATIONS: Final = frozenset(("chat", "text_completion", "generate_content"))
 EMBEDDINGS_OPERATION: Final = "embeddings"
+#: (convention, its required attributes) per span type: one convention satisfied is enough
 LLM_REQUIRED: Final = (
-    semconv.OI_SPAN_KIND,
-    semconv.LLM_SYSTEM,
-    semconv.LLM_MODEL,
-    semconv.GEN_OPERATION,
-    semconv.GEN_PROVIDER,
-    semconv.GEN_REQUEST_MODEL,
+    ("OpenInference", (semconv.OI_SPAN_KIND, semconv.LLM_SYSTEM, semconv.LLM_MODEL)),
+    ("OTel GenAI", (semconv.GEN_OPERATION, semconv.GEN_PROVIDER, semconv.GEN_REQUEST_MODEL)),
 )
 EMBEDDING_REQUIRED: Final = (
-    semconv.OI_SPAN_KIND,
-    semconv.EMBEDDING_MODEL,
-    semconv.GEN_OPERATION,
-    semconv.GEN_PROVIDER,
-    semconv.GEN_REQUEST_MODEL,
+    ("OpenInference", (semconv.OI_SPAN_KIND, semconv.EMBEDDING_MODEL)),
+    ("OTel GenAI", (semconv.GEN_OPERATION, semconv.GEN_PROVIDER, semconv.GEN_REQUEST_MODEL)),
 )
 TOKEN_PREFIXES: Final = ("llm.token_count.", "gen_ai.usage.")
 MESSAGE_PREFIXES: Final = (semconv.LLM_INPUT + ".", semconv.LLM_OUTPUT + ".")
@@ -184,70 +150,7 @@ SEMANTIC_KEYS: Final = frozenset(
     )
 )
 
-KIND_NAMES: Final = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
-STATUS_NAMES: Final = ("UNSET", "OK", "ERROR")
 STATUS_ERROR: Final = 2
-
-# The fields of each OTLP/JSON object a trace file holds: the snake_case spelling of any of them
-# is the proto field name, which OTLP/JSON forbids.
-LINE_KEYS: Final = frozenset(("resourceSpans",))
-RESOURCE_SPANS_KEYS: Final = frozenset(("resource", "scopeSpans", "schemaUrl"))
-RESOURCE_KEYS: Final = frozenset(("attributes", "droppedAttributesCount", "entityRefs"))
-SCOPE_SPANS_KEYS: Final = frozenset(("scope", "spans", "schemaUrl"))
-SCOPE_KEYS: Final = frozenset(("name", "version", "attributes", "droppedAttributesCount"))
-SPAN_KEYS: Final = frozenset(
-    (
-        "traceId",
-        "spanId",
-        "traceState",
-        "parentSpanId",
-        "flags",
-        "name",
-        "kind",
-        "startTimeUnixNano",
-        "endTimeUnixNano",
-        "attributes",
-        "droppedAttributesCount",
-        "events",
-        "droppedEventsCount",
-        "links",
-        "droppedLinksCount",
-        "status",
-    )
-)
-EVENT_KEYS: Final = frozenset(("timeUnixNano", "name", "attributes", "droppedAttributesCount"))
-LINK_KEYS: Final = frozenset(
-    ("traceId", "spanId", "traceState", "attributes", "droppedAttributesCount", "flags")
-)
-STATUS_KEYS: Final = frozenset(("message", "code"))
-VALUE_KEYS: Final = frozenset(
-    ("stringValue", "boolValue", "intValue", "doubleValue", "arrayValue", "kvlistValue", "bytesValue")
-)
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"[A-Z]", lambda m: "_" + m.group(0).lower(), name)
-
-
-_ALL_KEYS = (
-    LINE_KEYS | RESOURCE_SPANS_KEYS | RESOURCE_KEYS | SCOPE_SPANS_KEYS | SCOPE_KEYS | SPAN_KEYS | EVENT_KEYS
-)
-SNAKE_TO_CAMEL: Final = {_snake(k): k for k in _ALL_KEYS | LINK_KEYS | VALUE_KEYS if _snake(k) != k}
-
-_HEX32 = re.compile(r"[0-9a-fA-F]{32}").fullmatch
-_HEX16 = re.compile(r"[0-9a-fA-F]{16}").fullmatch
-_INT64 = re.compile(r"-?[0-9]+").fullmatch
-_ZERO32 = "0" * 32
-_ZERO16 = "0" * 16
-_NO_ID: Final = object()
-
-
-class TraceFileError(InputError):
-    """A trace file that cannot be read (missing, unreadable, a broken gzip stream): bad input."""
-
-    def __init__(self, file: str, reason: str) -> None:
-        super().__init__(f"cannot read {file}: {reason}")
-        self.file = file
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,57 +224,6 @@ def rules_help() -> str:
     return "\n".join(f"{rid:<{width}}  {r.severity:<7}  {r.description}" for rid, r in RULES.items())
 
 
-STDIN_NAME: Final = "<stdin>"
-TRACE_FILE_SUFFIXES: Final = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
-
-
-def trace_files(args: Iterable[str | Path]) -> list[str]:
-    """The files the arguments name: a directory's trace files sorted, `-` as `<stdin>`.
-
-    Raises TraceFileError for a path that does not exist or a directory that cannot be listed.
-    """
-    files: list[str] = []
-    for arg in args:
-        name = str(arg)
-        if name == "-":
-            files.append(STDIN_NAME)
-            continue
-        path = Path(name)
-        try:
-            if path.is_dir():
-                entries = sorted(p.name for p in path.iterdir() if p.name.endswith(TRACE_FILE_SUFFIXES))
-                files.extend(str(path / e) for e in entries if not (path / e).is_dir())
-            else:
-                path.stat()
-                files.append(name)
-        except OSError as exc:
-            raise TraceFileError(name, exc.strerror or str(exc)) from exc
-    return files
-
-
-@contextmanager
-def open_trace_file(name: str, path: str | Path | None = None) -> Iterator[Iterator[bytes]]:
-    """The lines of the trace file `name` (read from `path` instead when given: standard input
-    spooled to disk), through gzip for `.gz`. A file that cannot be opened or read (a broken gzip
-    stream, a disk error) is a TraceFileError naming `name`."""
-    source = Path(name if path is None else path)
-    try:
-        raw = gzip.open(source, "rb") if name.endswith(".gz") else open(source, "rb")  # noqa: SIM115
-        stream = cast("IO[bytes]", raw)
-    except OSError as exc:
-        raise TraceFileError(name, exc.strerror or str(exc)) from exc
-    with stream:
-        yield read_lines(name, stream)
-
-
-def read_lines(name: str, stream: Iterable[bytes]) -> Iterator[bytes]:
-    """`stream`'s lines, its read errors raised as a TraceFileError naming `name`."""
-    try:
-        yield from stream
-    except (OSError, EOFError) as exc:
-        raise TraceFileError(name, getattr(exc, "strerror", None) or str(exc)) from exc
-
-
 def check_files(
     args: Sequence[str | Path], *, max_findings: int = 1000, stdin: BinaryIO | None = None
 ) -> CheckResult:
@@ -423,14 +275,10 @@ class _Checker:
         self.closed: OrderedDict[str, None] = OrderedDict()
         self.remembered = 0
         self.shapes: dict[tuple[str, ...], _Shape] = {}
-        self._last_resource: tuple[Any, dict[str, Any]] = (None, {})  # raw attributes, decoded
+        self.validator = Validator(self.add)
         self._last_json_objects: dict[str, str] = {}  # key -> its last value that held a JSON object
         self._cur_key: str | None = None  # the last span's trace id as written, and its state
         self._cur: _Trace | None = None
-        self._last_trace_id: object = _NO_ID  # the last valid traceId (ids repeat within a line)
-        self._last_trace_key: str | None = None  # and its lower-case form
-
-    # -- findings ------------------------------------------------------------------------------
 
     def add(self, rule: str, where: _Where, message: str) -> None:
         severity = RULES[rule].severity
@@ -443,307 +291,19 @@ class _Checker:
             finding = Finding(file, line, severity, rule, trace_id, span_id, span, message)
             self.findings.append((self.file_index, finding))
 
-    # -- lines ---------------------------------------------------------------------------------
-
     def check_stream(self, name: str, stream: Iterable[bytes]) -> None:
-        lineno = 0
-        for raw in stream:
-            lineno += 1
-            try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                if not raw.strip():
-                    continue  # a blank line holds nothing to check
-                where: _Where = (name, lineno, None, None, None)
-                if raw.endswith(b"\n"):
-                    self.add("json", where, f"not valid JSON: {exc.msg} at column {exc.pos + 1}")
-                else:
-                    self.add("torn-line", where, f"the last line is cut short ({len(raw)} bytes, no newline)")
-                continue
-            self.check_line(data, name, lineno)
+        for _, spans in self.validator.stream(name, stream):
+            for span in spans:
+                self.check_span(span)
             if len(self.open) > MAX_OPEN_TRACES or self.remembered > MAX_REMEMBERED_SPANS:
                 self.close_oldest()
 
-    def check_line(self, data: Any, file: str, lineno: int) -> None:
-        where: _Where = (file, lineno, None, None, None)
-        if type(data) is not dict:
-            self.add(
-                "structure", where, f"a line must be an object with resourceSpans, not {json_type(data)}"
-            )
-            return
-        data = self.camel_keys(data, LINE_KEYS, where)
-        resource_spans = data.get("resourceSpans")
-        if type(resource_spans) is not list:
-            if resource_spans is None:
-                self.add("structure", where, "no resourceSpans: not an ExportTraceServiceRequest")
-            else:
-                self.add("structure", where, f"resourceSpans is {json_type(resource_spans)}, not a list")
-            return
-        for rs in resource_spans:
-            if type(rs) is not dict:
-                self.add("structure", where, f"a resourceSpans item is {json_type(rs)}, not an object")
-                continue
-            rs = self.camel_keys(rs, RESOURCE_SPANS_KEYS, where)
-            res = rs.get("resource")
-            res_attrs: dict[str, Any] = {}
-            if type(res) is dict:
-                res = self.camel_keys(res, RESOURCE_KEYS, where)
-                raw = res.get("attributes")
-                if raw is not None and raw == self._last_resource[0]:
-                    res_attrs = self._last_resource[1]  # a writer repeats its resource on every line
-                else:
-                    before = self.errors
-                    res_attrs = self.attributes(raw, where, "resource attribute")
-                    if self.errors == before:
-                        self._last_resource = (raw, res_attrs)
-            elif res is not None:
-                self.add("structure", where, f"resource is {json_type(res)}, not an object")
-            service = res_attrs.get(semconv.SERVICE_NAME)
-            if type(service) is not str or not service:
-                self.add("service-name", where, "the resource has no service.name")
-            scope_spans = rs.get("scopeSpans")
-            if scope_spans is None:
-                continue
-            if type(scope_spans) is not list:
-                self.add("structure", where, f"scopeSpans is {json_type(scope_spans)}, not a list")
-                continue
-            for ss in scope_spans:
-                if type(ss) is not dict:
-                    self.add("structure", where, f"a scopeSpans item is {json_type(ss)}, not an object")
-                    continue
-                ss = self.camel_keys(ss, SCOPE_SPANS_KEYS, where)
-                scope = ss.get("scope")
-                if type(scope) is dict:
-                    scope = self.camel_keys(scope, SCOPE_KEYS, where)
-                    self.attributes(scope.get("attributes"), where, "scope attribute")
-                elif scope is not None:
-                    self.add("structure", where, f"scope is {json_type(scope)}, not an object")
-                spans = ss.get("spans")
-                if spans is None:
-                    continue
-                if type(spans) is not list:
-                    self.add("structure", where, f"spans is {json_type(spans)}, not a list")
-                    continue
-                for span in spans:
-                    if type(span) is dict:
-                        self.check_span(span, file, lineno)
-                    else:
-                        self.add("structure", where, f"a span is {json_type(span)}, not an object")
-
-    def camel_keys(self, obj: dict[str, Any], known: frozenset[str], where: _Where) -> dict[str, Any]:
-        """obj, with any snake_case OTLP field reported and renamed so the other checks still run."""
-        if known.issuperset(obj):
-            return obj
-        obj, snake = _camel(obj)
-        self.snake_keys(snake, where)
-        return obj
-
-    def snake_keys(self, keys: list[str], where: _Where) -> None:
-        for key in keys:
-            self.add(
-                "snake-case-key", where, f"{key!r} is snake_case: OTLP/JSON uses {SNAKE_TO_CAMEL[key]!r}"
-            )
-
-    # -- spans ---------------------------------------------------------------------------------
-
-    def check_span(self, span: dict[str, Any], file: str, lineno: int) -> None:
+    def check_span(self, span: SpanFacts) -> None:
         self.spans += 1
-        snake: list[str] = []
-        if not SPAN_KEYS.issuperset(span):
-            span, snake = _camel(span)
-        trace_id: Any = span.get("traceId")
-        span_id: Any = span.get("spanId")
-        name = span.get("name")
-        tid = trace_id if type(trace_id) is str else None
-        sid = span_id if type(span_id) is str else None
-        label = name if type(name) is str and name else sid
-        where: _Where = (file, lineno, tid, sid, label)
-        if snake:
-            self.snake_keys(snake, where)
-        if name is not None and type(name) is not str:
-            self.add("structure", where, f"name is {json_type(name)}, not a string")
-
-        # ids: the fast path for valid ones, _id_problem to say what is wrong with the others
-        tkey: str | None
-        skey: str | None
-        if trace_id == self._last_trace_id:
-            tkey = self._last_trace_key
-        elif (problem := _id_problem(trace_id, "traceId", 32, "trace-id")) is None:
-            tkey = self._last_trace_key = trace_id.lower()
-            self._last_trace_id = trace_id
-        else:
-            self.add(problem[0], where, problem[1])
-            tkey = tid or None
-        if type(span_id) is str and _HEX16(span_id) and span_id != _ZERO16:
-            skey = span_id.lower()
-        else:
-            problem = _id_problem(span_id, "spanId", 16, "span-id")
-            if problem is not None:
-                self.add(problem[0], where, problem[1])
-            skey = sid or None
-        parent = span.get("parentSpanId")
-        parent_key: str | None = None
-        if parent is None or parent == "" or parent == _ZERO16:
-            pass
-        elif type(parent) is str and _HEX16(parent):
-            parent_key = parent.lower()
-        else:
-            problem = _id_problem(parent, "parentSpanId", 16, "parent-span-id", zero_ok=True)
-            if problem is not None:
-                self.add(problem[0], where, problem[1])
-            parent_key = parent if type(parent) is str else None
-
-        # times (19 digits: Unix nanoseconds from 2001 to 2286), kind, status
-        start = span.get("startTimeUnixNano")
-        if type(start) is str and len(start) == 19 and start.isascii() and start.isdigit():
-            start = int(start)
-        else:
-            start = self.nanos(span, "startTimeUnixNano", where)
-        end = span.get("endTimeUnixNano")
-        if type(end) is str and len(end) == 19 and end.isascii() and end.isdigit():
-            end = int(end)
-        else:
-            end = self.nanos(span, "endTimeUnixNano", where)
-        if start is not None and end is not None and end < start:
-            self.add("time-order", where, f"endTimeUnixNano is {_ms(start - end)} before startTimeUnixNano")
-            end = None
-        kind = span.get("kind")
-        if kind is not None and not (type(kind) is int and 0 <= kind <= 5):
-            self.add("kind", where, _enum_problem("kind", kind, KIND_NAMES, "SPAN_KIND_"))
-        status_code = 0
-        status = span.get("status")
-        if status is not None and (status or type(status) is not dict):
-            status_code = self.status(status, where)
-
-        attrs = self.attributes(span.get("attributes"), where, "attribute")
-        events = span.get("events")
-        if events is not None:
-            self.events(events, where)
-        links = span.get("links")
-        if links is not None:
-            self.links(links, where)
-        if not SEMANTIC_KEYS.isdisjoint(attrs):
-            self.semantics(attrs, status_code, where)
-
-        if tkey is not None and skey is not None:
-            self.link(tkey, skey, parent_key, start, end, where)
-
-    def nanos(self, obj: dict[str, Any], field: str, where: _Where) -> int | None:
-        value = obj.get(field)
-        n = _uint64(value)
-        if n is None:
-            what = "missing" if value is None else f"{value!r}, not a uint64 (decimal string or integer)"
-            self.add("time", where, f"{field} is {what}")
-        elif n < YEAR_2000_NS:
-            self.add("time-range", where, f"{field} {value!r} is before 2000-01-01: not Unix nanoseconds")
-        return n
-
-    def status(self, status: Any, where: _Where) -> int:
-        if type(status) is not dict:
-            self.add("status", where, f"status is {json_type(status)}, not an object")
-            return 0
-        status = self.camel_keys(status, STATUS_KEYS, where)
-        code = status.get("code", 0)
-        message = status.get("message")
-        if message is not None and type(message) is not str:
-            self.add("status", where, f"status.message is {json_type(message)}, not a string")
-        if type(code) is int and 0 <= code <= 2:
-            return code
-        self.add("status", where, _enum_problem("status.code", code, STATUS_NAMES, "STATUS_CODE_"))
-        return 0
-
-    def events(self, events: Any, where: _Where) -> None:
-        if type(events) is not list:
-            self.add("structure", where, f"events is {json_type(events)}, not a list")
-            return
-        for event in events:
-            if type(event) is not dict:
-                self.add("structure", where, f"an event is {json_type(event)}, not an object")
-                continue
-            event = self.camel_keys(event, EVENT_KEYS, where)
-            time = event.get("timeUnixNano")
-            if not (type(time) is str and len(time) == 19 and time.isascii() and time.isdigit()):
-                self.nanos(event, "timeUnixNano", where)
-            if event.get("attributes"):
-                self.attributes(event["attributes"], where, "event attribute")
-
-    def links(self, links: Any, where: _Where) -> None:
-        if type(links) is not list:
-            self.add("structure", where, f"links is {json_type(links)}, not a list")
-            return
-        for link in links:
-            if type(link) is not dict:
-                self.add("structure", where, f"a link is {json_type(link)}, not an object")
-                continue
-            link = self.camel_keys(link, LINK_KEYS, where)
-            for field, digits, rule in (("traceId", 32, "trace-id"), ("spanId", 16, "span-id")):
-                problem = _id_problem(link.get(field), f"link {field}", digits, rule)
-                if problem is not None:
-                    self.add(problem[0], where, problem[1])
-            self.attributes(link.get("attributes"), where, "link attribute")
-
-    # -- attributes ----------------------------------------------------------------------------
-
-    def attributes(self, kvs: Any, where: _Where, what: str) -> dict[str, Any]:
-        """The attributes as a dict, decoded once; every malformed one reported and left out."""
-        if kvs is None:
-            return {}
-        if type(kvs) is not list:
-            self.add("attribute", where, f"{what}s are {json_type(kvs)}, not a list")
-            return {}
-        out: dict[str, Any] = {}
-        bad = 0
-        for kv in kvs:
-            # the fast path: a well-formed scalar attribute, what tfgw writes; _any_value for the rest
-            if type(kv) is dict and len(kv) == 2:
-                key = kv.get("key")
-                value = kv.get("value")
-                if type(key) is str and type(value) is dict and len(value) == 1:
-                    v = value.get("stringValue")
-                    if type(v) is str:
-                        out[key] = v
-                        continue
-                    v = value.get("intValue")
-                    if v is not None:
-                        if type(v) is str and len(v) < 19 and v.isascii() and v.isdigit():
-                            out[key] = int(v)
-                            continue
-                    elif (
-                        type(v := value.get("doubleValue")) is float
-                        or type(v := value.get("boolValue")) is bool
-                    ):
-                        out[key] = v
-                        continue
-            if not self.attribute(kv, out, where, what):
-                bad += 1
-        if len(out) != len(kvs) - bad:
-            seen: set[str] = set()
-            for kv in kvs:
-                key = kv.get("key") if type(kv) is dict else None
-                if type(key) is str and key in seen:
-                    self.add("attribute", where, f"{what} {key!r} appears more than once")
-                seen.add(key)  # type: ignore[arg-type]
-        return out
-
-    def attribute(self, kv: Any, out: dict[str, Any], where: _Where, what: str) -> bool:
-        if type(kv) is not dict:
-            self.add("attribute", where, f"an {what} is {json_type(kv)}, not a {{key, value}} object")
-            return False
-        key = kv.get("key")
-        if type(key) is not str:
-            self.add("attribute", where, f"an {what} has no string key")
-            return False
-        if "value" not in kv:
-            self.add("attribute", where, f"{what} {key!r} has no value")
-            return False
-        problems: list[tuple[str, str]] = []
-        value = _any_value(kv["value"], problems, 0)
-        for rule, message in problems:
-            self.add(rule, where, f"{what} {key!r}: {message}")
-        if value is _BAD:
-            return False
-        out[key] = value
-        return True
+        if not SEMANTIC_KEYS.isdisjoint(span.attributes):
+            self.semantics(span.attributes, span.status_code, span.where)
+        if span.trace_key is not None and span.span_key is not None:
+            self.link(span.trace_key, span.span_key, span.parent_key, span.start, span.end, span.where)
 
     # -- conventions ---------------------------------------------------------------------------
 
@@ -752,7 +312,7 @@ class _Checker:
         operation = attrs.get(semconv.GEN_OPERATION)
         if oi_kind is not None:
             if type(oi_kind) is not str:
-                self.add("span-kind-value", where, f"openinference.span.kind is {_value_type(oi_kind)}")
+                self.add("span-kind-value", where, f"openinference.span.kind is {value_type(oi_kind)}")
                 oi_kind = None
             elif oi_kind == "UNKNOWN":
                 self.add("span-kind-unknown", where, "openinference.span.kind is UNKNOWN")
@@ -789,7 +349,7 @@ class _Checker:
             self.add(
                 "finish-reasons",
                 where,
-                f"gen_ai.response.finish_reasons is {_value_type(reasons)}, not an array of strings",
+                f"gen_ai.response.finish_reasons is {value_type(reasons)}, not an array of strings",
             )
         for key in JSON_OBJECT_KEYS:
             value = attrs.get(key)
@@ -804,19 +364,39 @@ class _Checker:
             self.add(
                 "time-to-first-chunk",
                 where,
-                f"gen_ai.response.time_to_first_chunk is {_value_type(ttfc)} {ttfc!r}, "
+                f"gen_ai.response.time_to_first_chunk is {value_type(ttfc)} {ttfc!r}, "
                 "not a non-negative double (seconds)",
             )
 
     def required(
-        self, attrs: dict[str, Any], keys: tuple[str, ...], rule: str, what: str, where: _Where
+        self,
+        attrs: dict[str, Any],
+        conventions: tuple[tuple[str, tuple[str, ...]], ...],
+        rule: str,
+        what: str,
+        where: _Where,
     ) -> None:
-        for key in keys:
-            value = attrs.get(key)
-            if value is None:
+        """One convention's required attributes are enough: with neither satisfied every missing
+        one is a `rule` error; with one, the other's are `other-convention` warnings. A value of
+        the wrong type is an error either way."""
+        missing: list[list[str]] = []
+        for _, keys in conventions:
+            absent = []
+            for key in keys:
+                value = attrs.get(key)
+                if value is None:
+                    absent.append(key)
+                elif type(value) is not str or not value:
+                    self.add(rule, where, f"{key} is {value_type(value)} {value!r}, not a non-empty string")
+                    absent.append("")
+            missing.append(absent)
+        if all(missing):
+            for key in (k for absent in missing for k in absent if k):
                 self.add(rule, where, f"{what} needs {key}")
-            elif type(value) is not str or not value:
-                self.add(rule, where, f"{key} is {_value_type(value)} {value!r}, not a non-empty string")
+            return
+        for (name, _), absent in zip(conventions, missing, strict=True):
+            for key in (k for k in absent if k):
+                self.add("other-convention", where, f"{what} has no {key}: {name} readers will not see it")
 
     def counts_and_messages(self, attrs: dict[str, Any], where: _Where, *, messages: bool) -> None:
         keys = tuple(attrs)
@@ -828,9 +408,7 @@ class _Checker:
         for key in shape.token_keys:
             value = attrs[key]
             if type(value) is not int or value < 0:
-                self.add(
-                    "token-count", where, f"{key} is {_value_type(value)} {value!r}, not an integer >= 0"
-                )
+                self.add("token-count", where, f"{key} is {value_type(value)} {value!r}, not an integer >= 0")
         prompt = attrs.get(semconv.TOKENS_PROMPT)
         completion = attrs.get(semconv.TOKENS_COMPLETION)
         total = attrs.get(semconv.TOKENS_TOTAL)
@@ -1001,132 +579,9 @@ class _Shape:
         return cls(tuple(token_keys), roles, tuple(gaps), tuple(bad))
 
 
-# -- values --------------------------------------------------------------------------------------
-
-_BAD: Final[Any] = object()
-
-
-def _any_value(value: Any, problems: list[tuple[str, str]], depth: int) -> Any:
-    """An OTLP/JSON AnyValue as a Python value (int64 as int, double as float), or _BAD."""
-    if type(value) is not dict:
-        problems.append(("attribute", f"value is {json_type(value)}, not an AnyValue object"))
-        return _BAD
-    if len(value) != 1:
-        if not value:
-            problems.append(("attribute", "the AnyValue is empty: exactly one field must be set"))
-        else:
-            fields = ", ".join(sorted(value))
-            problems.append(("attribute", f"the AnyValue has {len(value)} fields ({fields}): exactly one"))
-        return _BAD
-    ((field, v),) = value.items()
-    if field not in VALUE_KEYS:
-        camel = SNAKE_TO_CAMEL.get(field)
-        if camel is None:
-            problems.append(("attribute", f"{field!r} is not an AnyValue field"))
-            return _BAD
-        problems.append(("snake-case-key", f"{field!r} is snake_case: OTLP/JSON uses {camel!r}"))
-        field = camel
-    if field == "stringValue":
-        if type(v) is str:
-            return v
-    elif field == "boolValue":
-        if type(v) is bool:
-            return v
-    elif field == "intValue":
-        if type(v) is int and I64_MIN <= v <= I64_MAX:
-            return v
-        if type(v) is str and _INT64(v) and I64_MIN <= (n := int(v)) <= I64_MAX:
-            return n
-    elif field == "doubleValue":
-        if type(v) is float or type(v) is int:
-            return float(v)
-        if type(v) is str:
-            try:
-                return float(v)  # "NaN", "Infinity", "-Infinity", as proto3 JSON writes them
-            except ValueError:
-                pass
-    elif field == "bytesValue":
-        if type(v) is str:
-            try:
-                base64.b64decode(v, validate=True)
-                return v
-            except (binascii.Error, ValueError):
-                pass
-    elif depth >= MAX_VALUE_DEPTH:
-        problems.append(("attribute", f"values nested deeper than {MAX_VALUE_DEPTH}"))
-        return _BAD
-    elif type(v) is dict and (type(v.get("values", [])) is list):
-        items = v.get("values", [])
-        if field == "arrayValue":
-            out = [_any_value(x, problems, depth + 1) for x in items]
-            return _BAD if any(x is _BAD for x in out) else out
-        kv: dict[str, Any] = {}
-        for item in items:
-            key = item.get("key") if type(item) is dict else None
-            if type(key) is not str or "value" not in item:
-                problems.append(("attribute", "a kvlistValue item is not a {key, value} object"))
-                return _BAD
-            x = _any_value(item["value"], problems, depth + 1)
-            if x is _BAD:
-                return _BAD
-            kv[key] = x
-        return kv
-    shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:40] + "…"
-    problems.append(("attribute", f"{field} {shown} is not a valid {field}"))
-    return _BAD
-
-
-def _camel(obj: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """obj with its snake_case OTLP field names in lowerCamelCase, and the names it renamed."""
-    snake = [k for k in obj if k in SNAKE_TO_CAMEL]
-    if not snake:
-        return obj, snake
-    return {SNAKE_TO_CAMEL.get(k, k): v for k, v in obj.items()}, snake
-
-
-def _id_problem(
-    value: Any, field: str, digits: int, rule: str, *, zero_ok: bool = False
-) -> tuple[str, str] | None:
-    """None for a valid hex id, else (rule, message)."""
-    if value is None:
-        return rule, f"{field} is missing"
-    if type(value) is not str:
-        return rule, f"{field} is {json_type(value)}, not a hex string"
-    if (_HEX32 if digits == 32 else _HEX16)(value):
-        if not zero_ok and value == (_ZERO32 if digits == 32 else _ZERO16):
-            return rule, f"{field} is all zero: an invalid id"
-        return None
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) == digits // 2:
-        return "base64-id", f"{field} {value!r} is base64: OTLP/JSON ids are hex ({raw.hex()})"
-    return rule, f"{field} {value!r} is not {digits} hex digits"
-
-
-def _uint64(value: Any) -> int | None:
-    if type(value) is str:
-        if value.isascii() and value.isdigit():
-            n = int(value)
-            return n if n <= U64_MAX else None
-        return None
-    if type(value) is int and 0 <= value <= U64_MAX:
-        return value
-    return None
-
-
-def _enum_problem(field: str, value: Any, names: tuple[str, ...], prefix: str) -> str:
-    if type(value) is str:
-        short = value.removeprefix(prefix)
-        if short in names:
-            return f"{field} {value!r} is an enum name: OTLP/JSON enums are integers ({names.index(short)})"
-    return f"{field} {value!r} is not an integer 0..{len(names) - 1}"
-
-
 def _json_object_problem(value: Any) -> str | None:
     if type(value) is not str:
-        return f"is {_value_type(value)}, not a string holding a JSON object"
+        return f"is {value_type(value)}, not a string holding a JSON object"
     try:
         parsed = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -1134,36 +589,6 @@ def _json_object_problem(value: Any) -> str | None:
     if type(parsed) is not dict:
         return f"holds {json_type(parsed)}, not a JSON object"
     return None
-
-
-def json_type(value: Any) -> str:
-    """How a JSON value reads in a message: "null", "a boolean", "a number", "a string", ...."""
-    if value is None:
-        return "null"
-    if type(value) is bool:
-        return "a boolean"
-    if type(value) is int or type(value) is float:
-        return "a number"
-    if type(value) is str:
-        return "a string"
-    if type(value) is list:
-        return "an array"
-    return "an object"
-
-
-def _value_type(value: Any) -> str:
-    """The AnyValue type a decoded attribute value had."""
-    if type(value) is bool:
-        return "a bool"
-    if type(value) is int:
-        return "an int"
-    if type(value) is float:
-        return "a double"
-    if type(value) is str:
-        return "a string"
-    if type(value) is list:
-        return "an array"
-    return "a kvlist"
 
 
 def _ms(ns: int) -> str:
