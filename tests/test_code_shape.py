@@ -41,7 +41,7 @@ def _is_declaration_call(node: ast.expr | None) -> bool:
 
 def _shared_declarations(trees: dict[Path, ast.Module]) -> frozenset[str]:
     """Module-level names bound to an option declaration (`CONFIG = typer.Option(...)`)."""
-    names = set()
+    names: set[str] = set()
     for tree in trees.values():
         for node in tree.body:
             if isinstance(node, ast.Assign) and _is_declaration_call(node.value):
