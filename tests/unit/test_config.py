@@ -86,6 +86,10 @@ def test_example_config_covers_every_section_and_parses(monkeypatch: pytest.Monk
             "t.toml:3: server.prot: unknown key (allowed: host, port, workers, "
             "max_body_bytes, graceful_timeout)",
         ),
+        (  # parsed and used nowhere until the NATS bus exists: refused like any unknown table
+            '[bus]\nkind = "local"\n',
+            "t.toml:1: bus: unknown key (allowed: server, keys, providers, models, tracing, otel)",
+        ),
         ('[server]\nport = "8787"\n', "t.toml:2: server.port: expected an integer, got a string"),
         ("[server]\nworkers = 0\n", "t.toml:2: server.workers: must be > 0, got 0"),
         ("[server]\nhost = true\n", "t.toml:2: server.host: expected a string, got a boolean"),
