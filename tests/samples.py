@@ -5,7 +5,7 @@
     write_segment(tmp_path, lines, rows=1)        # a rows file lagging one line behind
 
 A `Request` describes one gateway request; `trace_line()` turns it into the one OTLP/JSON
-`ExportTraceServiceRequest` the gateway writes for it (DESIGN.md "Spans of one request", keys
+`ExportTraceServiceRequest` the gateway writes for it (docs/spans.md, keys
 from `tfgw.tracing.semconv`): the SERVER root `POST /v1/chat/completions`, `auth`,
 `model.resolve`, one CLIENT span per provider attempt (failed ones first, with status ERROR,
 `error.type` and an `exception` event) and, for a stream, an INTERNAL `stream` span under the

@@ -5,7 +5,7 @@ channel); the exporter runs one thread per target, each with its own sender. `se
 raises for anything the network or the backend does: it returns a `SendResult` saying whether the
 batch was accepted (possibly in part), should be sent again later, or was refused for good.
 
-Classification (opentelemetry-proto docs/specification.md; DESIGN.md "Targets on the wire"):
+Classification (opentelemetry-proto docs/specification.md; docs/export.md):
 - HTTP 2xx: accepted; the `ExportTraceServiceResponse` body's `partialSuccess` gives rejected
   spans, never retried. 429, 502, 503, 504, a connection error or a timeout: retry, after
   Retry-After when given. Any other status: rejected, with the body's `google.rpc.Status`

@@ -5,7 +5,7 @@
 default applied, the endpoint in the form its protocol sends to, every header to send (auth
 included), and the secret values among them, for masking. Nothing here opens a connection.
 
-The rules (DESIGN.md "Targets on the wire"):
+The rules (docs/export.md):
 - http/protobuf and http/json: the endpoint is a base URL and `/v1/traces` is appended unless it
   already ends with it; a URL ending in `/v1` (as arize-otel writes Arize's) gets `/traces`.
 - grpc: the endpoint is sent to as `host:port`; `http://` means a plaintext channel, `https://`

@@ -1,6 +1,6 @@
 """The one HTTP client factory for provider calls, and the one place its exceptions are mapped.
 
-aiohttp is the upstream client by measurement (DESIGN.md, bench/README.md): a Quart+Hypercorn proxy
+aiohttp is the upstream client by measurement (docs/architecture.md, bench/README.md): a Quart+Hypercorn proxy
 served 1,720 req/s at 0.53 ms CPU per request with aiohttp against 275 req/s at 3.6 ms with a
 stock `httpx.AsyncClient`, whose pool slows down as concurrency rises.
 """

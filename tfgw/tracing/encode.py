@@ -1,8 +1,8 @@
 """A finished request's spans as one OTLP/JSON trace file line: where the span shape is decided.
 
-Runs on the trace log's writer thread, never on the request path. Every LLM span carries both
-conventions (DESIGN.md "Spans of one request"): OpenInference for Arize and Phoenix, OpenTelemetry
-GenAI (v1.41.1 names) for everything else. Missing values are absent, never 0: a provider that
+Runs off the request path: the trace log calls it on the event loop between requests, after the
+answer went out (`tfgw.tracing.log`). Every LLM span carries both conventions (docs/spans.md):
+OpenInference for Arize and Phoenix, OpenTelemetry GenAI (v1.41.1 names) for everything else. Missing values are absent, never 0: a provider that
 sent no usage gives a span without token counts.
 
 With `exclude_request_data` the text of the conversation never reaches the file: message

@@ -1,7 +1,7 @@
 """Reading the trace log: its files, one row per request, whole traces, one trace by id, and the
 log followed live. What `tfgw traces` reads; it never writes.
 
-The log (written by `tfgw.tracing.log`; DESIGN.md "Trace files"):
+The log (written by `tfgw.tracing.log`; docs/trace-files.md):
 
 - A directory of `*.jsonl` files, each line one OTLP/JSON `ExportTraceServiceRequest`. tfgw's own
   segments are named `tfgw-YYYYMMDD-HHMMSS-<pid>-<seq>.jsonl` and hold exactly one request's

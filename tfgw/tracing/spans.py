@@ -1,9 +1,11 @@
 """Span records as plain data, built while a request runs.
 
 The request path only takes timestamps and keeps references (the request body, the provider's
-answer, the folded stream); turning them into OTLP attributes happens later, on the trace log's
-writer thread (`tfgw.tracing.encode`). That keeps tracing to a few microseconds per request: the
-SDK's span objects and their encoders cost about 1 ms of CPU per request (DESIGN.md).
+answer, the folded stream); turning them into OTLP attributes happens later, after the answer
+went out, when the trace log encodes pending traces on the event loop between requests
+(`tfgw.tracing.encode`, scheduled by `tfgw.tracing.log`). That keeps tracing to a few
+microseconds per request: the SDK's span objects and their encoders cost about 1 ms of CPU per
+request (docs/architecture.md, "What a request costs").
 
 A `RequestTrace` is owned by one request and touched by one task at a time; it is handed to the
 trace log exactly once, by `finish()`, after which nothing on the request path changes it.
