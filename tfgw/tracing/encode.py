@@ -2,8 +2,9 @@
 
 Runs off the request path: the trace log calls it on the event loop between requests, after the
 answer went out (`tfgw.tracing.log`). Every LLM span carries both conventions (docs/spans.md):
-OpenInference for Arize and Phoenix, OpenTelemetry GenAI (v1.41.1 names) for everything else. Missing values are absent, never 0: a provider that
-sent no usage gives a span without token counts.
+OpenInference for Arize and Phoenix, OpenTelemetry GenAI (v1.41.1 names) for everything else.
+Missing values are absent, never 0: a provider that sent no usage gives a span without token
+counts.
 
 With `exclude_request_data` the text of the conversation never reaches the file: message
 content, tool call arguments, tool schemas, input.value and output.value are left out, while
