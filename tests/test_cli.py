@@ -51,6 +51,32 @@ def test_missing_config_exits_2() -> None:
     )
 
 
+REFUSED = (
+    "tfgw: --demo: server.host: refusing to listen on 0.0.0.0 without gateway keys: anyone who can reach "
+    "it could use your provider keys. Add one with `tfgw keys add NAME`, or listen on 127.0.0.1.\n"
+)
+
+
+def test_serve_demo_says_it_ignores_the_config_it_found() -> None:
+    """Refused before it binds (0.0.0.0 without keys), so nothing is left running: what --demo says
+    about ./tfgw.toml comes first, on stderr, in one line."""
+    assert tfgw("serve", "--demo", "--host", "0.0.0.0").stderr == REFUSED
+    assert tfgw("init", "--demo").returncode == 0
+    assert tfgw("serve", "--demo", "--host", "0.0.0.0").stderr == (
+        "tfgw: warning: --demo ignores tfgw.toml; run `tfgw serve` without --demo to use it\n" + REFUSED
+    )
+    for name in ("phoenix", "arize"):
+        added = tfgw("otel", "set", "otlp", "--name", name, "--endpoint", "http://127.0.0.1:6006")
+        assert added.returncode == 0
+    done = tfgw("serve", "--demo", "--host", "0.0.0.0")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        2,
+        "",
+        "tfgw: warning: --demo ignores tfgw.toml and its 2 export targets (phoenix, arize); "
+        "run `tfgw serve` without --demo to use it\n" + REFUSED,
+    )
+
+
 def test_init_writes_configs_that_load(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tfgw("init", "--demo").returncode == 0
     demo = load("tfgw.toml")

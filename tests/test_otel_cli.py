@@ -3,14 +3,17 @@ secret ever printed in clear."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tfgw.cli import main
+from tfgw.config import load
 
 KEY = "ak-0123456789abcdef"
 SPACE = "U3BhY2U6MTIzNDU2Nzg="
@@ -178,12 +181,16 @@ def test_set_into_a_new_file_named_by_config(capsys: pytest.CaptureFixture[str])
          "tfgw: --header: expected K=V, got '=v'\n"),
         (["otlp", "--name", "a/b", "--endpoint", "http://c:4318"],
          "tfgw: --name: only letters, digits, '-' and '_' (64 at most), got 'a/b'\n"),
-        (["otlp", "--name", "c"], "tfgw: tfgw.toml: otel.targets.c.endpoint: is required for kind 'otlp'\n"),
+        (["otlp", "--name", "c"], "tfgw: tfgw.toml: otel.targets.c: missing --endpoint (endpoint)\n"),
+        (["otlp", "--name", "c", "--endpoint", ""],
+         "tfgw: tfgw.toml: otel.targets.c: missing --endpoint (endpoint)\n"),
         (["otlp", "--name", "c", "--endpoint", "c:4318"],
          "tfgw: tfgw.toml: otel.targets.c.endpoint: must be an http:// or https:// URL for protocol "
          "http/protobuf, got 'c:4318'\n"),
         (["arize", "--name", "a2", "--api-key", KEY],
-         "tfgw: tfgw.toml: otel.targets.a2.space_id: is required for kind 'arize'\n"),
+         "tfgw: tfgw.toml: otel.targets.a2: missing --space-id (space_id)\n"),
+        (["middleware", "--name", "m2"],
+         "tfgw: tfgw.toml: otel.targets.m2: missing --endpoint (endpoint), --api-key (api_key)\n"),
         (["middleware", "--name", "arize", "--endpoint", "https://x.middleware.io"],
          "tfgw: tfgw.toml: otel.targets.arize.space_id: is only used by kind 'arize', not 'middleware'\n"),
     ],
@@ -202,13 +209,61 @@ def test_set_unknown_kind_is_a_usage_error(capsys: pytest.CaptureFixture[str], c
     assert config.read_text() == ORIGINAL
 
 
-def test_set_without_any_config_says_where_it_looked(capsys: pytest.CaptureFixture[str]) -> None:
-    assert tfgw(capsys, "otel", "set", "otlp", "--endpoint", "http://c:4318") == (
+def test_set_names_every_missing_flag_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    Path("tfgw.toml").write_text("[server]\nport = 9000\n")
+    assert tfgw(capsys, "otel", "set", "arize") == (
         2,
         "",
-        "tfgw: tfgw.toml: no config file found (looked at --config, $TFGW_CONFIG, ./tfgw.toml, "
-        "~/.config/tfgw/config.toml); run `tfgw init` first\n",
+        "tfgw: tfgw.toml: otel.targets.arize: missing --space-id (space_id), --api-key (api_key)\n",
     )
+    assert Path("tfgw.toml").read_text() == "[server]\nport = 9000\n"
+
+
+def test_set_counts_what_the_file_already_has(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    """ORIGINAL's arize target has both secrets: updating it needs neither flag again."""
+    assert tfgw(capsys, "otel", "set", "arize", "--project", "p2") == (
+        0,
+        "target arize (arize, grpc otlp.arize.com:443) written to tfgw.toml\n",
+        "",
+    )
+
+
+NO_CONFIG = (
+    "tfgw: tfgw.toml: no config file found (looked at --config, $TFGW_CONFIG, ./tfgw.toml, "
+    "~/.config/tfgw/config.toml); run `tfgw init --demo` to start one, or give --config F to write "
+    "the target to F\n"
+)
+
+
+def test_set_without_any_config_off_a_terminal_names_the_fix(capsys: pytest.CaptureFixture[str]) -> None:
+    """stdin is not a terminal here (pytest's): nothing is asked, nothing is written."""
+    assert tfgw(capsys, "otel", "set", "otlp", "--endpoint", "http://c:4318") == (2, "", NO_CONFIG)
+    assert list(Path().iterdir()) == []
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("answer", ["y", "n", ""])
+def test_set_without_any_config_on_a_terminal_asks_to_create_the_demo_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    monkeypatch.setattr(sys, "stdin", _Terminal(answer + "\n"))
+    done = tfgw(capsys, "otel", "set", "otlp", "--name", "phoenix", "--endpoint", "http://127.0.0.1:6006")
+    prompt = "create ./tfgw.toml with the demo provider? [y/N] "
+    if answer != "y":
+        assert done == (2, "", prompt + NO_CONFIG)
+        assert not Path("tfgw.toml").exists()
+        return
+    assert done == (
+        0,
+        "target phoenix (otlp, http/protobuf http://127.0.0.1:6006/v1/traces) written to tfgw.toml\n",
+        prompt + "wrote tfgw.toml\n",
+    )
+    settings = load("tfgw.toml")
+    assert (list(settings.models), list(settings.otel_targets)) == (["demo", "demo-embed"], ["phoenix"])
 
 
 # -- list and show ---------------------------------------------------------------------------------
@@ -393,9 +448,79 @@ def test_status_without_an_exporter_running(capsys: pytest.CaptureFixture[str], 
     )
     code, out, err = tfgw(capsys, "otel", "status")
     assert (code, err) == (0, "")
-    assert out.splitlines()[0].split() == [
-        "target", "state", "delivered", "pending", "rejected", "dropped", "lag", "last", "error",
-    ]  # fmt: skip
-    assert [line.split() for line in out.splitlines()[1:]][-1] == [
-        "collector", "not", "running", "0", "-", "0", "0", "-",
-    ]  # fmt: skip
+    assert out == (
+        "target     state        delivered  pending  rejected  dropped  lag  last error  reason\n"
+        "arize      not running  0          -        0         0        -                "
+        "its secrets env:ARIZE_API_KEY, env:ARIZE_SPACE_ID are not set\n"
+        f"collector  not running  0          -        0         0        -                {NEVER}\n"
+    )
+    code, out, err = tfgw(capsys, "otel", "status", "--json")
+    assert (code, err) == (0, "")
+    assert orjson.loads(out)["collector"] == {
+        "state": "not running", "reason": NEVER, "delivered": None, "pending_bytes": None, "retrying": None,
+        "rejected": None, "partial_rejected": None, "unsendable": None, "last_error": None, "lag_s": None,
+        "dropped": 0, "last_success": None, "updated": None,
+    }  # fmt: skip
+
+
+NOW = 1_795_432_000.0
+NEVER = "never started: no exporter has run with this target since it was added; restart `tfgw serve`"
+
+
+def status_config(tracing: str = "", target: str = "") -> None:
+    Path("tfgw.toml").write_text(
+        f'[tracing]\ndir = "traces"\n{tracing}\n'
+        f'[otel.targets.t]\nkind = "otlp"\nendpoint = "http://127.0.0.1:4318"\n{target}'
+    )
+
+
+def write_cursor(stats: dict[str, object] | None, written: float = NOW) -> None:
+    """`t`'s cursor file as its exporter leaves it (None: no file), last written at `written`."""
+    if stats is None:
+        return
+    path = Path("traces/.cursors/t.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps({"offsets": {}, **stats}))
+    os.utime(path, (written, written))
+
+
+@pytest.mark.parametrize(
+    ("tracing", "target", "cursor", "written", "reason"),
+    [
+        ("", "", None, NOW, NEVER),
+        ("", "", {}, NOW - 1, "starting: no heartbeat from its exporter yet"),
+        ("", "", {}, NOW - 60, NEVER),
+        ("", "", {"updated": NOW - 42}, NOW - 42, "stopped: last heartbeat 42 s ago"),
+        ("", "", {"updated": NOW - 600}, NOW - 600, "stopped: last heartbeat 10 min ago"),
+        ("", "", {"updated": NOW - 5 * 3600}, NOW, "stopped: last heartbeat 5 h ago"),
+        ("", "enabled = false\n", {"updated": NOW - 600}, NOW,
+         "disabled in the config (otel.targets.t.enabled = false)"),
+        ("", 'headers = { authorization = "env:T_TOKEN" }\n', None, NOW, "its secret env:T_TOKEN is not set"),
+        ("enabled = false\n", "", {"updated": NOW - 600}, NOW,
+         "tracing disabled ([tracing] enabled = false): nothing is written to export"),
+    ],
+)  # fmt: skip
+def test_status_says_why_a_target_is_not_running(
+    tracing: str, target: str, cursor: dict[str, object] | None, written: float, reason: str
+) -> None:
+    from tfgw.export.status import target_status
+
+    status_config(tracing, target)
+    write_cursor(cursor, written)
+    report = target_status(load("tfgw.toml", resolve_secrets=False), now=NOW, environ={})
+    assert (report["t"]["state"], report["t"]["reason"]) == ("not running", reason)
+
+
+def test_status_of_a_running_target_is_its_whole_cursor_and_no_reason() -> None:
+    from tfgw.export.status import target_status
+
+    status_config()
+    stats = {"delivered": 9, "rejected": 1, "partial_rejected": 0, "unsendable": 0, "retrying": False,
+             "last_error": "HTTP 400", "last_success": NOW - 3, "lag_s": 0.5, "pending_bytes": 0,
+             "updated": NOW - 1}  # fmt: skip
+    write_cursor(stats)
+    assert target_status(load("tfgw.toml"), now=NOW) == {
+        "t": {"state": "running", "reason": None, "delivered": 9, "pending_bytes": 0, "retrying": False,
+              "rejected": 1, "partial_rejected": 0, "unsendable": 0, "last_error": "HTTP 400", "lag_s": 0.5,
+              "dropped": 0, "last_success": NOW - 3, "updated": NOW - 1}
+    }  # fmt: skip

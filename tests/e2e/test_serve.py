@@ -54,6 +54,37 @@ def test_demo_quick_start_with_the_openai_sdk() -> None:
         assert [m.id for m in client.models.list()] == ["demo", "demo-embed"]
 
 
+def test_demo_with_a_config_in_reach_says_it_ignores_it() -> None:
+    """./tfgw.toml and its export targets are left out of --demo, said in one line on stderr; the
+    first stdout line (which scripts parse) is exactly what it always was."""
+    Path("tfgw.toml").write_text('[otel.targets.phoenix]\nkind = "otlp"\nendpoint = "http://127.0.0.1:9"\n')
+    command = [sys.executable, "-m", "tfgw", "serve", "--demo", "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    assert process.stderr is not None
+    port = re.fullmatch(r"tfgw 0\.1\.0 listening on http://127\.0\.0\.1:(\d+) .*\n", first)
+    assert port is not None
+    assert first == (
+        f"tfgw 0.1.0 listening on http://127.0.0.1:{port.group(1)} "
+        "(1 worker, config: demo, models: demo, demo-embed)\n"
+    )
+    assert process.stderr.read() == (
+        "tfgw: warning: --demo ignores tfgw.toml and its 1 export target (phoenix); "
+        "run `tfgw serve` without --demo to use it\n"
+    )
+    process.stdout.close()
+    process.stderr.close()
+
+
 def test_sigterm_lets_an_in_flight_stream_finish(tmp_path: Path) -> None:
     with FakeUpstream() as up:
         up.slow_stream_chunks(count=20, delay=0.05)

@@ -24,6 +24,8 @@ from tfgw.errors import (
 )
 from tfgw.gateway import create_app
 from tfgw.keys import hash_key
+from tfgw.tracing.exports import Exports
+from tfgw.tracing.spans import RequestTrace
 
 KEY = "tfgw-unit-test-key-0123456789"
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
@@ -139,3 +141,64 @@ def test_a_stream_through_the_mock_provider_is_well_formed_sse() -> None:
 def test_every_error_has_openai_shape_and_status(error: TfgwError, status: int, body: dict[str, Any]) -> None:
     assert error.status == status
     assert orjson.loads(error.body()) == {"error": body}
+
+
+class Traces:
+    """Stands in for the trace log: keeps every finished trace."""
+
+    def __init__(self) -> None:
+        self.traces: list[RequestTrace] = []
+
+    def submit(self, trace: RequestTrace) -> None:
+        self.traces.append(trace)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message", "param"),
+    [
+        ("/v1/chat/completions", {"model": "demo"}, "'messages' must be a non-empty array", "messages"),
+        ("/v1/embeddings", {"model": "demo-embed"}, "'input' is required", "input"),
+    ],
+)
+def test_a_request_refused_as_invalid_still_records_the_model_it_named(
+    path: str, body: dict[str, Any], message: str, param: str
+) -> None:
+    traces = Traces()
+
+    async def main() -> None:
+        app = create_app(demo_settings())
+        async with app.test_app() as test_app:
+            state = app.extensions["tfgw"]
+            state.trace_log.close()  # the real one goes: this test reads the traces themselves
+            state.trace_log = traces
+            response = await test_app.test_client().post(path, json=body)
+            error = {"message": message, "type": "invalid_request_error", "param": param, "code": None}
+            assert (response.status_code, await response.get_json()) == (400, {"error": error})
+
+    asyncio.run(main())
+    (trace,) = traces.traces
+    assert [span.name for span in trace.spans] == [f"POST {path}", "auth"]
+    assert trace.root.attributes == {
+        "http.request.method": "POST",
+        "url.path": path,
+        "tfgw.model.requested": body["model"],
+        "http.response.status_code": 400,
+        "error.type": "BadRequestError",
+    }
+
+
+def test_readyz_shows_the_export_status_it_is_given() -> None:
+    """The gateway knows the export targets only through the `Exports` that `tfgw serve` hands it."""
+    status = {"phoenix": {"state": "not running", "reason": "starting: no heartbeat from its exporter yet"}}
+
+    async def main() -> None:
+        app = create_app(demo_settings(), exports=Exports(("phoenix",), lambda: status))
+        async with app.test_app() as test_app:
+            ready = await test_app.test_client().get("/readyz")
+            assert (await ready.get_json())["export"] == status
+            assert app.extensions["tfgw"].trace_log.targets == ("phoenix",)
+
+    asyncio.run(main())

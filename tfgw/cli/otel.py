@@ -19,10 +19,10 @@ import orjson
 import typer
 from rich.table import Table
 
-from tfgw.cli.options import CONFIG, config_path, read_settings
-from tfgw.config import OTEL_TARGET_NAME, Settings, find_config, load
+from tfgw.cli.options import CONFIG, LOOKUP, config_path, read_settings
+from tfgw.config import OTEL_REQUIRED, OTEL_TARGET_NAME, OtelTargetSettings, Settings, find_config, load
 from tfgw.config_file import delete_table, update_table
-from tfgw.errors import InputError, NotFoundError
+from tfgw.errors import ConfigError, InputError, NotFoundError
 from tfgw.export.targets import (
     ENV_TARGET,
     SENSITIVE_HEADER,
@@ -30,7 +30,6 @@ from tfgw.export.targets import (
     describe,
     resolve_target,
     resolve_targets,
-    target_names,
 )
 from tfgw.tracing.segments import cursor_dir
 from tfgw.views.terminal import console, print_wide
@@ -80,40 +79,31 @@ def _merge_headers(current: Mapping[str, str], given: list[str]) -> dict[str, st
     return headers or None
 
 
+ENDPOINT_HELP = (
+    "Base URL (/v1/traces is appended for HTTP), or host:port for grpc. "
+    "Default for arize: https://otlp.arize.com."
+)
+HEADER_HELP = "A header to send, K=V (V may be env:VAR); repeatable. K= removes K."
+API_KEY_HELP = "env:VAR to read the key from $VAR at start (recommended), or the key."
+PROJECT_HELP = "openinference.project.name (default: [tracing] project)."
+
+
 @app.command("set")
 def set_(
     kind: Kind = typer.Argument(..., metavar="KIND", help="arize, middleware or otlp."),
     name: str | None = typer.Option(
         None, "--name", metavar="NAME", help="The target's name (default: KIND)."
     ),
-    endpoint: str | None = typer.Option(
-        None,
-        "--endpoint",
-        metavar="URL",
-        help="Base URL (/v1/traces is appended for HTTP), or host:port for grpc. "
-        "Default for arize: https://otlp.arize.com.",
-    ),
+    endpoint: str | None = typer.Option(None, "--endpoint", metavar="URL", help=ENDPOINT_HELP),
     protocol: Protocol | None = typer.Option(
         None, "--protocol", help="Default: grpc for arize, http/protobuf otherwise."
     ),
-    header: list[str] | None = typer.Option(
-        None,
-        "--header",
-        metavar="K=V",
-        help="A header to send, K=V (V may be env:VAR); repeatable. K= removes K.",
-    ),
+    header: list[str] | None = typer.Option(None, "--header", metavar="K=V", help=HEADER_HELP),
     space_id: str | None = typer.Option(
         None, "--space-id", metavar="ID", help="Arize space id (or env:VAR)."
     ),
-    api_key: str | None = typer.Option(
-        None,
-        "--api-key",
-        metavar="KEY|env:VAR",
-        help="env:VAR to read the key from $VAR at start (recommended), or the key.",
-    ),
-    project: str | None = typer.Option(
-        None, "--project", metavar="NAME", help="openinference.project.name (default: [tracing] project)."
-    ),
+    api_key: str | None = typer.Option(None, "--api-key", metavar="KEY|env:VAR", help=API_KEY_HELP),
+    project: str | None = typer.Option(None, "--project", metavar="NAME", help=PROJECT_HELP),
     exclude_request_data: bool | None = typer.Option(
         None,
         "--exclude-request-data/--include-request-data",
@@ -126,9 +116,8 @@ def set_(
     name = name or kind.value
     if not OTEL_TARGET_NAME.fullmatch(name):
         raise InputError(f"--name: only letters, digits, '-' and '_' (64 at most), got {name!r}")
-    path = config_path(config)
+    path = _config_to_edit(config)
     current = load(path, resolve_secrets=False).otel_targets.get(name) if path.exists() else None
-    values: dict[str, Any] = {"kind": kind.value}
     given = {
         "endpoint": endpoint,
         "protocol": protocol.value if protocol else None,
@@ -138,7 +127,8 @@ def set_(
         "exclude_request_data": exclude_request_data,
         "enabled": None if disable is None else not disable,
     }
-    values.update({k: v for k, v in given.items() if v is not None})
+    values: dict[str, Any] = {"kind": kind.value, **{k: v for k, v in given.items() if v is not None}}
+    _require(path, name, kind.value, values, current)
     if header:
         values["headers"] = _merge_headers(current.headers if current else {}, header)
     checked: list[ResolvedTarget] = []
@@ -150,9 +140,53 @@ def set_(
     )
     view = describe(checked[0])
     print(f"target {name} ({kind.value}, {view['protocol']} {view['endpoint']}) written to {path}")
+    _warn_secrets_in_clear(path, api_key, header or [])
+
+
+def _config_to_edit(explicit: Path | None) -> Path:
+    """The config file `set` edits (`--config F` names one to create). With none anywhere: on a
+    terminal, offer to create ./tfgw.toml with the demo provider; off one, never wait for an
+    answer: exit 2 naming the fix."""
+    path = find_config(explicit)
+    if path is not None:
+        return path
+    local = Path("tfgw.toml")
+    if sys.stdin.isatty() and _yes_to(f"create ./{local} with the demo provider?"):
+        from tfgw.cli.serve import write_starter
+
+        write_starter(local, demo=True)
+        return local
+    raise ConfigError(
+        str(local),
+        f"no config file found (looked at {LOOKUP}); run `tfgw init --demo` to start one, "
+        "or give --config F to write the target to F",
+    )
+
+
+def _yes_to(question: str) -> bool:
+    """Ask on the terminal (stderr: stdout stays the command's output); only y or yes is yes."""
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _require(
+    path: Path, name: str, kind: str, values: Mapping[str, Any], current: OtelTargetSettings | None
+) -> None:
+    """Every key the kind needs, given now or already in the file; all the missing ones at once."""
+    missing = [
+        key
+        for key in OTEL_REQUIRED[kind]
+        if values.get(key) in (None, "") and (current is None or getattr(current, key) in (None, ""))
+    ]
+    if missing:
+        flags = ", ".join(f"--{key.replace('_', '-')} ({key})" for key in missing)
+        raise ConfigError(str(path), f"missing {flags}", key=f"otel.targets.{name}")
+
+
+def _warn_secrets_in_clear(path: Path, api_key: str | None, headers: list[str]) -> None:
     if api_key and not api_key.startswith("env:"):
         _warn_clear(path, "the API key", "--api-key env:VAR")
-    for item in header or []:
+    for item in headers:
         key, _, value = item.partition("=")
         if value and not value.startswith("env:") and SENSITIVE_HEADER.search(key):
             _warn_clear(path, f"header {key.strip()}", f"--header {key.strip()}=env:VAR")
@@ -283,15 +317,25 @@ def status(
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
     config: Path | None = CONFIG,
 ) -> None:
-    """What each target's exporter has done: delivered, pending, retrying, rejected, dropped, lag."""
+    """What each target's exporter has done: delivered, pending, retrying, rejected, dropped, lag,
+    and why it is not running when it is not."""
     from tfgw.export.status import target_status
 
-    settings = _settings(config)
-    report = target_status(settings.tracing.path, target_names(settings))
+    report = target_status(_settings(config))
     if json_:
         print(orjson.dumps(report).decode())
         return
-    columns = ("target", "state", "delivered", "pending", "rejected", "dropped", "lag", "last error")
+    columns = (
+        "target",
+        "state",
+        "delivered",
+        "pending",
+        "rejected",
+        "dropped",
+        "lag",
+        "last error",
+        "reason",
+    )
     table = Table(*columns, box=None, pad_edge=False, header_style="bold")
     for target, s in report.items():
         pending = s["pending_bytes"]
@@ -304,5 +348,6 @@ def status(
             str((s["dropped"] or 0) + (s["unsendable"] or 0)),
             "-" if s["lag_s"] is None else f"{s['lag_s']:.1f} s",
             s["last_error"] or "",
+            s["reason"] or "",
         )
     _print_table(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import typer
 
 from tfgw import __version__
 from tfgw.cli.options import CONFIG, read_settings
-from tfgw.config import demo_settings, is_loopback
+from tfgw.config import Settings, demo_settings, find_config, is_loopback, load
 from tfgw.config_file import write_atomic
 from tfgw.errors import ConfigError
-from tfgw.export.targets import enabled_targets
+from tfgw.export.status import target_status
+from tfgw.export.targets import enabled_targets, target_names
+from tfgw.tracing.exports import Exports
 
 STARTER = {
     "server": {"host": "127.0.0.1", "port": 8787},
@@ -60,16 +63,21 @@ DEMO = {
 HEADER = "# tfgw config: every key is described in configs/tfgw.example.toml\n\n"
 
 
+def write_starter(path: Path, *, demo: bool) -> None:
+    """The starter config (`DEMO`: the built-in mock provider; else `STARTER`), and say so on stderr."""
+    write_atomic(path, HEADER + tomli_w.dumps(DEMO if demo else STARTER))
+    print(f"wrote {path}", file=sys.stderr)
+
+
 def init(
     path: Path = typer.Option(Path("tfgw.toml"), "--path", help="Where to write the config."),
     demo: bool = typer.Option(False, "--demo", help="Use the built-in mock provider (no keys, no network)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
-    """Write a starter config."""
+    """Write a starter config (--demo: the built-in demo provider, ready for `tfgw otel set`)."""
     if path.exists() and not force:
         raise ConfigError(str(path), "already exists (use --force to overwrite)")
-    write_atomic(path, HEADER + tomli_w.dumps(DEMO if demo else STARTER))
-    print(f"wrote {path}", file=sys.stderr)
+    write_starter(path, demo=demo)
 
 
 def serve(
@@ -79,25 +87,28 @@ def serve(
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="Worker processes (default [server] workers)."
     ),
-    demo: bool = typer.Option(False, "--demo", help="Serve the built-in demo provider without any config."),
+    demo: bool = typer.Option(
+        False,
+        "--demo",
+        help="Serve the built-in demo provider without any config: a config file that is found "
+        "(./tfgw.toml...) is ignored, its export targets too (plain `tfgw serve` uses it).",
+    ),
 ) -> None:
     """Run the gateway."""
     from tfgw.gateway.server import bind
     from tfgw.gateway.server import serve as run
 
+    if demo:
+        _warn_demo_ignores(find_config(config))
     settings = demo_settings() if demo else read_settings(config)
     host = host or settings.server.host
     port = settings.server.port if port is None else port
     workers = workers or settings.server.workers
-    if not is_loopback(host) and not settings.keys:
-        raise ConfigError(
-            settings.path or "--demo",
-            f"refusing to listen on {host} without gateway keys: anyone who can reach it could use your "
-            "provider keys. Add one with `tfgw keys add NAME`, or listen on 127.0.0.1.",
-            key="server.host",
-        )
+    _refuse_open_bind(settings, host)
     # every target resolved (and so checked) once: a broken one is a config error before anything starts
     targets = list(enabled_targets(settings))
+    names = target_names(settings)
+    exports = Exports(tuple(names), functools.partial(target_status, settings, names))
     hconfig, sockets = bind(settings, host, port)
     bound = sockets.insecure_sockets[0].getsockname()
     models = ", ".join(settings.models) or "none"
@@ -115,8 +126,34 @@ def serve(
         supervisor = ExporterSupervisor(settings, targets, demo=demo)
         supervisor.start()
     try:
-        code = run(settings, hconfig, sockets, workers)
+        code = run(settings, hconfig, sockets, workers, exports=exports)
     finally:
         if supervisor is not None:
             supervisor.stop()
     raise typer.Exit(code)
+
+
+def _refuse_open_bind(settings: Settings, host: str) -> None:
+    if not is_loopback(host) and not settings.keys:
+        raise ConfigError(
+            settings.path or "--demo",
+            f"refusing to listen on {host} without gateway keys: anyone who can reach it could use your "
+            "provider keys. Add one with `tfgw keys add NAME`, or listen on 127.0.0.1.",
+            key="server.host",
+        )
+
+
+def _warn_demo_ignores(path: Path | None) -> None:
+    """`--demo` with a config file in reach: say, in one line, what it leaves out."""
+    if path is None or not path.is_file():
+        return
+    try:
+        names = list(load(path, resolve_secrets=False).otel_targets)
+    except ConfigError:
+        names = []
+    count = len(names)
+    what = f" and its {count} export target{'s' * (count > 1)} ({', '.join(names)})" if names else ""
+    print(
+        f"tfgw: warning: --demo ignores {path}{what}; run `tfgw serve` without --demo to use it",
+        file=sys.stderr,
+    )

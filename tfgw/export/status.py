@@ -1,48 +1,113 @@
-"""What each export target has done, read from the cursor files its exporter keeps current.
+"""What each export target has done, read from the cursor files its exporter keeps current, and,
+when no exporter is running for it, why not.
 
-The same view backs `tfgw otel status` and the `export` part of `GET /readyz`. An exporter
-refreshes its target's file at least every couple of seconds, so a file older than `STALE_S`
-means no exporter is running for that target.
+The same view backs `tfgw otel status` and the `export` part of `GET /readyz` (`tfgw serve` hands
+the gateway this function). An exporter refreshes its target's file at least every couple of
+seconds, so a file older than `STALE_S` means no exporter is running for that target.
+
+`reason` is null while the target's exporter runs; otherwise one line, the first that applies:
+tracing disabled, the target disabled, stopped (a heartbeat once, none lately), an `env:VAR` secret
+unset, starting (its cursor is fresh, no heartbeat yet), never started.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from tfgw.config import Settings
+from tfgw.export.targets import resolve_target, target_names
 from tfgw.tracing.segments import cursor_dir, dropped_spans
 
-__all__ = ["STALE_S", "target_status"]
+__all__ = ["STALE_S", "not_running_reason", "target_status"]
 
 STALE_S = 15.0
 FIELDS = (
     "delivered", "pending_bytes", "retrying", "rejected", "partial_rejected", "unsendable", "last_error",
     "lag_s",
 )  # fmt: skip
+NEVER_STARTED = "never started: no exporter has run with this target since it was added; restart `tfgw serve`"
 
 
 def target_status(
-    trace_dir: Path, targets: Iterable[str], now: float | None = None
+    settings: Settings,
+    targets: Iterable[str] | None = None,
+    *,
+    now: float | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
+    """Per target (default: every one `target_names()` gives), its state, why it is not running
+    (`reason`, None when it is), and its exporter's counters."""
     now = time.time() if now is None else now
+    env = os.environ if environ is None else environ
+    trace_dir = settings.tracing.path
     dropped = dropped_spans(trace_dir)
     out: dict[str, dict[str, Any]] = {}
-    for name in targets:
-        try:
-            data = orjson.loads((cursor_dir(trace_dir) / f"{name}.json").read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            data = {}
+    for name in target_names(settings, env) if targets is None else targets:
+        path = cursor_dir(trace_dir) / f"{name}.json"
+        data, created = _read_cursor(path)
         updated = data.get("updated")
         running = isinstance(updated, int | float) and now - updated < STALE_S
         out[name] = {
             "state": ("retrying" if data.get("retrying") else "running") if running else "not running",
+            "reason": None if running else not_running_reason(settings, name, updated, created, now, env),
             **{key: data.get(key) for key in FIELDS},
             "dropped": dropped.get(name, 0),
             "last_success": data.get("last_success"),
             "updated": updated,
         }
     return out
+
+
+def _read_cursor(path: Path) -> tuple[dict[str, Any], float | None]:
+    """The cursor file's content ({} if absent or unreadable) and when it was last written."""
+    try:
+        raw, written = path.read_bytes(), path.stat().st_mtime
+    except OSError:
+        return {}, None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}, written
+    return (data if isinstance(data, dict) else {}), written
+
+
+def not_running_reason(
+    settings: Settings,
+    name: str,
+    updated: Any,
+    written: float | None,
+    now: float,
+    environ: Mapping[str, str],
+) -> str:
+    """Why no exporter runs for `name`: `updated` is its last heartbeat (None if there never was
+    one), `written` when its cursor file was last written (None if there is none)."""
+    table = settings.otel_targets.get(name)
+    if not settings.tracing.enabled:
+        return "tracing disabled ([tracing] enabled = false): nothing is written to export"
+    if table is not None and not table.enabled:
+        return f"disabled in the config (otel.targets.{name}.enabled = false)"
+    if isinstance(updated, int | float):
+        return f"stopped: last heartbeat {_ago(now - updated)} ago"
+    if table is not None and (unset := resolve_target(settings, name, environ).unset_env):
+        refs = ", ".join(f"env:{var}" for var in unset)
+        return f"its secret {refs} is not set" if len(unset) == 1 else f"its secrets {refs} are not set"
+    if written is not None and now - written < STALE_S:
+        return "starting: no heartbeat from its exporter yet"
+    return NEVER_STARTED
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 120 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"

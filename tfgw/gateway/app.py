@@ -4,7 +4,7 @@ Handlers are thin: authenticate, read the body, resolve the model, call through 
 the answer. Every `TfgwError` (and every HTTP error Quart raises itself) leaves through one handler
 as OpenAI's error shape.
 
-Each stage is its own span of the request's trace (DESIGN.md "Spans of one request"): the root
+Each stage is its own span of the request's trace (docs/spans.md, "Spans of one request"): the root
 SERVER span, `auth`, `model.resolve`, one CLIENT span per provider attempt and `stream`. Spans are
 plain records here; they are encoded and written by the trace log's thread after the answer.
 """
@@ -25,13 +25,12 @@ from werkzeug.exceptions import HTTPException
 from tfgw import __version__
 from tfgw.config import KeySettings, Settings
 from tfgw.errors import BadRequestError, PayloadTooLargeError, TfgwError
-from tfgw.export.status import target_status
-from tfgw.export.targets import target_names
 from tfgw.gateway.auth import KeyRing
 from tfgw.gateway.routing import Attempt, Router, Try
 from tfgw.providers import Provider, Stream, build_providers, create_session
 from tfgw.providers.base import Call, Reply
 from tfgw.tracing import semconv as sc
+from tfgw.tracing.exports import NO_EXPORTS, Exports
 from tfgw.tracing.fold import StreamFold
 from tfgw.tracing.log import TraceLog
 from tfgw.tracing.spans import Event, LlmCall, RequestTrace, Span, error_type
@@ -56,15 +55,15 @@ class GatewayState:
     providers: dict[str, Provider] = field(default_factory=dict)
     router: Router | None = None
     trace_log: TraceLog | None = None
-    export_targets: list[str] = field(default_factory=list)
+    #: the export targets, from `tfgw serve`: retention keeps what they have not had yet
+    exports: Exports = NO_EXPORTS
 
     async def start(self) -> None:
         self.session = create_session()
         self.providers = build_providers(self.settings.providers, self.session, self.settings.secrets())
         self.router = Router(self.settings, self.providers)
         if self.settings.tracing.enabled:
-            self.export_targets = target_names(self.settings)
-            self.trace_log = TraceLog(self.settings.tracing, targets=self.export_targets)
+            self.trace_log = TraceLog(self.settings.tracing, targets=self.exports.targets)
             self.trace_log.start()
 
     async def stop(self) -> None:
@@ -92,17 +91,27 @@ class GatewayState:
             self.trace_log.submit(trace)
 
 
-def create_app(settings: Settings) -> Quart:
+def create_app(settings: Settings, *, exports: Exports = NO_EXPORTS) -> Quart:
+    """The app for `settings`; `exports` is what `tfgw serve` made of the export targets (the names
+    the trace log's retention respects, and their status for /readyz)."""
     app = Quart("tfgw")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.server.max_body_bytes,
         RESPONSE_TIMEOUT=None,  # streams last as long as the provider streams
         BODY_TIMEOUT=60,
     )
-    state = GatewayState(settings, KeyRing(settings.keys))
+    state = GatewayState(settings, KeyRing(settings.keys), exports=exports)
     app.extensions["tfgw"] = state
     app.before_serving(state.start)
     app.after_serving(state.stop)
+    _error_handlers(app, settings)
+    _probe_routes(app, state)
+    _openai_routes(app, state)
+    return app
+
+
+def _error_handlers(app: Quart, settings: Settings) -> None:
+    """Every error leaves as OpenAI's error shape; every answer to a traced request names its trace."""
 
     @app.errorhandler(TfgwError)
     async def tfgw_error(exc: TfgwError) -> Response:
@@ -130,6 +139,11 @@ def create_app(settings: Settings) -> Quart:
             response.headers["x-tfgw-overhead-ms"] = f"{trace.overhead_ms():.3f}"
         return response
 
+
+def _probe_routes(app: Quart, state: GatewayState) -> None:
+    """/healthz, /readyz and /v1/models: untraced."""
+    settings = state.settings
+
     @app.get("/healthz")
     async def healthz() -> Response:
         return Response(b'{"status":"ok"}', content_type=JSON)
@@ -144,8 +158,8 @@ def create_app(settings: Settings) -> Quart:
         }
         if state.trace_log is not None:
             body["tracing"] = state.trace_log.stats.as_dict()
-        if state.export_targets:
-            body["export"] = target_status(settings.tracing.path, state.export_targets)
+        if state.exports.targets:
+            body["export"] = state.exports.status()
         return Response(orjson.dumps(body), status=200 if ready else 503, content_type=JSON)
 
     @app.get("/v1/models")
@@ -154,12 +168,16 @@ def create_app(settings: Settings) -> Quart:
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "tfgw"} for name in settings.models]
         return Response(orjson.dumps({"object": "list", "data": data}), content_type=JSON)
 
+
+def _openai_routes(app: Quart, state: GatewayState) -> None:
+    """The traced routes: chat completions (JSON or SSE) and embeddings."""
+
     @app.post("/v1/chat/completions")
     async def chat_completions() -> Response:
         trace = state.begin("POST /v1/chat/completions")
         with _request_span(trace):
             key = _authenticate(state, trace)
-            body = await _json_body(settings)
+            body = await _request_body(state, trace)
             if not isinstance(body.get("messages"), list) or not body["messages"]:
                 raise BadRequestError("'messages' must be a non-empty array", param="messages")
             attempts = _resolve(state, trace, body)
@@ -176,15 +194,13 @@ def create_app(settings: Settings) -> Quart:
         trace = state.begin("POST /v1/embeddings")
         with _request_span(trace):
             key = _authenticate(state, trace)
-            body = await _json_body(settings)
+            body = await _request_body(state, trace)
             if "input" not in body:
                 raise BadRequestError("'input' is required", param="input")
             attempts = _resolve(state, trace, body)
             span, reply = await _call_provider(state, trace, attempts, body, "embeddings", _embed)
             state.keys.spend_tokens(key, _total_tokens(reply.data.get("usage")))
             return _respond(trace, span, reply)
-
-    return app
 
 
 # -- the stages of one request, each its own span -------------------------------------------------
@@ -377,6 +393,15 @@ def _too_large(settings: Settings) -> PayloadTooLargeError:
     return PayloadTooLargeError(
         f"Request body is larger than the gateway's limit of {settings.server.max_body_bytes} bytes."
     )
+
+
+async def _request_body(state: GatewayState, trace: RequestTrace) -> dict[str, Any]:
+    """The request's JSON object; the model it names is on the root span before anything checks
+    the rest, so a request refused as invalid still says what it asked for."""
+    body = await _json_body(state.settings)
+    if isinstance(requested := body.get("model"), str):
+        trace.root.attributes[sc.MODEL_REQUESTED] = requested
+    return body
 
 
 async def _json_body(settings: Settings) -> dict[str, Any]:

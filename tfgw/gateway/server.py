@@ -24,6 +24,7 @@ from hypercorn.utils import wrap_app
 
 from tfgw.config import Settings
 from tfgw.gateway.app import create_app
+from tfgw.tracing.exports import NO_EXPORTS, Exports
 
 __all__ = ["bind", "serve"]
 
@@ -40,16 +41,19 @@ def bind(settings: Settings, host: str, port: int) -> tuple[Config, Sockets]:
     return config, config.create_sockets()
 
 
-def serve(settings: Settings, config: Config, sockets: Sockets, workers: int) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit code."""
+def serve(
+    settings: Settings, config: Config, sockets: Sockets, workers: int, *, exports: Exports = NO_EXPORTS
+) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code. `exports` is what `tfgw serve` made of the
+    export targets; forked workers each get their copy."""
     if workers == 1:
-        _run_worker(settings, config, sockets)
+        _run_worker(settings, config, sockets, exports)
         return 0
-    return _supervise(lambda: _run_worker(settings, config, sockets), workers)
+    return _supervise(lambda: _run_worker(settings, config, sockets, exports), workers)
 
 
-def _run_worker(settings: Settings, config: Config, sockets: Sockets) -> None:
-    app = create_app(settings)
+def _run_worker(settings: Settings, config: Config, sockets: Sockets, exports: Exports) -> None:
+    app = create_app(settings, exports=exports)
 
     async def main() -> None:
         stop = asyncio.Event()
