@@ -17,6 +17,7 @@ import orjson
 from tests.e2e.conftest import gateway_config
 from tests.e2e.gateway import Gateway
 from tests.fakes.upstream import FakeUpstream
+from tests.processes import spawn, stop
 
 HELLO = [{"role": "user", "content": "hello there world"}]
 
@@ -59,17 +60,12 @@ def test_demo_with_a_config_in_reach_says_it_ignores_it() -> None:
     first stdout line (which scripts parse) is exactly what it always was."""
     Path("tfgw.toml").write_text('[otel.targets.phoenix]\nkind = "otlp"\nendpoint = "http://127.0.0.1:9"\n')
     command = [sys.executable, "-m", "tfgw", "serve", "--demo", "--port", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = spawn(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         first = process.stdout.readline()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop(process, 15)
     assert process.stderr is not None
     port = re.fullmatch(r"tfgw 0\.1\.0 listening on http://127\.0\.0\.1:(\d+) .*\n", first)
     assert port is not None
