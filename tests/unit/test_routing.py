@@ -102,13 +102,19 @@ def test_retries_then_fallbacks_and_4xx_stops(monkeypatch: pytest.MonkeyPatch) -
     assert tried == ["a", "a", "a", "b", "c"]
 
 
-def test_retries_wait_for_the_providers_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
-    slept: list[float] = []
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The router's waits, recorded instead of slept."""
+    waits: list[float] = []
 
     async def sleep(seconds: float) -> None:
-        slept.append(seconds)
+        waits.append(seconds)
 
     monkeypatch.setattr(routing.asyncio, "sleep", sleep)
+    return waits
+
+
+def test_retries_wait_for_the_providers_retry_after(slept: list[float]) -> None:
     r = router()
     tried: list[str] = []
 
@@ -131,13 +137,7 @@ def test_retries_wait_for_the_providers_retry_after(monkeypatch: pytest.MonkeyPa
     assert (tried, slept) == (["a", "b"], [])
 
 
-def test_retries_without_retry_after_back_off_exponentially(monkeypatch: pytest.MonkeyPatch) -> None:
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    monkeypatch.setattr(routing.asyncio, "sleep", sleep)
+def test_retries_without_retry_after_back_off_exponentially(slept: list[float]) -> None:
     r = router()
 
     async def operation(run: Try) -> str:
