@@ -333,7 +333,8 @@ class Validator:
             self.snake_keys(snake, where)
         if name is not None and type(name) is not str:
             self.report("structure", where, f"name is {json_type(name)}, not a string")
-        self.string(span, "traceState", where)
+        if "traceState" in span:
+            self.string(span, "traceState", where)
         trace_key, span_key, parent_key = self.ids(span, trace_id, span_id, where)
         start, end = self.times(span, where)
         kind = span.get("kind")
@@ -343,8 +344,8 @@ class Validator:
         status = span.get("status")
         if status is not None and (status or type(status) is not dict):
             status_code = self.status(status, where)
-        for field in SPAN_COUNTS:
-            if field in span:
+        if not span.keys().isdisjoint(SPAN_COUNTS):
+            for field in SPAN_COUNTS:
                 self.count(span, field, where)
         attrs = self.attributes(span.get("attributes"), where, "attribute")
         events = span.get("events")
