@@ -6,7 +6,8 @@ as OpenAI's error shape.
 
 Each stage is its own span of the request's trace (docs/spans.md, "Spans of one request"): the root
 SERVER span, `auth`, `model.resolve`, one CLIENT span per provider attempt and `stream`. Spans are
-plain records here; they are encoded and written by the trace log's thread after the answer.
+plain records here; after the answer the trace log encodes them on the event loop between
+requests and its writer thread appends them to the log (`tfgw.tracing.log`).
 """
 
 from __future__ import annotations
