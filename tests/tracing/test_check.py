@@ -28,8 +28,7 @@ from typer.testing import CliRunner, Result
 
 import tfgw.cli
 from tfgw.cli.check import check
-from tfgw.tracing import check as check_module
-from tfgw.tracing import otlp
+from tfgw.tracing import otlp, trees
 from tfgw.tracing.check import RULES, check_files
 from tfgw.tracing.otlp.files import TraceFileError
 
@@ -227,7 +226,7 @@ def test_a_valid_tfgw_file_passes(tmp_path: Path) -> None:
 def test_traces_closed_to_bound_memory_are_not_orphans_when_they_come_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(check_module, "MAX_OPEN_TRACES", 1)
+    monkeypatch.setattr(trees, "MAX_OPEN_TRACES", 1)
     spans = chat_trace()
     path = tmp_path / "t.jsonl"
     path.write_bytes(line(spans[:2]) + line(embeddings_trace()) + line(spans[2:]))
@@ -467,7 +466,8 @@ CASES = [
         f"1: error llm-required {LLM}: an LLM span needs llm.system",
         f"1: error llm-required {LLM}: an LLM span needs gen_ai.provider.name"]),
     Case("embedding-required", lambda: line(chat_trace()) + line(
-        edit_attrs(embeddings_trace(), EMBED_NAME, {"embedding.model_name": DELETE, "gen_ai.request.model": DELETE})), [
+        edit_attrs(embeddings_trace(), EMBED_NAME, {
+            "embedding.model_name": DELETE, "gen_ai.request.model": DELETE})), [
         f"2: error embedding-required {E} span={EMBED_NAME}: an EMBEDDING span needs embedding.model_name",
         f"2: error embedding-required {E} span={EMBED_NAME}: an EMBEDDING span needs gen_ai.request.model"]),
     Case("other-convention", chat_attrs(CHAT_NAME, {

@@ -27,18 +27,12 @@ Which spans get which checks:
   vocabulary get the structure checks alone.
 
 Streaming and memory: a file is read a line at a time (a line is held whole while it is checked:
-one `ExportTraceServiceRequest`). What outlives a line is the state of open traces for the
-cross-line checks (duplicate span ids, parent links, child timing): for each span of an open trace
-its id, times and name (about 350 bytes with its share of the trace's state). Bounds:
-`MAX_SPANS_PER_TRACE` spans a trace (past it that trace's duplicate and orphan checks stop, with a
-`trace-too-large` warning), `MAX_OPEN_TRACES` open traces and `MAX_REMEMBERED_SPANS` spans over
-all of them (the least recently seen trace is closed first; its orphan check runs then), and the
-ids of the last `MAX_CLOSED_TRACE_IDS` closed traces: under 100 MB at the bounds, 24 MB for a
-file of tfgw traces. A trace whose spans come back after it was closed is checked on as a new
-piece with its orphan check off, and is not counted twice while its id is among those remembered.
-Traces may run across the files of one run (the Collector rotates files mid-trace).
+one `ExportTraceServiceRequest`). What outlives a line is the state of the open traces for the
+cross-line rules (`tfgw.tracing.trees`, which says its bounds): under 100 MB at the bounds, 24 MB
+for a file of tfgw traces. Traces may run across the files of one run (the Collector rotates files
+mid-trace).
 
-Speed (see `_Checker.attributes`, `_Shape`): each span's attributes are decoded once, on a fast
+Speed (see `Validator.attributes`, `_Shape`): each span's attributes are decoded once, on a fast
 path for well-formed scalars; what depends only on an LLM span's key set is computed once per
 distinct key set; a line's resource, and JSON parameters equal to the last valid ones, are not
 re-checked.
@@ -48,7 +42,6 @@ from __future__ import annotations
 
 import math
 import sys
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +54,9 @@ from tfgw.tracing.otlp.files import STDIN_NAME, open_trace_file, read_lines, tra
 from tfgw.tracing.otlp.validate import ERROR, WARNING, Rule, SpanFacts, Validator
 from tfgw.tracing.otlp.validate import RULES as STRUCTURE_RULES
 from tfgw.tracing.otlp.values import json_type, value_type
+from tfgw.tracing.trees import TREE_RULES, Trees
 
 __all__ = [
-    "MAX_CLOSED_TRACE_IDS",
-    "MAX_OPEN_TRACES",
-    "MAX_REMEMBERED_SPANS",
-    "MAX_SPANS_PER_TRACE",
     "RULES",
     "CheckResult",
     "Finding",
@@ -77,11 +67,8 @@ __all__ = [
 RULES: Final[dict[str, Rule]] = {
     # -- the file and OTLP/JSON: tfgw.tracing.otlp.validate ------------------------------------
     **STRUCTURE_RULES,
-    "duplicate-span-id": Rule(ERROR, "two spans of one trace with the same spanId"),
-    # -- trees ---------------------------------------------------------------------------------
-    "orphan": Rule(ERROR, "more than one span of a trace with a parent outside it (only the root may)"),
-    "child-time": Rule(WARNING, "a span starts before its parent or ends after it, by more than 1 ms"),
-    "trace-too-large": Rule(WARNING, "a trace has too many spans to remember: its orphan checks stop"),
+    # -- trees: tfgw.tracing.trees --------------------------------------------------------------
+    **TREE_RULES,
     # -- OpenInference and OTel GenAI ---------------------------------------------------------
     "span-kind-value": Rule(ERROR, "openinference.span.kind not an OpenInference span kind"),
     "span-kind-unknown": Rule(WARNING, "openinference.span.kind is UNKNOWN"),
@@ -102,11 +89,6 @@ RULES: Final[dict[str, Rule]] = {
     "error-type": Rule(ERROR, "an LLM or EMBEDDING span with status ERROR and no error.type"),
 }
 
-MAX_SPANS_PER_TRACE: Final = 10_000
-MAX_OPEN_TRACES: Final = 10_000
-MAX_REMEMBERED_SPANS: Final = 200_000
-MAX_CLOSED_TRACE_IDS: Final = 100_000
-CHILD_TOLERANCE_NS: Final = 1_000_000  # 1 ms
 MAX_SHAPES: Final = 1024  # distinct attribute key sets of LLM spans remembered (see _Shape)
 
 OI_KINDS: Final = frozenset(
@@ -237,48 +219,28 @@ def check_files(
         else:
             with open_trace_file(name) as lines:
                 checker.check_stream(name, lines)
-    checker.close_all()
+    checker.trees.close_all()
     findings = [f for _, f in sorted(checker.findings, key=lambda item: (item[0], item[1].line))]
-    return CheckResult(files, checker.spans, checker.traces, checker.errors, checker.warnings, findings)
+    traces = checker.trees.traces
+    return CheckResult(files, checker.spans, traces, checker.errors, checker.warnings, findings)
 
 
 # -- the checker ---------------------------------------------------------------------------------
 
 # Where a finding is: (file, line, trace id, span id, span label).
 _Where = tuple[str, int, "str | None", "str | None", "str | None"]
-# A span whose parent was not seen yet: (where, start, end).
-_Waiting = tuple[_Where, "int | None", "int | None"]
-
-
-class _Trace:
-    """What the cross-line checks keep of one open trace."""
-
-    __slots__ = ("closed_before", "remembered", "spans", "too_large", "waiting")
-
-    def __init__(self, closed_before: bool) -> None:
-        # span id -> (start, end, label) of the spans seen (start/end None when invalid)
-        self.spans: dict[str, tuple[int | None, int | None, str | None]] = {}
-        # parent span id -> the spans that named it before it was seen
-        self.waiting: dict[str, list[_Waiting]] = {}
-        self.remembered = 0
-        self.too_large = False
-        self.closed_before = closed_before
 
 
 class _Checker:
     def __init__(self, max_findings: int) -> None:
         self.max_findings = max_findings
         self.findings: list[tuple[int, Finding]] = []
-        self.errors = self.warnings = self.spans = self.traces = 0
+        self.errors = self.warnings = self.spans = 0
         self.file_index = 0
-        self.open: OrderedDict[str, _Trace] = OrderedDict()
-        self.closed: OrderedDict[str, None] = OrderedDict()
-        self.remembered = 0
+        self.trees = Trees(self.add)
         self.shapes: dict[tuple[str, ...], _Shape] = {}
         self.validator = Validator(self.add)
         self._last_json_objects: dict[str, str] = {}  # key -> its last value that held a JSON object
-        self._cur_key: str | None = None  # the last span's trace id as written, and its state
-        self._cur: _Trace | None = None
 
     def add(self, rule: str, where: _Where, message: str) -> None:
         severity = RULES[rule].severity
@@ -295,15 +257,14 @@ class _Checker:
         for _, spans in self.validator.stream(name, stream):
             for span in spans:
                 self.check_span(span)
-            if len(self.open) > MAX_OPEN_TRACES or self.remembered > MAX_REMEMBERED_SPANS:
-                self.close_oldest()
+            self.trees.bound()
 
     def check_span(self, span: SpanFacts) -> None:
         self.spans += 1
         if not SEMANTIC_KEYS.isdisjoint(span.attributes):
             self.semantics(span.attributes, span.status_code, span.where)
         if span.trace_key is not None and span.span_key is not None:
-            self.link(span.trace_key, span.span_key, span.parent_key, span.start, span.end, span.where)
+            self.trees.add(span.trace_key, span.span_key, span.parent_key, span.start, span.end, span.where)
 
     # -- conventions ---------------------------------------------------------------------------
 
@@ -435,108 +396,6 @@ class _Checker:
             if gap is not None:
                 self.add("messages", where, gap)
 
-    # -- trees ---------------------------------------------------------------------------------
-
-    def link(
-        self, tkey: str, skey: str, parent: str | None, start: int | None, end: int | None, where: _Where
-    ) -> None:
-        if tkey == self._cur_key and self._cur is not None:
-            trace = self._cur
-        else:
-            found = self.open.get(tkey)
-            if found is None:
-                closed_before = tkey in self.closed
-                if not closed_before:
-                    self.traces += 1
-                found = self.open[tkey] = _Trace(closed_before)
-            else:
-                self.open.move_to_end(tkey)
-            trace = self._cur = found
-            self._cur_key = tkey
-
-        spans = trace.spans
-        if skey in spans:
-            self.add("duplicate-span-id", where, f"spanId {where[3]} appears twice in the trace")
-        elif trace.remembered < MAX_SPANS_PER_TRACE:
-            spans[skey] = (start, end, where[4])
-            trace.remembered += 1
-            self.remembered += 1
-        elif not trace.too_large:
-            trace.too_large = True
-            self.add(
-                "trace-too-large",
-                where,
-                f"the trace has more than {MAX_SPANS_PER_TRACE} spans: "
-                "its duplicate, parent and orphan checks stop here",
-            )
-        if parent is not None and parent != skey:
-            found_parent = spans.get(parent)
-            if found_parent is not None:
-                parent_start, parent_end, _ = found_parent
-                if (
-                    start is not None
-                    and parent_start is not None
-                    and start < parent_start - CHILD_TOLERANCE_NS
-                ) or (end is not None and parent_end is not None and end > parent_end + CHILD_TOLERANCE_NS):
-                    self.child_time(where, start, end, found_parent)
-            elif not trace.too_large:
-                trace.waiting.setdefault(parent, []).append((where, start, end))
-                trace.remembered += 1
-                self.remembered += 1
-        children = trace.waiting.pop(skey, None) if trace.waiting else None
-        if children is not None:
-            trace.remembered -= len(children)
-            self.remembered -= len(children)
-            me = (start, end, where[4])
-            for child_where, child_start, child_end in children:
-                self.child_time(child_where, child_start, child_end, me)
-
-    def child_time(
-        self,
-        where: _Where,
-        start: int | None,
-        end: int | None,
-        parent: tuple[int | None, int | None, str | None],
-    ) -> None:
-        parent_start, parent_end, parent_label = parent
-        if start is not None and parent_start is not None and start < parent_start - CHILD_TOLERANCE_NS:
-            self.add(
-                "child-time", where, f"starts {_ms(parent_start - start)} before its parent {parent_label}"
-            )
-        if end is not None and parent_end is not None and end > parent_end + CHILD_TOLERANCE_NS:
-            self.add("child-time", where, f"ends {_ms(end - parent_end)} after its parent {parent_label}")
-
-    def close_oldest(self) -> None:
-        while self.open and (len(self.open) > MAX_OPEN_TRACES or self.remembered > MAX_REMEMBERED_SPANS):
-            key, trace = self.open.popitem(last=False)
-            self.close(key, trace)
-
-    def close_all(self) -> None:
-        while self.open:
-            key, trace = self.open.popitem(last=False)
-            self.close(key, trace)
-
-    def close(self, key: str, trace: _Trace) -> None:
-        """The orphan check of a trace whose spans are all seen (or that is closed to save memory)."""
-        self.remembered -= trace.remembered
-        if key == self._cur_key:
-            self._cur_key = self._cur = None
-        self.closed[key] = None
-        if len(self.closed) > MAX_CLOSED_TRACE_IDS:
-            self.closed.popitem(last=False)
-        if trace.too_large or trace.closed_before:
-            return
-        outside = [(parent, w) for parent, waiting in trace.waiting.items() for w in waiting]
-        if len(outside) <= 1:
-            return
-        for parent, (where, _, _) in outside:
-            self.add(
-                "orphan",
-                where,
-                f"parent {parent} is not in the trace, and {len(outside) - 1} other span(s) of the trace "
-                "have an outside parent too (only the root may)",
-            )
-
 
 @dataclass(frozen=True, slots=True)
 class _Shape:
@@ -589,10 +448,6 @@ def _json_object_problem(value: Any) -> str | None:
     if type(parsed) is not dict:
         return f"holds {json_type(parsed)}, not a JSON object"
     return None
-
-
-def _ms(ns: int) -> str:
-    return f"{ns / 1e6:.3f} ms"
 
 
 def _count(n: int, word: str) -> str:
