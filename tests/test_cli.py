@@ -47,7 +47,7 @@ def test_missing_config_exits_2() -> None:
     assert done.returncode == 2
     assert done.stderr == (
         "tfgw: tfgw.toml: no config file found (looked at --config, $TFGW_CONFIG, ./tfgw.toml, "
-        "~/.config/tfgw/config.toml); run `tfgw init` first\n"
+        "~/.config/tfgw/config.toml); run `tfgw init` (or `tfgw init --demo`) first\n"
     )
 
 

@@ -21,7 +21,8 @@ LOOKUP = "--config, $TFGW_CONFIG, ./tfgw.toml, ~/.config/tfgw/config.toml"
 def config_path(explicit: Path | None) -> Path:
     path = find_config(explicit)
     if path is None:
-        raise ConfigError("tfgw.toml", f"no config file found (looked at {LOOKUP}); run `tfgw init` first")
+        hint = "run `tfgw init` (or `tfgw init --demo`) first"
+        raise ConfigError("tfgw.toml", f"no config file found (looked at {LOOKUP}); {hint}")
     return path
 
 
