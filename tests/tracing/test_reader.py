@@ -348,6 +348,33 @@ def test_follower_starts_at_the_end_and_waits_for_complete_lines(tmp_path: Path)
     assert list(follower.poll()) == []
 
 
+def test_follower_waits_for_a_log_that_does_not_exist_yet_as_tail_F_does(tmp_path: Path) -> None:
+    log = tmp_path / "traces"
+    follower = Follower(log)
+    assert (list(follower.poll()), follower.present) == ([], False)
+    first = write_segment(log, LINES[:2])  # appears after the follower started: read from its start
+    assert ([t.row() for t in follower.poll()], follower.present) == (ROWS[:2], True)
+    second = write_segment(log, LINES[2:3], name=segment_name(T0, seq=2))  # a rotation
+    append(first, orjson.dumps(LINES[3]) + b"\n")  # the old segment's last line, written after it
+    assert sorted((t.file.name, t.row()["trace_id"]) for t in follower.poll()) == [
+        (first.name, trace_id(4)),
+        (second.name, trace_id(3)),
+    ]
+    for path in log.iterdir():
+        path.unlink()
+    log.rmdir()
+    assert (list(follower.poll()), follower.present) == ([], False)
+    write_segment(log, LINES[4:], name=second.name)  # back, under a name seen before: new again
+    assert ([t.row() for t in follower.poll()], follower.present) == (ROWS[4:], True)
+
+
+def test_follower_of_a_path_that_is_not_a_directory_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("")
+    with pytest.raises(TraceLogError, match="cannot read the trace log"):
+        Follower(path)
+
+
 def test_follower_from_start_and_replaced_files(tmp_path: Path) -> None:
     segment = write_segment(tmp_path, LINES[:3])
     follower = Follower(tmp_path, from_start=True)
