@@ -496,12 +496,14 @@ def test_error_body() -> None:
 
 
 class FakeContent:
-    def __init__(self, raw: bytes) -> None:
-        self.lines = raw.splitlines(keepends=True)
+    """The body in reads of 37 bytes, so events arrive cut across reads, several in one read."""
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for line in self.lines:
-            yield line
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        for i in range(0, len(self.raw), 37):
+            yield self.raw[i : i + 37]
 
 
 class FakeResponse:
@@ -613,11 +615,12 @@ def test_provider_stream_frames() -> None:
     client = FakeClient(FakeResponse(raw))
     provider = AnthropicProvider(SETTINGS, client)  # type: ignore[arg-type]
 
-    async def read(include_usage: bool) -> list[tuple[bytes | None, dict | None]]:
+    async def read(include_usage: bool) -> tuple[bytes, list[dict]]:
         options = {"include_usage": include_usage}
         stream = await provider.open_stream(make_call(stream=True, stream_options=options))
         stream.translator.created = NOW
-        return [item async for item in stream]
+        batches = [batch async for batch in stream]
+        return b"".join(frames for frames, _ in batches), [c for _, chunks in batches for c in chunks]
 
     usage_chunk = {
         "id": "msg_04",
@@ -627,27 +630,27 @@ def test_provider_stream_frames() -> None:
         "choices": [],
         "usage": EXPECTED_USAGE,
     }
-    items = asyncio.run(read(include_usage=True))
+    sent, chunks = asyncio.run(read(include_usage=True))
     assert client.sent[0][1]["stream"] is True
-    assert items[-1] == (b"data: [DONE]\n\n", None)
-    assert all(f is not None and f.startswith(b"data: ") and f.endswith(b"\n\n") for f, _ in items)
-    assert [orjson.loads(f[6:]) for f, _ in items[:-1] if f] == [c for _, c in items[:-1]]
-    assert [c for _, c in items[:-1]] == [*EXPECTED_CHUNKS, usage_chunk]
+    frames = sent.split(b"\n\n")
+    assert frames[-2:] == [b"data: [DONE]", b""]
+    assert all(f.startswith(b"data: ") for f in frames[:-1])
+    assert [orjson.loads(f[6:]) for f in frames[:-2]] == chunks == [*EXPECTED_CHUNKS, usage_chunk]
 
     # the gateway still sees the usage when the client did not ask for it; the client does not
     client.answer = FakeResponse(raw)
-    items = asyncio.run(read(include_usage=False))
-    assert [c for _, c in items[:-1]] == [*EXPECTED_CHUNKS, usage_chunk]
-    assert items[-2] == (None, usage_chunk)
+    sent, chunks = asyncio.run(read(include_usage=False))
+    assert chunks == [*EXPECTED_CHUNKS, usage_chunk]
+    assert [orjson.loads(f[6:]) for f in sent.split(b"\n\n")[:-2]] == EXPECTED_CHUNKS
 
 
 def test_provider_stream_cut_before_message_stop() -> None:
     raw = b"".join(b"data: " + orjson.dumps(data) + b"\n\n" for _, data in STREAM_EVENTS[:5])
     provider = AnthropicProvider(SETTINGS, FakeClient(FakeResponse(raw)))  # type: ignore[arg-type]
 
-    async def read() -> list[tuple[bytes | None, dict | None]]:
+    async def read() -> list[tuple[bytes, list[dict]]]:
         stream = await provider.open_stream(make_call(stream=True))
-        return [item async for item in stream]
+        return [batch async for batch in stream]
 
     with pytest.raises(ProviderError, match="ended the stream before message_stop"):
         asyncio.run(read())

@@ -348,8 +348,9 @@ def _respond(trace: RequestTrace, span: Span, reply: Reply) -> Response:
 async def _relay(
     state: GatewayState, trace: RequestTrace, llm: Span, stream: Stream, key: KeySettings | None
 ) -> AsyncIterator[bytes]:
-    """Send the provider's frames on as they come, folding them into the LLM span; a client that
-    goes away closes the upstream and still leaves a finished trace."""
+    """Send the provider's frames on as they come, what arrived together in one write, folding
+    their chunks into the LLM span; time to first token is taken when the first event goes out. A
+    client that goes away closes the upstream and still leaves a finished trace."""
     assert llm.llm is not None
     call = llm.llm
     fold = StreamFold()
@@ -360,17 +361,17 @@ async def _relay(
     root.attributes[sc.OVERHEAD_MS] = trace.overhead_ms()
     first = True
     try:
-        async for frame, chunk in stream:
-            if chunk is not None:
+        async for frames, chunks in stream:
+            for chunk in chunks:
                 fold.add(chunk)
-            if frame is None:
+            if not frames:
                 continue
-            if first:
+            if first and chunks:  # the first event, not a keep-alive comment before it
                 first = False
                 now = call.first_chunk = time.time_ns()
                 llm.events.append(Event(sc.FIRST_TOKEN_EVENT, now))
                 span.attributes[sc.STREAM_TTFT] = (now - root.start) / 1e6
-            yield frame
+            yield frames
         span.attributes[sc.STREAM_CANCELLED] = False
     except TfgwError as exc:
         # the status line is gone already: tell the client in the stream, as OpenAI does

@@ -25,8 +25,8 @@ import orjson
 
 from tfgw.config import ProviderSettings
 from tfgw.errors import BadRequestError, ProviderError, UpstreamStatusError
-from tfgw.providers.base import Call, Provider, Reply, StreamItem, wants_usage
-from tfgw.providers.http import HttpClient, SseStream
+from tfgw.providers.base import Call, Provider, Reply, StreamBatch, wants_usage
+from tfgw.providers.http import HttpClient, SseStream, sse_events
 
 __all__ = [
     "AnthropicProvider",
@@ -392,19 +392,26 @@ class AnthropicStream(SseStream):
         self.translator = StreamTranslator(model)
         self.include_usage = include_usage
 
-    async def items(self) -> AsyncIterator[StreamItem]:
-        async for event, data in self.events():
-            try:
-                payload = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                raise ProviderError(f"provider {self.client.provider!r} sent an invalid SSE event") from exc
-            for chunk in self.translator.feed(event, payload):
-                yield b"data: " + orjson.dumps(chunk) + b"\n\n", chunk
+    async def batches(self) -> AsyncIterator[StreamBatch]:
+        async for block in self.blocks():
+            frames: list[bytes] = []
+            chunks: list[dict[str, Any]] = []
+            for event, data in sse_events(block):
+                try:
+                    payload = orjson.loads(data)
+                except orjson.JSONDecodeError as exc:
+                    raise ProviderError(
+                        f"provider {self.client.provider!r} sent an invalid SSE event"
+                    ) from exc
+                for chunk in self.translator.feed(event, payload):
+                    frames.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                    chunks.append(chunk)
+            yield b"".join(frames), chunks
         if not self.translator.finished:
             raise ProviderError(f"provider {self.client.provider!r} ended the stream before message_stop")
         usage = self.translator.usage_chunk()
-        yield (b"data: " + orjson.dumps(usage) + b"\n\n" if self.include_usage else None), usage
-        yield b"data: [DONE]\n\n", None
+        last = b"data: " + orjson.dumps(usage) + b"\n\n" if self.include_usage else b""
+        yield last + b"data: [DONE]\n\n", [usage]
 
 
 class AnthropicProvider(Provider):

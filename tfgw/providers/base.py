@@ -17,7 +17,7 @@ from typing import Any
 
 from tfgw.config import ProviderSettings, Timeouts
 
-__all__ = ["Call", "Provider", "Reply", "Stream", "StreamItem", "wants_usage"]
+__all__ = ["Call", "Provider", "Reply", "Stream", "StreamBatch", "wants_usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,22 +39,27 @@ class Reply:
     data: dict[str, Any]
 
 
-#: One step of a stream: the SSE frame to send to the client (None: nothing to send, e.g. the usage
-#: chunk the gateway asked for and the client did not) and the OpenAI `chat.completion.chunk` it
-#: carries, parsed, for the gateway's own use (None for `[DONE]`).
-StreamItem = tuple[bytes | None, dict[str, Any] | None]
+#: What one read of a streamed answer brought: the bytes to send to the client as they are
+#: (OpenAI-style SSE frames, whole events only; b"" when there is nothing to send, e.g. only the
+#: usage chunk the gateway asked for and the client did not), and the OpenAI
+#: `chat.completion.chunk`s they carry, parsed once, for the gateway's own use.
+StreamBatch = tuple[bytes, list[dict[str, Any]]]
 
 
 class Stream(ABC):
-    """An open streaming answer: iterate for `StreamItem`s, whose frames are OpenAI-style SSE
+    """An open streaming answer: iterate for `StreamBatch`es, whose frames are OpenAI-style SSE
     (`data: {...}\\n\\n`, ending with `data: [DONE]\\n\\n`), and `aclose()` to release the upstream
-    connection early."""
+    connection early.
 
-    def __aiter__(self) -> AsyncIterator[StreamItem]:
-        return self.items()
+    A batch is what arrived together: events the provider sent in one burst go to the client in
+    one write (a write costs the server far more than the bytes in it), and one event at a time
+    when the provider paces them."""
+
+    def __aiter__(self) -> AsyncIterator[StreamBatch]:
+        return self.batches()
 
     @abstractmethod
-    def items(self) -> AsyncIterator[StreamItem]: ...
+    def batches(self) -> AsyncIterator[StreamBatch]: ...
 
     @abstractmethod
     async def aclose(self) -> None: ...

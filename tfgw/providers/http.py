@@ -20,7 +20,7 @@ from tfgw.errors import ProviderError, ProviderTimeoutError, UpstreamStatusError
 from tfgw.providers.base import Stream
 from tfgw.secrets import scrub
 
-__all__ = ["HttpClient", "Proxies", "SseStream", "create_session", "proxy_for"]
+__all__ = ["HttpClient", "Proxies", "SseStream", "create_session", "proxy_for", "sse_events"]
 
 
 def create_session() -> aiohttp.ClientSession:
@@ -151,29 +151,31 @@ class HttpClient:
 
 
 class SseStream(Stream):
-    """An upstream SSE response read line by line; subclasses turn its events into OpenAI frames."""
+    """An upstream SSE response read as it arrives; subclasses turn its events into OpenAI frames.
+
+    `blocks()` yields what each read brought, cut after its last complete event (the rest waits
+    for the next read), with CRLF line ends made LF: the bytes can be relayed as they are, and
+    `sse_events()` splits them into events."""
 
     def __init__(self, client: HttpClient, resp: aiohttp.ClientResponse) -> None:
         self.client = client
         self.resp = resp
 
-    async def events(self) -> AsyncIterator[tuple[str | None, bytes]]:
-        """Yield `(event name, data)` for each SSE event of the upstream body."""
-        event: str | None = None
-        data: list[bytes] = []
+    async def blocks(self) -> AsyncIterator[bytes]:
+        rest = b""
         try:
-            async for raw in self.resp.content:
-                line = raw.rstrip(b"\r\n")
-                if not line:
-                    if data:
-                        yield event, b"\n".join(data)
-                    event, data = None, []
-                elif line.startswith(b"data:"):
-                    data.append(line[5:].lstrip(b" "))
-                elif line.startswith(b"event:"):
-                    event = line[6:].strip().decode()
-            if data:
-                yield event, b"\n".join(data)
+            async for data in self.resp.content.iter_any():
+                block = rest + data if rest else data
+                if b"\r" in block:
+                    block = block.replace(b"\r\n", b"\n")
+                cut = block.rfind(b"\n\n") + 2
+                if cut == 1:  # no event ends in it yet
+                    rest = block
+                    continue
+                rest = block[cut:]
+                yield block if not rest else block[:cut]
+            if rest.strip():
+                yield rest + b"\n\n"  # the last event, without its blank line
         except asyncio.CancelledError:
             raise
         except ProviderError:
@@ -185,3 +187,33 @@ class SseStream(Stream):
 
     async def aclose(self) -> None:
         self.resp.close()
+
+    def parse(self, data: bytes) -> Any:
+        """An event's JSON data; anything else is the provider's failure."""
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise self.invalid() from exc
+
+    def invalid(self) -> ProviderError:
+        return ProviderError(f"provider {self.client.provider!r} sent an invalid SSE event")
+
+
+def sse_events(block: bytes) -> list[tuple[str | None, bytes]]:
+    """`(event name, data)` of every event in `block` (whole events, LF line ends), in order.
+    Comments, `id:` and `retry:` lines are skipped; several `data:` lines are joined by LF."""
+    events: list[tuple[str | None, bytes]] = []
+    for raw in block.split(b"\n\n"):
+        if raw.startswith(b"data: ") and b"\n" not in raw:  # one data line: what OpenAI sends
+            events.append((None, raw[6:]))
+            continue
+        event: str | None = None
+        data: list[bytes] = []
+        for line in raw.split(b"\n"):
+            if line.startswith(b"data:"):
+                data.append(line[5:].lstrip(b" "))
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode()
+        if data:
+            events.append((event, b"\n".join(data)))
+    return events

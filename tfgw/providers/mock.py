@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from tfgw.errors import BadRequestError
-from tfgw.providers.base import Call, Provider, Reply, Stream, StreamItem, wants_usage
+from tfgw.providers.base import Call, Provider, Reply, Stream, StreamBatch, wants_usage
 
 __all__ = ["MockProvider", "answer_text"]
 
@@ -55,12 +55,12 @@ class MockStream(Stream):
         self.chunks = chunks
         self.delay = delay
 
-    async def items(self) -> AsyncIterator[StreamItem]:
+    async def batches(self) -> AsyncIterator[StreamBatch]:
         for chunk, send in self.chunks:
             if self.delay:
                 await asyncio.sleep(self.delay)
-            yield (b"data: " + orjson.dumps(chunk) + b"\n\n" if send else None), chunk
-        yield b"data: [DONE]\n\n", None
+            yield (b"data: " + orjson.dumps(chunk) + b"\n\n" if send else b""), [chunk]
+        yield b"data: [DONE]\n\n", []
 
     async def aclose(self) -> None:
         self.chunks = []

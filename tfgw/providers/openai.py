@@ -7,43 +7,55 @@ The request goes on unchanged but for `model`, and the answer comes back unchang
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 import orjson
 
 from tfgw.errors import ProviderError
-from tfgw.providers.base import Call, Provider, Reply, Stream, StreamItem, wants_usage
-from tfgw.providers.http import HttpClient, SseStream
-
-DONE = b"data: [DONE]\n\n"
+from tfgw.providers.base import Call, Provider, Reply, Stream, StreamBatch, wants_usage
+from tfgw.providers.http import HttpClient, SseStream, sse_events
 
 __all__ = ["OpenAIProvider", "OpenAIStream"]
 
 
 class OpenAIStream(SseStream):
-    """OpenAI's own SSE frames, relayed as they come. The gateway always asks for the usage chunk
-    (`stream_options.include_usage`) so that streamed calls carry token counts; it reaches the
-    client only if the client asked for it too."""
+    """OpenAI's own SSE frames, relayed as they come, byte for byte. The gateway always asks for
+    the usage chunk (`stream_options.include_usage`) so that streamed calls carry token counts; it
+    reaches the client only if the client asked for it too (else it is cut out of the bytes)."""
 
     def __init__(self, client: HttpClient, resp: aiohttp.ClientResponse, client_wants_usage: bool) -> None:
         super().__init__(client, resp)
         self.client_wants_usage = client_wants_usage
 
-    async def items(self) -> AsyncIterator[StreamItem]:
-        async for _, data in self.events():
-            if data == b"[DONE]":
-                yield DONE, None
-                continue
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                raise ProviderError(f"provider {self.client.provider!r} sent an invalid SSE event") from exc
-            if not isinstance(chunk, dict):
-                raise ProviderError(f"provider {self.client.provider!r} sent an invalid SSE event")
-            if not self.client_wants_usage and chunk.get("usage") and not chunk.get("choices"):
-                yield None, chunk
-            else:
-                yield b"data: " + data + b"\n\n", chunk
+    async def batches(self) -> AsyncIterator[StreamBatch]:
+        async for block in self.blocks():
+            chunks: list[dict[str, Any]] = []
+            hidden: bytes | None = None
+            for _, data in sse_events(block):
+                if data == b"[DONE]":
+                    continue
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError as exc:
+                    raise ProviderError(
+                        f"provider {self.client.provider!r} sent an invalid SSE event"
+                    ) from exc
+                if not isinstance(chunk, dict):
+                    raise ProviderError(f"provider {self.client.provider!r} sent an invalid SSE event")
+                if not self.client_wants_usage and chunk.get("usage") and not chunk.get("choices"):
+                    hidden = data
+                chunks.append(chunk)
+            yield (block if hidden is None else _without(block, hidden)), chunks
+
+
+def _without(block: bytes, data: bytes) -> bytes:
+    """`block` without the event whose data is `data`."""
+    at = block.find(data)
+    start = block.rfind(b"\n\n", 0, at) + 2 if at > 0 else 0
+    start = 0 if start == 1 else start
+    end = block.find(b"\n\n", at + len(data)) + 2
+    return block[:start] + block[end:]
 
 
 class OpenAIProvider(Provider):
