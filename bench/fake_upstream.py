@@ -9,7 +9,13 @@ framed by Content-Length. Every answer is built once at start-up and written wit
   sent with chunked transfer encoding (plus a usage chunk when `"include_usage": true`);
 * `GET /healthz` -> 200 `ok`; anything else -> 404.
 
-Usage: `python bench/fake_upstream.py --port 9000` (prints `ready` on stdout once listening).
+With `--pace-ms N` a stream is written as real providers stream it instead: the head with the
+first event, then each further SSE event in its own write, N ms apart (asyncio timers: about N,
+never less). The bytes are the same as in one write; requests that follow on the connection are
+answered once the stream is done. Non-streaming answers are never paced.
+
+Usage: `python bench/fake_upstream.py --port 9000 [--pace-ms 1]` (prints `ready` on stdout once
+listening).
 Loopback only: it binds 127.0.0.1 unless told otherwise.
 """
 
@@ -106,9 +112,12 @@ def stream_events(include_usage: bool) -> list[bytes]:
     return [b"data: " + chunk + b"\n\n" for chunk in chunks] + [b"data: [DONE]\n\n"]
 
 
-def chunked(events: list[bytes]) -> bytes:
-    """Chunked transfer encoding, one HTTP chunk per SSE event, then the last chunk."""
-    return b"".join(b"%x\r\n%s\r\n" % (len(event), event) for event in events) + b"0\r\n\r\n"
+def http_chunk(event: bytes) -> bytes:
+    """One chunk of chunked transfer encoding."""
+    return b"%x\r\n%s\r\n" % (len(event), event)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
 
 
 def response(status: bytes, content_type: bytes, body: bytes) -> bytes:
@@ -120,17 +129,26 @@ def response(status: bytes, content_type: bytes, body: bytes) -> bytes:
     return head + body
 
 
-def stream_response(include_usage: bool) -> bytes:
+def stream_parts(include_usage: bool) -> list[bytes]:
+    """A streamed answer (chunked transfer encoding, one HTTP chunk per SSE event) as its paced
+    writes: the head with the first event, then one write per further event, the last with the
+    last chunk."""
     head = (
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
         b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
     )
-    return head + chunked(stream_events(include_usage))
+    parts = [http_chunk(event) for event in stream_events(include_usage)]
+    parts[0] = head + parts[0]
+    parts[-1] += LAST_CHUNK
+    return parts
 
 
 COMPLETION = response(b"200 OK", b"application/json", completion_json())
-STREAM = stream_response(include_usage=False)
-STREAM_WITH_USAGE = stream_response(include_usage=True)
+STREAM_PARTS = stream_parts(include_usage=False)
+STREAM_WITH_USAGE_PARTS = stream_parts(include_usage=True)
+STREAM = b"".join(STREAM_PARTS)
+STREAM_WITH_USAGE = b"".join(STREAM_WITH_USAGE_PARTS)
+PACED = {STREAM: STREAM_PARTS, STREAM_WITH_USAGE: STREAM_WITH_USAGE_PARTS}
 HEALTHY = response(b"200 OK", b"text/plain", b"ok")
 NOT_FOUND = response(b"404 Not Found", b"application/json", b'{"error":{"message":"not found"}}')
 TOO_LARGE = response(b"413 Payload Too Large", b"application/json", b'{"error":{"message":"too large"}}')
@@ -151,16 +169,21 @@ def answer(request_line: bytes, body: bytes) -> bytes:
 class UpstreamProtocol(asyncio.Protocol):
     """One connection: buffer bytes, answer every complete request in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, pace_s: float = 0.0) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
+        self.pace_s = pace_s
+        self.pacing: asyncio.Task[None] | None = None  # the paced stream being written, if any
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        while self.transport is not None and self.handle_one():
+        self.drain()
+
+    def drain(self) -> None:
+        while self.transport is not None and self.pacing is None and self.handle_one():
             pass
 
     def handle_one(self) -> bool:
@@ -182,12 +205,31 @@ class UpstreamProtocol(asyncio.Protocol):
         body = bytes(self.buffer[body_start : body_start + length])
         del self.buffer[: body_start + length]
         request_line = head.split(b"\r\n", 1)[0]
+        close = bool(CONNECTION_CLOSE_RE.search(head)) or request_line.endswith(b"HTTP/1.0")
+        reply = answer(request_line, body)
+        if self.pace_s > 0 and reply in PACED:
+            self.pacing = asyncio.get_running_loop().create_task(self.paced(PACED[reply], close))
+            return False
         assert self.transport is not None
-        self.transport.write(answer(request_line, body))
-        if CONNECTION_CLOSE_RE.search(head) or request_line.endswith(b"HTTP/1.0"):
+        self.transport.write(reply)
+        if close:
             self.fail(None)
             return False
         return True
+
+    async def paced(self, parts: list[bytes], close: bool) -> None:
+        """Write `parts` `pace_s` apart, then close or answer what is buffered behind them."""
+        for n, part in enumerate(parts):
+            if n:
+                await asyncio.sleep(self.pace_s)
+            if self.transport is None:
+                return
+            self.transport.write(part)
+        self.pacing = None
+        if close:
+            self.fail(None)
+        else:
+            self.drain()
 
     def fail(self, reply: bytes | None) -> None:
         """Send `reply` (if any) and close the connection."""
@@ -200,14 +242,18 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        if self.pacing is not None:
+            self.pacing.cancel()
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(host: str, port: int, pace_ms: float = 0.0) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = await loop.create_server(UpstreamProtocol, host, port, backlog=1024, reuse_address=True)
+    server = await loop.create_server(
+        lambda: UpstreamProtocol(pace_ms / 1000), host, port, backlog=1024, reuse_address=True
+    )
     print("ready", flush=True)
     try:
         await stop.wait()
@@ -220,11 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument(
+        "--pace-ms", type=float, default=0.0, help="ms between a stream's events (default 0: one write)"
+    )
     args = parser.parse_args(argv)
+    if not 0 <= args.pace_ms <= 1000:
+        parser.exit(2, f"error: --pace-ms must be within 0..1000, got {args.pace_ms:g}\n")
     if uvloop is not None:
-        uvloop.run(serve(args.host, args.port))
+        uvloop.run(serve(args.host, args.port, args.pace_ms))
     else:
-        asyncio.run(serve(args.host, args.port))
+        asyncio.run(serve(args.host, args.port, args.pace_ms))
     return 0
 
 
