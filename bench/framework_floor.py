@@ -8,6 +8,12 @@ the fake upstream with the same aiohttp session settings as tfgw and sending the
 It does none of tfgw's work (no auth, no model resolution, no tracing), so its figures are a floor
 for what Hypercorn + h11 + aiohttp cost; the difference to `run.py`'s tfgw rows is Quart plus
 everything tfgw does. Everything stays on 127.0.0.1; both processes are stopped on exit.
+
+It also holds the Quart floor `bench/floor.py` measures tfgw against (`--serve-quart PORT
+UPSTREAM_PORT PACED_PORT`, started by floor.py): a bare Quart app with tfgw's Quart settings, on
+Hypercorn + uvloop bound as tfgw binds, one POST route per upstream that forwards the body with
+tfgw's own aiohttp session (`tfgw.providers.http.create_session`) and relays the answer, JSON as
+one body and a stream as one response chunk per upstream read (`resp.content.iter_any()`).
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import run_load
 from run import (
     BENCH_DIR,
+    CHAT_PATH,
     HIGH,
     HOST,
     LOW,
@@ -37,6 +46,8 @@ from run import (
     wait_for_health,
     wait_for_ready_line,
 )
+
+PACED_PREFIX = "/paced"  # the Quart floor's route to the paced upstream
 
 
 def serve_floor(port: int, upstream_port: int) -> None:
@@ -93,15 +104,92 @@ def serve_floor(port: int, upstream_port: int) -> None:
     asyncio.run(serve(app, config))  # type: ignore[arg-type]
 
 
+def quart_floor_app(upstreams: dict[str, str]) -> Any:
+    """One POST route per upstream (`prefix + /v1/chat/completions`), forwarding the body as is."""
+    from quart import Quart, Response, request
+
+    from tfgw.providers.http import create_session
+
+    app = Quart("floor")  # tfgw's settings (tfgw/gateway/app.py)
+    app.config.update(MAX_CONTENT_LENGTH=10 * 1024 * 1024, RESPONSE_TIMEOUT=None, BODY_TIMEOUT=60)
+    sessions: list[Any] = []
+    headers = {"content-type": "application/json", "authorization": "Bearer sk-bench-not-a-real-key"}
+
+    @app.before_serving
+    async def open_session() -> None:
+        sessions.append(create_session())
+
+    @app.after_serving
+    async def close_session() -> None:
+        await sessions[0].close()
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        return Response(b'{"status":"ok"}', content_type="application/json")
+
+    def route(upstream: str) -> Callable[[], Any]:
+        async def relay() -> Any:
+            resp = await sessions[0].post(upstream, data=await request.get_data(), headers=headers)
+            content_type = resp.headers.get("content-type", "application/json")
+            if not content_type.startswith("text/event-stream"):
+                data = await resp.read()
+                resp.release()
+                return Response(data, status=resp.status, content_type=content_type)
+
+            async def chunks() -> Any:
+                try:
+                    async for chunk in resp.content.iter_any():
+                        yield chunk
+                finally:
+                    resp.release()
+
+            return Response(chunks(), status=resp.status, content_type=content_type)
+
+        return relay
+
+    for prefix, upstream in upstreams.items():
+        app.add_url_rule(f"{prefix}{CHAT_PATH}", f"relay{prefix}", route(upstream), methods=["POST"])
+    return app
+
+
+def serve_quart_floor(port: int, upstream_port: int, paced_port: int) -> None:
+    """The Quart floor on Hypercorn + uvloop, bound as tfgw binds, until SIGTERM (in the child process);
+    `/paced/v1/chat/completions` goes to the upstream at `paced_port`."""
+    import uvloop
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    upstreams = {"": f"http://{HOST}:{upstream_port}{CHAT_PATH}"}
+    upstreams[PACED_PREFIX] = f"http://{HOST}:{paced_port}{CHAT_PATH}"
+    config = Config()
+    config.bind = [f"{HOST}:{port}"]
+    config.backlog = 2048
+    config.accesslog = None
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(quart_floor_app(upstreams), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--serve", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-quart", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve_floor(*args.serve)
+        return
+    if args.serve_quart:
+        serve_quart_floor(*args.serve_quart)
         return
     import tempfile
 

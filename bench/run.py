@@ -127,7 +127,9 @@ def start(
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it is still alive after STOP_TIMEOUT_S."""
+    """SIGTERM, then SIGKILL if it is still alive after STOP_TIMEOUT_S; then the same for any
+    descendant it left behind (tfgw's exporter runs in a session of its own)."""
+    descendants = process_tree(process.pid)[1:] if process.poll() is None else []
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -137,6 +139,28 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=STOP_TIMEOUT_S)
     if process.stdout is not None:
         process.stdout.close()
+    for pid in descendants:
+        stop_pid(pid)
+
+
+def stop_pid(pid: int) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT_S, for a process that is not our child."""
+    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, 0.0)):
+        if not alive(pid):
+            return
+        with contextlib.suppress(OSError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and alive(pid):
+            time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    """Running, not gone and not a zombie waiting for its parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def log_tail(log: Path, lines: int = 20) -> str:
@@ -301,7 +325,8 @@ def running(processes: list[subprocess.Popen[bytes]]) -> Iterator[list[subproces
 
 def process_tree(pid: int) -> list[int]:
     """`pid` and its descendants (a multi-worker tfgw forks its workers)."""
-    pids, todo = [], [pid]
+    pids: list[int] = []
+    todo = [pid]
     while todo and len(pids) < 1000:
         current = todo.pop()
         pids.append(current)
@@ -343,11 +368,14 @@ class Settings:
     threads: int
 
 
-def chat_body(stream: bool) -> bytes:
-    """The same body for direct and gateway calls (the fake upstream ignores the model)."""
-    body: dict[str, Any] = {"model": "bench", "messages": MESSAGES}
+def chat_body(stream: bool, model: str = "bench", usage: bool = False) -> bytes:
+    """The same body for direct and gateway calls (the fake upstream ignores the model); `usage`
+    asks a stream for its usage chunk (`stream_options.include_usage`)."""
+    body: dict[str, Any] = {"model": model, "messages": MESSAGES}
     if stream:
         body["stream"] = True
+        if usage:
+            body["stream_options"] = {"include_usage": True}
     return json.dumps(body).encode()
 
 
@@ -526,8 +554,11 @@ def start_gateway(
     log: Path,
     pinned: bool,
     processes: list[subprocess.Popen[bytes]],
+    workers: int = 1,
 ) -> subprocess.Popen[bytes]:
     command = [*tfgw_command(args.tfgw), "serve", "--config", str(config), "--port", str(port)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     gateway = start(command, log, cpus={0} if pinned else None)
     processes.append(gateway)
     wait_for_health(gateway, port, log)
