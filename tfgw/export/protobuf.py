@@ -1,19 +1,26 @@
 """OTLP/JSON trace-file lines → OTLP protobuf, one resource, scope or span at a time.
 
 `tfgw.export.encode` cuts lines into batches; `ProtobufFormat` gives it each part's exact bytes and
-frames a batch of them as an `ExportTraceServiceRequest`. Parts are built with opentelemetry-proto's
-own classes (upb), each serialized on its own; only the three enclosing length-delimited envelopes
-(request → ResourceSpans → ScopeSpans) are framed here, which gives every span's exact size for
-batching and no copying.
+frames a batch of them as an `ExportTraceServiceRequest`, so every span's size is known for
+batching and a body is joined once, with no copying of the spans.
 
-The attributes of a span, field 9, are most of the work and repeat from span to span (model,
-provider, roles, token counts...): each short scalar `KeyValue`'s bytes are kept for reuse.
-A value that breaks the OTLP/JSON rules (a bad id, say) raises ValueError or TypeError.
+Spans are written here, field by field (opentelemetry-proto's trace.proto and common.proto give
+the numbers and wire types), for the shapes tfgw writes: ids, name, kind, times, string, int,
+double and bool attributes, arrays of strings, events and a status. Anything else on a span (links,
+dropped counts, flags, bytes or kvlist values, a value of an unexpected type) goes to
+opentelemetry-proto's own classes (upb), as does every resource and scope (few, and memoized by
+`tfgw.export.encode`). Either way the bytes are protobuf's canonical serialization, fields in
+number order; a test compares the two writers on every field.
+
+The attributes are most of the work and repeat from span to span (model, provider, roles, token
+counts...): each short scalar attribute's bytes are kept for reuse. A value that breaks the
+OTLP/JSON rules (a bad id, say) raises ValueError or TypeError, the same one either way.
 """
 
 from __future__ import annotations
 
 import base64
+import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,10 +32,19 @@ from tfgw.tracing import otlp
 
 __all__ = ["ProtobufFormat"]
 
-#: AnyValue kinds whose `KeyValue` bytes are cached, keyed by (key, kind, JSON value)
+#: AnyValue kinds whose attribute bytes are cached, keyed by (key, kind, JSON value)
 _SCALAR = frozenset(("intValue", "boolValue", "doubleValue"))
 _CACHED_STRING = 128
 _CACHE_SIZE = 20_000
+
+_FIXED64 = struct.Struct("<Q").pack
+_TIMES = struct.Struct("<BQBQ").pack  # span fields 7 and 8, both fixed64
+_DOUBLE = struct.Struct("<d").pack
+_U64 = 1 << 64
+_I64 = 1 << 63
+_U31 = 1 << 31
+#: the one-byte varints
+_BYTE = [bytes((n,)) for n in range(128)]
 
 
 class ProtobufFormat:
@@ -42,6 +58,7 @@ class ProtobufFormat:
         #: shared by every call and thread, so a clear() at any time is harmless
         self._strings: dict[tuple[str, str], bytes] = {}
         self._scalars: dict[tuple[str, str, Any], bytes] = {}
+        self._names: dict[tuple[str, int], bytes] = {}
 
     def overhead(self, group: tuple[bytes, bytes]) -> int:
         """An upper bound of what a (resource, scope) group costs a batch beyond its spans."""
@@ -67,20 +84,26 @@ class ProtobufFormat:
         return _field(1, message.SerializeToString()) + _schema_url(schema_url)
 
     def span(self, span: Mapping[str, Any]) -> bytes:
-        """The span's protobuf, fields in number order as protobuf writes them. Its attributes,
-        field 9, are most of the work and repeat from span to span (model, provider, roles,
-        token counts...): each short scalar `KeyValue`'s bytes are kept for reuse."""
+        """The span's protobuf, fields in number order. Its attributes (field 9) are encoded
+        first, so a bad one is the error raised, as it always was."""
+        parts = self._attributes(span.get("attributes") or ())
+        parts.insert(0, _span_head(span, self._names))
+        parts.append(_span_tail(span))
+        return b"".join(parts)
+
+    def _attributes(self, attributes: Iterable[Mapping[str, Any]]) -> list[bytes]:
+        """Span field 9, one bytes per attribute."""
         strings, scalars = self._strings, self._scalars
-        attributes = []
-        for kv in span.get("attributes") or ():
+        out = []
+        for kv in attributes:
             value = kv.get("value")
             if not value or len(value) != 1:
-                attributes.append(_field(9, _keyvalue(kv)))
+                out.append(_field(9, _keyvalue(kv)))
                 continue
             text = value.get("stringValue")
-            if text is not None:  # the common case, encoded here
+            if text is not None:  # the common case
                 if len(text) > _CACHED_STRING:
-                    attributes.append(_string_attribute(kv["key"], text))
+                    out.append(_string_attribute(kv["key"], text))
                     continue
                 key = (kv["key"], text)
                 data = strings.get(key)
@@ -88,35 +111,42 @@ class ProtobufFormat:
                     if len(strings) >= _CACHE_SIZE:
                         strings.clear()
                     data = strings[key] = _string_attribute(kv["key"], text)
-                attributes.append(data)
+                out.append(data)
                 continue
             [(kind, v)] = value.items()
             if kind not in _SCALAR:
-                attributes.append(_field(9, _keyvalue(kv)))
+                out.append(_field(9, _other_keyvalue(kv) or _keyvalue(kv)))
                 continue
             scalar_key = (kv["key"], kind, v)
             data = scalars.get(scalar_key)
             if data is None:
                 if len(scalars) >= _CACHE_SIZE:
                     scalars.clear()
-                data = scalars[scalar_key] = _field(9, _keyvalue(kv))
-            attributes.append(data)
-        return _span_head(span) + b"".join(attributes) + _span_tail(span)
+                data = scalars[scalar_key] = _field(9, _scalar_keyvalue(kv) or _keyvalue(kv))
+            out.append(data)
+        return out
 
     def frame(self, resources: Mapping[bytes, Mapping[bytes, list[bytes]]]) -> bytes:
-        """The request's body: encoded resource -> encoded scope -> encoded spans, in order."""
-        out = []
+        """The request's body: encoded resource -> encoded scope -> encoded spans, in order,
+        joined once."""
+        out: list[bytes] = []
         for rkey, scopes in resources.items():
-            rs = [rkey]
+            rs: list[bytes] = [rkey]
             for skey, spans in scopes.items():
                 ss = [skey]
-                ss += [_field(2, data) for data in spans]
-                rs.append(_field(2, b"".join(ss)))
-            out.append(_field(1, b"".join(rs)))
+                for data in spans:
+                    ss += (b"\x12", _varint(len(data)), data)
+                rs += (b"\x12", _varint(sum(map(len, ss))), *ss)
+            out += (b"\x0a", _varint(sum(map(len, rs))), *rs)
         return b"".join(out)
 
 
 def _varint(n: int) -> bytes:
+    """A non-negative integer as a protobuf varint."""
+    if n < 0x80:
+        return _BYTE[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -127,10 +157,13 @@ def _varint(n: int) -> bytes:
 
 def _field(number: int, data: bytes) -> bytes:
     """A length-delimited protobuf field (wire type 2)."""
-    size = len(data)
-    if size < 0x80:  # most attributes: a one-byte length
-        return bytes((number << 3 | 2, size)) + data
-    return bytes((number << 3 | 2,)) + _varint(size) + data
+    return bytes((number << 3 | 2,)) + _varint(len(data)) + data
+
+
+def _text(tag: bytes, text: str) -> tuple[bytes, bytes, bytes]:
+    """A string field: its tag, length and UTF-8, to join."""
+    data = text.encode()
+    return tag, _varint(len(data)), data
 
 
 def _schema_url(url: str) -> bytes:
@@ -143,8 +176,122 @@ _KINDS = {f"SPAN_KIND_{name}": Span.SpanKind.ValueType(n) for n, name in otlp.KI
 _CODES = {f"STATUS_CODE_{name}": Status.StatusCode.ValueType(n) for n, name in otlp.STATUS_NAMES.items()}
 
 
-def _span_head(s: Mapping[str, Any]) -> bytes:
-    """Span fields 1-8: ids, trace state, name, kind, times."""
+def _enum(value: Any, names: Mapping[str, int]) -> int | None:
+    """An enum's number in 1..2^31, or None for anything else (protobuf's own path decides)."""
+    number = names.get(value) if type(value) is str else value
+    return number if type(number) is int and 0 < number < _U31 else None
+
+
+def _span_head(s: Mapping[str, Any], names: dict[tuple[str, int], bytes]) -> bytes:
+    """Span fields 1-8: ids, trace state, name, kind, times. `names` keeps the bytes of
+    fields 5 and 6 (name and kind), which repeat from span to span."""
+    trace_id = bytes.fromhex(s["traceId"])
+    if len(trace_id) != 16:
+        _id(s["traceId"], 16)  # raises
+    span_id = bytes.fromhex(s["spanId"])
+    if len(span_id) != 8:
+        _id(s["spanId"], 8)
+    parent = s.get("parentSpanId")
+    parent_id = b"\x22\x08" + _id(parent, 8) if parent else b""
+    if s.get("traceState"):
+        return _span_head_upb(s)
+    name, kind = s.get("name"), s.get("kind")
+    key = (name, kind) if type(name) is str and type(kind) is int else None
+    name_kind = names.get(key) if key is not None else None
+    if name_kind is None:
+        name_kind = _name_kind(name, kind)
+        if name_kind is None:
+            return _span_head_upb(s)
+        if key is not None:
+            if len(names) >= _CACHE_SIZE:
+                names.clear()
+            names[key] = name_kind
+    start, end = int(s.get("startTimeUnixNano") or 0), int(s.get("endTimeUnixNano") or 0)
+    if 0 < start < _U64 and 0 < end < _U64:
+        times = _TIMES(0x39, start, 0x41, end)
+    elif 0 <= start < _U64 and 0 <= end < _U64:  # a time of 0 is not written
+        times = (b"\x39" + _FIXED64(start) if start else b"") + (b"\x41" + _FIXED64(end) if end else b"")
+    else:
+        return _span_head_upb(s)
+    return b"".join((b"\x0a\x10", trace_id, b"\x12\x08", span_id, parent_id, name_kind, times))
+
+
+def _name_kind(name: Any, kind: Any) -> bytes | None:
+    """Span fields 5 and 6, or None when protobuf's own path is to say what they are."""
+    parts: list[bytes] = []
+    if name:
+        if type(name) is not str:
+            return None
+        parts += _text(b"\x2a", name)
+    if kind:
+        number = _enum(kind, _KINDS)
+        if number is None:
+            return None
+        parts += (b"\x30", _varint(number))
+    return b"".join(parts)
+
+
+def _span_tail(s: Mapping[str, Any]) -> bytes:
+    """Span fields 10-16: events and the status (any other field: `_span_tail_upb`)."""
+    if (
+        s.get("droppedAttributesCount")
+        or s.get("droppedEventsCount")
+        or s.get("links")
+        or s.get("droppedLinksCount")
+        or s.get("flags")
+    ):
+        return _span_tail_upb(s)
+    parts: list[bytes] = []
+    for e in s.get("events") or ():
+        event = _event(e)
+        if event is None:
+            return _span_tail_upb(s)
+        parts += (b"\x5a", _varint(len(event)), event)
+    status = s.get("status")
+    if status is not None:
+        if type(status) is not dict:
+            return _span_tail_upb(s)
+        fields: list[bytes] = []
+        message, code = status.get("message"), status.get("code")
+        if message:
+            if type(message) is not str:
+                return _span_tail_upb(s)
+            fields += _text(b"\x12", message)
+        if code:
+            number = _enum(code, _CODES)
+            if number is None:
+                return _span_tail_upb(s)
+            fields += (b"\x18", _varint(number))
+        data = b"".join(fields)
+        parts += (b"\x7a", _varint(len(data)), data)
+    return b"".join(parts)
+
+
+def _event(e: Any) -> bytes | None:
+    """An `Event` of a span, or None when it is not a shape written here."""
+    if type(e) is not dict or e.get("droppedAttributesCount"):
+        return None
+    parts: list[bytes] = []
+    nanos = int(e.get("timeUnixNano") or 0)
+    if nanos:
+        if not 0 < nanos < _U64:
+            return None
+        parts += (b"\x09", _FIXED64(nanos))
+    name = e.get("name")
+    if name:
+        if type(name) is not str:
+            return None
+        parts += _text(b"\x12", name)
+    for kv in e.get("attributes") or ():
+        item = _string_keyvalue(kv) or _scalar_keyvalue(kv)
+        if item is None:
+            return None
+        parts += (b"\x1a", _varint(len(item)), item)
+    return b"".join(parts)
+
+
+def _span_head_upb(s: Mapping[str, Any]) -> bytes:
+    """Span fields 1-8 by protobuf's own classes."""
     span = Span()
     span.trace_id = _id(s["traceId"], 16)
     span.span_id = _id(s["spanId"], 8)
@@ -163,8 +310,8 @@ def _span_head(s: Mapping[str, Any]) -> bytes:
     return data
 
 
-def _span_tail(s: Mapping[str, Any]) -> bytes:
-    """Span fields 10-16: dropped counts, events, links, status, flags."""
+def _span_tail_upb(s: Mapping[str, Any]) -> bytes:
+    """Span fields 10-16 by protobuf's own classes: dropped counts, events, links, status, flags."""
     span = Span()
     if s.get("droppedAttributesCount"):
         span.dropped_attributes_count = s["droppedAttributesCount"]
@@ -204,14 +351,80 @@ def _span_tail(s: Mapping[str, Any]) -> bytes:
     return data
 
 
+# -- attributes: KeyValue{key = 1, value = 2: AnyValue{string 1, bool 2, int 3, double 4, array 5}}
+
+
 def _string_attribute(key: str, text: str) -> bytes:
     """Span field 9 holding `KeyValue{key, AnyValue{string_value = text}}`."""
-    value = text.encode()
-    return _field(9, _field(1, key.encode()) + _field(2, _field(1, value)))
+    value = _join(_text(b"\x0a", text))
+    item = _join((*_text(b"\x0a", key), b"\x12", _varint(len(value)), value))
+    return b"\x4a" + _varint(len(item)) + item
+
+
+def _join(parts: Iterable[bytes]) -> bytes:
+    return b"".join(parts)
+
+
+def _key(key: str) -> tuple[bytes, ...]:
+    """`KeyValue.key`, which protobuf leaves out when it is empty (`_string_attribute` never
+    did, and keeps writing it: the bytes on the wire stay what they were)."""
+    return _text(b"\x0a", key) if key else ()
+
+
+def _string_keyvalue(kv: Any) -> bytes | None:
+    """A string attribute as a serialized `KeyValue`; None for any other."""
+    value = kv.get("value") if type(kv) is dict else None
+    if type(value) is not dict or len(value) != 1:
+        return None
+    key, text = kv.get("key"), value.get("stringValue")
+    if type(key) is not str or type(text) is not str:
+        return None
+    data = _join(_text(b"\x0a", text))
+    return _join((*_key(key), b"\x12", _varint(len(data)), data))
+
+
+def _scalar_keyvalue(kv: Any) -> bytes | None:
+    """An int, double or bool attribute as a serialized `KeyValue`; None for any other (or an
+    int out of int64's range: protobuf's own path says why)."""
+    value = kv.get("value") if type(kv) is dict else None
+    key = kv.get("key") if type(kv) is dict else None
+    if type(value) is not dict or len(value) != 1 or type(key) is not str:
+        return None
+    [(kind, v)] = value.items()
+    if kind == "intValue" and type(v) in (str, int):
+        number = int(v)
+        if not -_I64 <= number < _I64:
+            return None
+        data = b"\x18" + _varint(number % _U64)
+    elif kind == "doubleValue" and type(v) in (str, int, float):
+        data = b"\x21" + _DOUBLE(float(v))
+    elif kind == "boolValue" and type(v) is bool:
+        data = b"\x10\x01" if v else b"\x10\x00"
+    else:
+        return None
+    return _join((*_key(key), b"\x12", _BYTE[len(data)], data))
+
+
+def _other_keyvalue(kv: Mapping[str, Any]) -> bytes | None:
+    """An array of strings (finish reasons) as a serialized `KeyValue`; None for any other value."""
+    key, value = kv.get("key"), kv["value"].get("arrayValue")
+    values = value.get("values") if type(value) is dict and len(value) == 1 else None
+    if type(key) is not str or type(values) is not list or not values:
+        return None
+    items: list[bytes] = []
+    for x in values:
+        text = x.get("stringValue") if type(x) is dict and len(x) == 1 else None
+        if type(text) is not str:
+            return None
+        item = _join(_text(b"\x0a", text))
+        items += (b"\x0a", _varint(len(item)), item)
+    array = _join(items)
+    data = _join((b"\x2a", _varint(len(array)), array))
+    return _join((*_key(key), b"\x12", _varint(len(data)), data))
 
 
 def _keyvalue(kv: Mapping[str, Any]) -> bytes:
-    """One attribute as a serialized `KeyValue`."""
+    """One attribute as a serialized `KeyValue`, by protobuf's own classes."""
     item = KeyValue()
     item.key = kv["key"]
     value = kv.get("value")
