@@ -121,5 +121,11 @@ def _read_lines(path: Path, start: int, stop: int) -> Pending | None:
     end = data.rfind(b"\n") + 1
     if end == 0:
         return None  # only a line still being written (or a torn one)
-    lines = [line for line in data[:end].split(b"\n") if line]
+    # a line is kilobytes: one memchr (find) a line beats bytes.split's byte-by-byte loop
+    lines, at, find = [], 0, data.find
+    while at < end:
+        newline = find(b"\n", at, end)
+        if newline > at:
+            lines.append(data[at:newline])
+        at = newline + 1
     return Pending(path.name, start, start + end, lines)

@@ -14,11 +14,12 @@ is left to send.
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,22 +89,12 @@ class TargetExporter:
             self._save(cursor)
 
     def _deliver(self, pending: list[Pending], sender: send.Sender, backoff: Backoff, cursor: Cursor) -> bool:
-        lines = []
-        for p in pending:
-            for raw in p.lines:
-                try:
-                    line = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    self.stats["unreadable"] += 1
-                    continue
-                if isinstance(line, dict):
-                    lines.append(line)
-        if not lines:
+        lines = self._prepared(pending)
+        first = next(lines, None)
+        if first is None:
             return True
-        self.stats["lag_s"] = max(0.0, self.clock() - _newest_end(lines[0]))
-        for batch in encode.batches(
-            [encode.prepare(line, self.target) for line in lines], self.target.protocol
-        ):
+        self.stats["lag_s"] = max(0.0, self.clock() - _newest_end(first))
+        for batch in encode.batches(itertools.chain((first,), lines), self.target.protocol):
             if batch.dropped:
                 self.stats["unsendable"] += batch.dropped_spans
                 for dropped in batch.dropped:
@@ -117,6 +108,21 @@ class TargetExporter:
                 return False
             self._delivered(batch, delivery.result)
         return True
+
+    def _prepared(self, pending: list[Pending]) -> Iterator[Mapping[str, Any]]:
+        """The lines parsed and prepared one at a time, as `encode.batches` takes them: each
+        line's dicts are encoded and freed while they are still in the CPU's caches, and only
+        the encoded spans of a batch are held (not its lines, parsed, at ten times their size)."""
+        target = self.target
+        for p in pending:
+            for raw in p.lines:
+                try:
+                    line = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    self.stats["unreadable"] += 1
+                    continue
+                if isinstance(line, dict):
+                    yield encode.prepare(line, target)
 
     def _delivered(self, batch: encode.EncodedBatch, result: send.SendResult) -> None:
         self.stats["retrying"] = False
