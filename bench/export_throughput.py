@@ -315,12 +315,21 @@ def serve(kind: str, port: int) -> None:
 
 
 @contextlib.contextmanager
-def receiver(kind: str) -> Iterator[tuple[str, Callable[[], int]]]:
+def receiver(kind: str, nice: int = 0) -> Iterator[tuple[str, Callable[[], int]]]:
+    """A span-counting receiver in its own process (at `nice`), and how to ask it its count."""
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--port", str(port)],
+        [
+            *(["nice", "-n", str(nice)] if nice else []),
+            sys.executable,
+            __file__,
+            "--serve",
+            kind,
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
