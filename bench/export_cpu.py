@@ -81,6 +81,14 @@ def sample_lines(count: int, first: int) -> list[bytes]:
     ]
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -188,6 +196,7 @@ class Rounds:
             "cpu_us_per_span": round(cpu / spans * 1e6, 2),
             "cpu_us_per_request": round(cpu / len(lines) * 1e6, 1),
             "spans_per_s": round(spans / wall),
+            "peak_rss_mb": peak_rss_mb(self.process.pid),
             **({"instructions_per_span": round(counted / spans)} if self.instructions else {}),
         }
 
@@ -252,6 +261,7 @@ def main() -> None:
         "cpu_us_per_span": statistics.median(r["cpu_us_per_span"] for r in warm),
         "cpu_us_per_request": statistics.median(r["cpu_us_per_request"] for r in warm),
         "spans_per_s": statistics.median(r["spans_per_s"] for r in warm),
+        "peak_rss_mb": results[-1]["peak_rss_mb"],
     }
     if args.callgrind is not None:
         report["instructions_per_span"] = statistics.median(r["instructions_per_span"] for r in warm)
@@ -268,12 +278,14 @@ def render(report: dict[str, Any]) -> None:
         f"{report['machine']}; {report['tree']}; {report['protocol']}, compression {report['compression']}; "
         f"{report['lines']} lines, {report['bytes_per_line']:,} bytes a line\n"
     )
-    print("| round | requests | spans | CPU s | CPU µs/span | CPU µs/request | spans/s (wall) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| round | requests | spans | CPU s | CPU µs/span | CPU µs/request | spans/s (wall) | peak RSS MB |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         print(
             f"| {r['round']} | {r['requests']:,} | {r['spans']:,} | {r['cpu_s']} | {r['cpu_us_per_span']} | "
-            f"{r['cpu_us_per_request']} | {r['spans_per_s']:,} |"
+            f"{r['cpu_us_per_request']} | {r['spans_per_s']:,} | {r['peak_rss_mb']} |"
         )
     if "instructions_per_span" in report:
         for r in results:
@@ -282,7 +294,8 @@ def render(report: dict[str, Any]) -> None:
         return
     print(
         f"\nmedian of rounds 2-{len(results)}: {report['cpu_us_per_span']} CPU µs a span, "
-        f"{report['cpu_us_per_request']} a request, {report['spans_per_s']:,} spans/s"
+        f"{report['cpu_us_per_request']} a request, {report['spans_per_s']:,} spans/s; "
+        f"peak RSS {report['peak_rss_mb']} MB"
     )
 
 
