@@ -19,7 +19,8 @@ from tests.fakes.otlp import OtlpGrpcReceiver, OtlpHttpReceiver, canonical
 from tests.samples import Request, trace_line
 from tfgw.export import send as send_module
 from tfgw.export.encode import EncodedBatch, batches, prepare
-from tfgw.export.send import GrpcSender, HttpSender, SendResult, sender_for
+from tfgw.export.grpc_send import GrpcSender
+from tfgw.export.send import HttpSender, SendResult, sender_for
 from tfgw.tracing import otlp
 
 
@@ -400,15 +401,14 @@ def test_sender_for() -> None:
 def test_the_public_surface() -> None:
     assert send_module.__all__ == [
         "EXPORT_METHOD",
-        "RETRYABLE_GRPC",
         "RETRYABLE_HTTP",
         "USER_AGENT",
         "Delivery",
-        "GrpcSender",
         "HttpSender",
         "SendResult",
         "Sender",
         "SenderTarget",
+        "clean_message",
         "deliver",
         "sender_for",
     ]

@@ -10,9 +10,7 @@ Classification (opentelemetry-proto docs/specification.md; docs/export.md):
   spans, never retried. 429, 502, 503, 504, a connection error or a timeout: retry, after
   Retry-After when given. Any other status: rejected, with the body's `google.rpc.Status`
   message (or its text).
-- gRPC OK: accepted (+ partial success). CANCELLED, DEADLINE_EXCEEDED, ABORTED, OUT_OF_RANGE,
-  UNAVAILABLE, DATA_LOSS: retry (after the server's RetryInfo when given). RESOURCE_EXHAUSTED:
-  retry only when the server sent RetryInfo. Anything else: rejected.
+- gRPC: `tfgw.export.grpc_send`, imported only for a grpc target.
 
 The exporters' own calls are never traced: nothing here is instrumented, and they do not go
 through the gateway.
@@ -24,31 +22,32 @@ import gzip
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-import grpc
 import httpx
 import orjson
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from tfgw import __version__
-from tfgw.export.encode import JSON, MAX_BATCH_BYTES, EncodedBatch
-from tfgw.export.rpc_status import DETAILS_KEY, decode_status
+from tfgw.export.encode import JSON, EncodedBatch
+from tfgw.export.rpc_status import decode_status
 from tfgw.retry import Backoff, parse_retry_after
 from tfgw.secrets import scrub
 
+if TYPE_CHECKING:
+    from tfgw.export.grpc_send import GrpcSender
+
 __all__ = [
     "EXPORT_METHOD",
-    "RETRYABLE_GRPC",
     "RETRYABLE_HTTP",
     "USER_AGENT",
     "Delivery",
-    "GrpcSender",
     "HttpSender",
     "SendResult",
     "Sender",
     "SenderTarget",
+    "clean_message",
     "deliver",
     "sender_for",
 ]
@@ -56,16 +55,6 @@ __all__ = [
 USER_AGENT = f"tfgw/{__version__}"
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 RETRYABLE_HTTP = frozenset((429, 502, 503, 504))
-RETRYABLE_GRPC = frozenset(
-    (
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    )
-)
 #: how much of an error body or message a result keeps
 MAX_MESSAGE = 500
 GZIP_LEVEL = 6
@@ -112,7 +101,11 @@ class Sender(Protocol):
 
 
 def sender_for(target: SenderTarget) -> HttpSender | GrpcSender:
-    return GrpcSender(target) if target.protocol == "grpc" else HttpSender(target)
+    if target.protocol == "grpc":
+        from tfgw.export.grpc_send import GrpcSender
+
+        return GrpcSender(target)
+    return HttpSender(target)
 
 
 # -- HTTP ------------------------------------------------------------------------------------------
@@ -178,7 +171,7 @@ class HttpSender:
         return SendResult(outcome, message=self._clean(text), status=status, latency_ms=latency)
 
     def _clean(self, message: str | None) -> str | None:
-        return _clean(message, self.target.secrets)
+        return clean_message(message, self.target.secrets)
 
 
 def _partial_success(response: httpx.Response) -> tuple[int, str | None]:
@@ -229,91 +222,7 @@ def _is_json(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").split(";")[0].strip().lower() == JSON
 
 
-# -- gRPC ------------------------------------------------------------------------------------------
-
-
-class GrpcSender:
-    """`TraceService/Export` over one gRPC channel; the batch's protobuf is sent as it is."""
-
-    def __init__(self, target: SenderTarget) -> None:
-        self.target = target
-        options: list[tuple[str, Any]] = [
-            ("grpc.max_send_message_length", MAX_BATCH_BYTES + 1024 * 1024),
-            ("grpc.max_receive_message_length", MAX_BATCH_BYTES),
-            ("grpc.primary_user_agent", USER_AGENT),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.keepalive_permit_without_calls", 0),
-            ("grpc.enable_retries", 0),  # retrying is the exporter's, with backoff and a cursor
-            # after an outage the channel reconnects on its own timer (gRPC's default grows to
-            # 120 s): keep it in step with `tfgw.retry.Backoff`, so delivery resumes soon after the server
-            ("grpc.initial_reconnect_backoff_ms", 500),
-            ("grpc.max_reconnect_backoff_ms", 30_000),
-        ]
-        compression = grpc.Compression.Gzip if target.compression == "gzip" else None
-        if target.insecure:
-            self._channel = grpc.insecure_channel(target.endpoint, options=options, compression=compression)
-        else:
-            credentials = grpc.ssl_channel_credentials()  # the default root certificates
-            self._channel = grpc.secure_channel(
-                target.endpoint, credentials, options=options, compression=compression
-            )
-        self._export = self._channel.unary_unary(
-            EXPORT_METHOD,
-            request_serializer=None,  # the body is already serialized
-            response_deserializer=ExportTraceServiceResponse.FromString,
-        )
-        # gRPC wants binary values for "-bin" keys, text for the others
-        self._metadata = tuple(
-            (k.lower(), v.encode() if k.lower().endswith("-bin") else v) for k, v in target.headers.items()
-        )
-
-    def send(self, batch: EncodedBatch) -> SendResult:
-        if not batch.spans:
-            return SendResult("accepted", message="nothing to send")
-        start = time.perf_counter()
-        try:
-            response = self._export(batch.body, timeout=self.target.timeout, metadata=self._metadata)
-        except grpc.RpcError as exc:
-            return self._failed(exc, (time.perf_counter() - start) * 1000)
-        except (TypeError, ValueError) as exc:  # metadata gRPC refuses before sending anything
-            message = self._clean(f"{type(exc).__name__}: {exc}")
-            return SendResult("rejected", message=message, status="client error")
-        latency = (time.perf_counter() - start) * 1000
-        partial = response.partial_success
-        message = self._clean(partial.error_message or None)
-        return SendResult("accepted", partial.rejected_spans, message, status="OK", latency_ms=latency)
-
-    def _failed(self, exc: grpc.RpcError, latency: float) -> SendResult:
-        code: grpc.StatusCode = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-        details = exc.details() if isinstance(exc, grpc.Call) else None
-        trailing = exc.trailing_metadata() if isinstance(exc, grpc.Call) else None
-        retry_after = None
-        for key, value in trailing or ():
-            if key == DETAILS_KEY and isinstance(value, bytes):
-                status = decode_status(value)
-                if status is not None:
-                    retry_after = status.retry_after
-                    details = details or status.message
-        message = self._clean(details or code.name)
-        if code in RETRYABLE_GRPC or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and retry_after is not None):
-            return SendResult("retry", 0, message, retry_after, code.name, latency)
-        return SendResult("rejected", 0, message, status=code.name, latency_ms=latency)
-
-    def _clean(self, message: str | None) -> str | None:
-        return _clean(message, self.target.secrets)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> GrpcSender:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _clean(message: str | None, secrets: tuple[str, ...]) -> str | None:
+def clean_message(message: str | None, secrets: tuple[str, ...]) -> str | None:
     """A message fit for logs and `otel status`: no secret in it, and not too long."""
     if not message:
         return None
