@@ -1,7 +1,8 @@
 """Export end to end: the real gateway, its exporter child process, and real OTLP receivers.
 
 Every receiver here is a real server on 127.0.0.1 started by the test (tests/fakes/otlp.py); the
-gateway is `tfgw serve` as a real process, which starts `tfgw exporter` as its child.
+gateway is `tfgw serve` as a real process, which starts its exporter (`python -m tfgw.export`) as
+its child.
 """
 
 from __future__ import annotations
@@ -340,7 +341,7 @@ def exporter_pids(config: Path) -> list[int]:
     """The exporter child processes `tfgw serve --config CONFIG` runs."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        pattern = f"tfgw exporter --nice 10 --config {config}"
+        pattern = f"tfgw.export --nice 10 --config {config}"
         found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
         pids = [int(p) for p in found.stdout.split()]
         if pids:

@@ -3,8 +3,6 @@ the child process `tfgw serve` supervises."""
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 
 import typer
@@ -23,12 +21,7 @@ def exporter(
     ),
 ) -> None:
     """Export the trace log to the configured targets until SIGTERM or ^C."""
-    from tfgw.export.worker import run_exporter
+    from tfgw.export.worker import exporter_main
 
-    logging.basicConfig(level=logging.INFO, format="tfgw exporter: %(message)s")
-    for noisy in ("httpx", "httpcore"):  # a line per request sent is not news
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if nice:
-        os.nice(nice)
     settings = demo_settings() if demo else read_settings(config)
-    raise typer.Exit(run_exporter(settings))
+    raise typer.Exit(exporter_main(settings, nice=nice))

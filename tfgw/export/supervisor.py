@@ -2,8 +2,8 @@
 
 A child process, not a thread: encoding and sending never compete with the gateway's event loop
 for the GIL, and a crash in an exporter cannot take the gateway down. The child is
-`python -m tfgw exporter` with the same config, so what runs under `serve` is exactly what runs
-alone in scaled-out mode.
+`python -m tfgw.export` with the same config: the same `exporter_main` as `tfgw exporter` alone in
+scaled-out mode, started without the CLI's imports.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class ExporterSupervisor:
         self.settings = settings
         self.targets = targets
         # background work: at a lower CPU priority the gateway's requests go first (bench/README.md)
-        self.command = [sys.executable, "-m", "tfgw", "exporter", "--nice", str(NICE)]
+        # `python -m tfgw.export`, not `tfgw exporter`: the same work without the CLI's imports
+        self.command = [sys.executable, "-m", "tfgw.export", "--nice", str(NICE)]
         self.command += ["--demo"] if demo or settings.path is None else ["--config", str(settings.path)]
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0

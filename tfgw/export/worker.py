@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import os
 import signal
 import threading
 import time
@@ -32,7 +33,7 @@ from tfgw.export.cursor import Cursor, Pending
 from tfgw.export.targets import ResolvedTarget, enabled_targets
 from tfgw.retry import Backoff
 
-__all__ = ["TargetExporter", "run_exporter"]
+__all__ = ["TargetExporter", "exporter_main", "run_exporter"]
 
 log = logging.getLogger("tfgw.exporter")
 
@@ -162,6 +163,16 @@ def _newest_end(line: Mapping[str, Any]) -> float:
         for span in ss.get("spans") or ()
     ]
     return max(ends, default=0) / 1e9
+
+
+def exporter_main(settings: Settings, *, nice: int = 0) -> int:
+    """The exporter as a process: its log lines, its CPU priority, then `run_exporter`."""
+    logging.basicConfig(level=logging.INFO, format="tfgw exporter: %(message)s")
+    for noisy in ("httpx", "httpcore"):  # a line per request sent is not news
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if nice:
+        os.nice(nice)
+    return run_exporter(settings)
 
 
 def run_exporter(settings: Settings, stop: threading.Event | None = None) -> int:
