@@ -397,13 +397,7 @@ class AnthropicStream(SseStream):
             frames: list[bytes] = []
             chunks: list[dict[str, Any]] = []
             for event, data in sse_events(block):
-                try:
-                    payload = orjson.loads(data)
-                except orjson.JSONDecodeError as exc:
-                    raise ProviderError(
-                        f"provider {self.client.provider!r} sent an invalid SSE event"
-                    ) from exc
-                for chunk in self.translator.feed(event, payload):
+                for chunk in self.translator.feed(event, self.parse(data)):
                     frames.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
                     chunks.append(chunk)
             yield b"".join(frames), chunks

@@ -12,7 +12,6 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tfgw.errors import ProviderError
 from tfgw.providers.base import Call, Provider, Reply, Stream, StreamBatch, wants_usage
 from tfgw.providers.http import HttpClient, SseStream, sse_events
 
@@ -35,14 +34,9 @@ class OpenAIStream(SseStream):
             for _, data in sse_events(block):
                 if data == b"[DONE]":
                     continue
-                try:
-                    chunk = orjson.loads(data)
-                except orjson.JSONDecodeError as exc:
-                    raise ProviderError(
-                        f"provider {self.client.provider!r} sent an invalid SSE event"
-                    ) from exc
+                chunk = self.parse(data)
                 if not isinstance(chunk, dict):
-                    raise ProviderError(f"provider {self.client.provider!r} sent an invalid SSE event")
+                    raise self.invalid()
                 if not self.client_wants_usage and chunk.get("usage") and not chunk.get("choices"):
                     hidden = data
                 chunks.append(chunk)
