@@ -158,9 +158,9 @@ def render(result: ReplayResult) -> str:
     out += [
         f"rejected: {f['file']}: {f['status']}: {f['message']} ({f['spans']} spans)" for f in result.failures
     ]
-    out += [f"warning: {w}" for w in result.warnings]
-    if result.hidden_warnings:
-        out.append(f"warning: … {result.hidden_warnings} more")
+    out += [f"warning: {w}" for w in result.warnings.shown]
+    if result.warnings.hidden:
+        out.append(f"warning: … {result.warnings.hidden} more")
     if result.unreachable:
         out.append(f"unreachable: {result.unreachable}")
     if not result.dry_run:

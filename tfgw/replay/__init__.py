@@ -92,8 +92,7 @@ def replay(
             projects=found.project_counts(options.project or target.project),
             start_ns=None if found.start_ns is None else found.start_ns + offset,
             end_ns=None if found.end_ns is None else found.end_ns + offset,
-            warnings=list(found.warnings),
-            hidden_warnings=found.hidden_warnings,
+            warnings=found.warnings,  # pass 2 adds to what pass 1 found
         )
         if options.dry_run or not found.spans:
             return result
@@ -128,7 +127,7 @@ def _send_all(
                 for batch in encode.batches(lines, target.protocol):
                     for dropped in batch.dropped:
                         verdict.dropped += dropped.spans
-                        result.warn(f"{stats.name}: {dropped.reason}")
+                        result.warnings.add(f"{stats.name}: {dropped.reason}")
                     if not batch.spans:
                         continue
                     delivery = send.deliver(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfgw.errors import InputError
+from tfgw.replay.verdict import Warnings
 from tfgw.tracing import semconv
 from tfgw.tracing.otlp.files import STDIN_NAME, TraceFileError, open_trace_file
 from tfgw.tracing.otlp.validate import ERROR, IGNORE, RULES, SpanFacts, Strictness, Validator, Where
@@ -22,8 +23,6 @@ __all__ = ["MAX_PROJECTS", "NO_PROJECT", "OTHER_PROJECTS", "FileStats", "Plan", 
 MAX_PROJECTS = 100
 OTHER_PROJECTS = "(others)"
 NO_PROJECT = "(none)"
-#: warnings kept (all are counted)
-MAX_WARNINGS = 50
 
 
 @dataclass(slots=True)
@@ -42,19 +41,12 @@ class Plan:
     projects: dict[str, int] = field(default_factory=dict)  # project -> spans
     start_ns: int | None = None  # the oldest start
     end_ns: int | None = None  # the newest end
-    warnings: list[str] = field(default_factory=list)
-    hidden_warnings: int = 0
+    warnings: Warnings = field(default_factory=Warnings)
 
     def project_counts(self, override: str | None) -> dict[str, int]:
         if override:
             return {override: self.spans} if self.spans else {}
         return dict(sorted(self.projects.items()))
-
-    def warn(self, text: str) -> None:
-        if len(self.warnings) < MAX_WARNINGS:
-            self.warnings.append(text)
-        else:
-            self.hidden_warnings += 1
 
     def count(self, span: SpanFacts) -> None:
         project = span.resource.get(semconv.PROJECT_NAME)
@@ -86,7 +78,7 @@ def plan(files: list[str], stdin_path: Path | None = None) -> Plan:
             raise InputError(text)
         if rule == "torn-line":
             text += ": skipped"
-        result.warn(text)
+        result.warnings.add(text)
 
     validator = Validator(report)
     for stats in result.files:

@@ -7,11 +7,29 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["MAX_FAILURES", "FileVerdict", "ReplayResult"]
+__all__ = ["MAX_FAILURES", "MAX_WARNINGS", "FileVerdict", "ReplayResult", "Warnings"]
 
 #: distinct failure messages kept in the verdict (all are counted)
 MAX_FAILURES = 20
+#: warnings kept in the verdict (all are counted)
 MAX_WARNINGS = 50
+
+
+@dataclass(slots=True)
+class Warnings:
+    """The first `MAX_WARNINGS` warnings of a replay, both passes, and how many more there were."""
+
+    shown: list[str] = field(default_factory=list)
+    hidden: int = 0
+
+    def add(self, text: str) -> None:
+        if len(self.shown) < MAX_WARNINGS:
+            self.shown.append(text)
+        else:
+            self.hidden += 1
+
+    def as_list(self) -> list[str]:
+        return [*self.shown, f"… {self.hidden} more warnings"] if self.hidden else list(self.shown)
 
 
 @dataclass(slots=True)
@@ -46,15 +64,8 @@ class ReplayResult:
     end_ns: int | None
     #: failures as the backend gave them: {file, status, message, spans}
     failures: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: Warnings = field(default_factory=Warnings)
     unreachable: str | None = None  # why the replay stopped, if the backend stayed unreachable
-    hidden_warnings: int = 0
-
-    def warn(self, text: str) -> None:
-        if len(self.warnings) < MAX_WARNINGS:
-            self.warnings.append(text)
-        else:
-            self.hidden_warnings += 1
 
     @property
     def spans(self) -> int:
@@ -90,9 +101,7 @@ class ReplayResult:
         }
         if not self.dry_run:
             out |= {"failures": self.failures, "unreachable": self.unreachable}
-        out["warnings"] = self.warnings
-        if self.hidden_warnings:
-            out["warnings"] = [*self.warnings, f"… {self.hidden_warnings} more warnings"]
+        out["warnings"] = self.warnings.as_list()
         return out
 
 
