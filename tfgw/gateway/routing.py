@@ -103,13 +103,12 @@ class Router:
         last: ProviderError | None = None
         number = 0
         for attempt in attempts:
-            backoff: Backoff | None = None  # made on the first retry: most requests never need one
+            backoff = Backoff(RETRY_BASE_DELAY, RETRY_MAX_DELAY, RETRY_AFTER_MAX)
             for retry in range(attempt.retries + 1):
                 if retry:
                     wait = _retry_after(last)
                     if wait is not None and wait > RETRY_AFTER_MAX:
                         break  # not worth holding the request: the next target, if any
-                    backoff = backoff or Backoff(RETRY_BASE_DELAY, RETRY_MAX_DELAY, RETRY_AFTER_MAX)
                     await asyncio.sleep(backoff.next_delay(wait))
                 number += 1
                 try:
