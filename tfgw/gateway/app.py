@@ -260,7 +260,7 @@ def _resolve(state: GatewayState, trace: RequestTrace, body: dict[str, Any]) -> 
     span = trace.child("model.resolve")
     requested = body.get("model")
     if isinstance(requested, str):
-        span.attributes[sc.MODEL_REQUESTED] = trace.root.attributes[sc.MODEL_REQUESTED] = requested
+        span.attributes[sc.MODEL_REQUESTED] = requested  # the root has it from `_request_body`
     try:
         attempts = state.router.resolve(requested)
     except TfgwError as exc:
