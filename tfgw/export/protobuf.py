@@ -22,11 +22,11 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tfgw.tracing import otlp
 
@@ -170,10 +170,10 @@ def _schema_url(url: str) -> bytes:
     return _field(3, url.encode()) if url else b""
 
 
-#: OTLP/JSON writes enums as integers, but may use their protobuf names; the numbers and names are
-#: the trace-file format's (`tfgw.tracing.otlp`)
-_KINDS = {f"SPAN_KIND_{name}": Span.SpanKind.ValueType(n) for n, name in otlp.KIND_NAMES.items()}
-_CODES = {f"STATUS_CODE_{name}": Status.StatusCode.ValueType(n) for n, name in otlp.STATUS_NAMES.items()}
+#: OTLP/JSON writes enums as integers, but may use their protobuf names (the trace-file format's own
+#: tables, `tfgw.tracing.otlp`)
+_KINDS = otlp.KIND_BY_NAME
+_CODES = otlp.STATUS_BY_NAME
 
 
 def _enum(value: Any, names: Mapping[str, int]) -> int | None:
@@ -303,7 +303,7 @@ def _span_head_upb(s: Mapping[str, Any]) -> bytes:
     span.name = s.get("name") or ""
     kind = s.get("kind")
     if kind:
-        span.kind = _KINDS[kind] if isinstance(kind, str) else kind
+        span.kind = cast(Any, _KINDS[kind] if isinstance(kind, str) else kind)  # protobuf checks it
     span.start_time_unix_nano = int(s.get("startTimeUnixNano") or 0)
     span.end_time_unix_nano = int(s.get("endTimeUnixNano") or 0)
     data: bytes = span.SerializeToString()
@@ -344,7 +344,7 @@ def _span_tail_upb(s: Mapping[str, Any]) -> bytes:
             span.status.message = status["message"]
         code = status.get("code")
         if code:
-            span.status.code = _CODES[code] if isinstance(code, str) else code
+            span.status.code = cast(Any, _CODES[code] if isinstance(code, str) else code)
     if s.get("flags"):
         span.flags = s["flags"]
     data: bytes = span.SerializeToString()

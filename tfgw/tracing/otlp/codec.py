@@ -19,14 +19,18 @@ from tfgw.tracing import semconv
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
+    "KIND_BY_NAME",
     "KIND_CLIENT",
     "KIND_INTERNAL",
     "KIND_NAMES",
+    "KIND_PREFIX",
     "KIND_SERVER",
     "SCOPE",
+    "STATUS_BY_NAME",
     "STATUS_ERROR",
     "STATUS_NAMES",
     "STATUS_OK",
+    "STATUS_PREFIX",
     "STATUS_UNSET",
     "any_value",
     "attributes",
@@ -42,6 +46,11 @@ KIND_SERVER = 2
 KIND_CLIENT = 3
 KIND_NAMES = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
+#: the proto names of the enums, which OTLP/JSON readers may meet in place of the integers
+KIND_PREFIX = "SPAN_KIND_"
+STATUS_PREFIX = "STATUS_CODE_"
+KIND_BY_NAME = {KIND_PREFIX + name: code for code, name in KIND_NAMES.items()}
+STATUS_BY_NAME = {STATUS_PREFIX + name: code for code, name in STATUS_NAMES.items()}
 
 STATUS_UNSET = 0
 STATUS_OK = 1

@@ -36,7 +36,14 @@ from typing import Any, Final
 import orjson
 
 from tfgw.tracing import semconv
-from tfgw.tracing.otlp.codec import KIND_NAMES, STATUS_NAMES
+from tfgw.tracing.otlp.codec import (
+    KIND_BY_NAME,
+    KIND_NAMES,
+    KIND_PREFIX,
+    STATUS_BY_NAME,
+    STATUS_NAMES,
+    STATUS_PREFIX,
+)
 from tfgw.tracing.otlp.files import is_torn
 from tfgw.tracing.otlp.values import BAD, VALUE_KEYS, Problems, decode, json_type
 
@@ -136,10 +143,6 @@ SNAKE_TO_CAMEL: Final = {_snake(k): k for k in _ALL_KEYS | LINK_KEYS | VALUE_KEY
 YEAR_2000_NS: Final = 946_684_800 * 10**9
 U64_MAX: Final = 2**64 - 1
 U32_MAX: Final = 2**32 - 1
-KIND_PREFIX: Final = "SPAN_KIND_"
-STATUS_PREFIX: Final = "STATUS_CODE_"
-_KIND_BY_NAME: Final = {KIND_PREFIX + name: code for code, name in KIND_NAMES.items()}
-_STATUS_BY_NAME: Final = {STATUS_PREFIX + name: code for code, name in STATUS_NAMES.items()}
 
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}").fullmatch
 _HEX16 = re.compile(r"[0-9a-fA-F]{16}").fullmatch
@@ -154,12 +157,12 @@ Report = Callable[[str, Where, str], None]
 
 def kind_by_name(value: Any) -> int | None:
     """The integer of a SpanKind given by its proto name (`SPAN_KIND_SERVER` → 2), else None."""
-    return _KIND_BY_NAME.get(value) if type(value) is str else None
+    return KIND_BY_NAME.get(value) if type(value) is str else None
 
 
 def status_by_name(value: Any) -> int | None:
     """The integer of a StatusCode given by its proto name (`STATUS_CODE_ERROR` → 2), else None."""
-    return _STATUS_BY_NAME.get(value) if type(value) is str else None
+    return STATUS_BY_NAME.get(value) if type(value) is str else None
 
 
 @dataclass(slots=True)
