@@ -28,7 +28,6 @@ import datetime
 import json
 import math
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -54,12 +53,12 @@ from run import (
     cpu_seconds,
     fmt,
     free_port,
-    interrupted,
     log_tail,
     machine,
     otlp_receiver,
     progress,
     rss_mib,
+    run_command,
     running,
     start,
     start_gateway,
@@ -581,17 +580,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, interrupted)
-    try:
-        report = bench(args)
-    except (BenchError, LoadError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; every started process was stopped", file=sys.stderr)
-        return 130
-    print(as_json(report) if args.json else markdown(report))
-    return 0
+    return run_command(lambda: bench(args), as_json if args.json else markdown)
 
 
 if __name__ == "__main__":

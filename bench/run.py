@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -691,19 +691,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+R = TypeVar("R")
+
+
+def run_command(measure: Callable[[], R], render: Callable[[R], str]) -> int:
+    """A bench command's frame: SIGTERM stops it like ^C, every started process is stopped on the
+    way out, a failed run is one line and exit 1, ^C exit 130; else the report is printed."""
     signal.signal(signal.SIGTERM, interrupted)
     try:
-        report = bench(args)
+        report = measure()
     except (BenchError, LoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; every started process was stopped", file=sys.stderr)
         return 130
-    print(as_json(report) if args.json else markdown(report))
+    print(render(report))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_command(lambda: bench(args), as_json if args.json else markdown)
 
 
 if __name__ == "__main__":
