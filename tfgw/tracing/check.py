@@ -51,7 +51,7 @@ import orjson
 
 from tfgw.tracing import semconv
 from tfgw.tracing.otlp.files import STDIN_NAME, open_trace_file, read_lines, trace_files
-from tfgw.tracing.otlp.validate import ERROR, WARNING, Rule, SpanFacts, Validator
+from tfgw.tracing.otlp.validate import ERROR, WARNING, Rule, SpanFacts, Validator, Where
 from tfgw.tracing.otlp.validate import RULES as STRUCTURE_RULES
 from tfgw.tracing.otlp.values import json_type, value_type
 from tfgw.tracing.trees import TREE_RULES, Trees
@@ -227,9 +227,6 @@ def check_files(
 
 # -- the checker ---------------------------------------------------------------------------------
 
-# Where a finding is: (file, line, trace id, span id, span label).
-_Where = tuple[str, int, "str | None", "str | None", "str | None"]
-
 
 class _Checker:
     def __init__(self, max_findings: int) -> None:
@@ -242,7 +239,7 @@ class _Checker:
         self.validator = Validator(self.add)
         self._last_json_objects: dict[str, str] = {}  # key -> its last value that held a JSON object
 
-    def add(self, rule: str, where: _Where, message: str) -> None:
+    def add(self, rule: str, where: Where, message: str) -> None:
         severity = RULES[rule].severity
         if severity == ERROR:
             self.errors += 1
@@ -268,7 +265,7 @@ class _Checker:
 
     # -- conventions ---------------------------------------------------------------------------
 
-    def semantics(self, attrs: dict[str, Any], status_code: int, where: _Where) -> None:
+    def semantics(self, attrs: dict[str, Any], status_code: int, where: Where) -> None:
         oi_kind = attrs.get(semconv.OI_SPAN_KIND)
         operation = attrs.get(semconv.GEN_OPERATION)
         if oi_kind is not None:
@@ -335,7 +332,7 @@ class _Checker:
         conventions: tuple[tuple[str, tuple[str, ...]], ...],
         rule: str,
         what: str,
-        where: _Where,
+        where: Where,
     ) -> None:
         """One convention's required attributes are enough: with neither satisfied every missing
         one is a `rule` error; with one, the other's are `other-convention` warnings. A value of
@@ -359,7 +356,7 @@ class _Checker:
             for key in (k for k in absent if k):
                 self.add("other-convention", where, f"{what} has no {key}: {name} readers will not see it")
 
-    def counts_and_messages(self, attrs: dict[str, Any], where: _Where, *, messages: bool) -> None:
+    def counts_and_messages(self, attrs: dict[str, Any], where: Where, *, messages: bool) -> None:
         keys = tuple(attrs)
         shape = self.shapes.get(keys)
         if shape is None:
