@@ -2,7 +2,8 @@
 
 The same work as `tfgw exporter` (`tfgw.export.worker.exporter_main`), started without the CLI:
 Typer and what it imports (pydantic among them) would cost a process that lives as long as the
-gateway about 15 MB of memory (httpx still brings Rich, for its own command line). A bad config
+gateway about 15 MB of memory. For the same reason the HTTP sender is the standard library's
+`http.client`, not httpx (whose own command line brings click, Rich and Pygments). A bad config
 is one line on stderr and exit code 2, as from the CLI; `tfgw serve` has checked the config before
 it starts this.
 """

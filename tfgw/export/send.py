@@ -1,15 +1,19 @@
 """Sending encoded batches to one target, and what came of it: the OTLP delivery rules in one place.
 
-A sender is synchronous and owns one connection (an httpx.Client with keep-alive, or a gRPC
-channel); the exporter runs one thread per target, each with its own sender. `send()` never
+A sender is synchronous and owns one connection (a keep-alive `http.client` connection, or a
+gRPC channel); the exporter runs one thread per target, each with its own sender. `send()` never
 raises for anything the network or the backend does: it returns a `SendResult` saying whether the
 batch was accepted (possibly in part), should be sent again later, or was refused for good.
 
 Classification (opentelemetry-proto docs/specification.md; docs/export.md):
 - HTTP 2xx: accepted; the `ExportTraceServiceResponse` body's `partialSuccess` gives rejected
-  spans, never retried. 429, 502, 503, 504, a connection error or a timeout: retry, after
-  Retry-After when given. Any other status: rejected, with the body's `google.rpc.Status`
-  message (or its text).
+  spans, never retried. 429, 502, 503, 504, a connection error, a dropped connection or a
+  timeout: retry, after Retry-After when given. Any other status (a redirect too: none is
+  followed): rejected, with the body's `google.rpc.Status` message (or its text). A URL or a
+  header that cannot be sent: rejected, "client error".
+- HTTP connections: one keep-alive connection a sender; a request that finds its reused
+  connection closed by the server (an idle timeout) is sent again once on a new one, never a
+  request that failed on a fresh connection.
 - gRPC: `tfgw.export.grpc_send`, imported only for a grpc target.
 
 The exporters' own calls are never traced: nothing here is instrumented, and they do not go
@@ -18,13 +22,21 @@ through the gateway.
 
 from __future__ import annotations
 
+import base64
 import gzip
+import http.client
+import re
+import select
+import socket
+import ssl
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Literal, Protocol
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
-import httpx
 import orjson
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -110,52 +122,81 @@ def sender_for(target: SenderTarget) -> HttpSender | GrpcSender:
 
 # -- HTTP ------------------------------------------------------------------------------------------
 
+#: what a reused keep-alive connection raises when the server had closed it while it was idle
+#: (RemoteDisconnected is a ConnectionResetError): then the request is sent again, once, on a new one
+_STALE_CONNECTION = (BrokenPipeError, ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+
+_Phase = Literal["connect", "write", "read"]
+
+
+class _ExchangeError(Exception):
+    """An exchange failed in `phase`; the cause is the standard library's exception."""
+
+    def __init__(self, phase: _Phase, cause: Exception) -> None:
+        super().__init__(phase)
+        self.phase: _Phase = phase
+        self.cause = cause
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    content_type: str
+    retry_after: str | None
+    body: bytes
+
 
 class HttpSender:
-    """POST to the target's URL: OTLP/HTTP, protobuf or JSON as the batch is encoded."""
+    """POST to the target's URL: OTLP/HTTP, protobuf or JSON as the batch is encoded.
 
-    def __init__(self, target: SenderTarget, *, transport: httpx.BaseTransport | None = None) -> None:
+    One keep-alive `http.client` connection (TLS for https://, verified against the system's CAs
+    or SSL_CERT_FILE),
+    opened at the first send and again after the server closed it; no proxy from the environment,
+    no redirect followed, the target's timeout for connecting and for each read and write. A
+    failure's message names its phase as httpx did (ConnectError, ReadTimeout, ...)."""
+
+    def __init__(self, target: SenderTarget) -> None:
         self.target = target
-        self._client = httpx.Client(
-            headers={"user-agent": USER_AGENT, **target.headers},
-            timeout=target.timeout,
-            trust_env=False,  # no proxy from the environment: the target is what the config says
-            follow_redirects=False,
-            transport=transport,
-        )
+        self._conn: http.client.HTTPConnection | None = None
+        self._tls: ssl.SSLContext | None = None
+        self._url, self._unsendable = _split_url(target.endpoint)
+        self._path = "/" if self._url is None else _target_path(self._url)
+        self._headers = _without({"user-agent": USER_AGENT}, *target.headers) | dict(target.headers)
+        if self._url is not None and (self._url.username or self._url.password):
+            self._headers = _without(self._headers, "authorization") | {"authorization": _basic(self._url)}
+        self._unsendable = self._unsendable or _unsendable_header(self._headers)
 
     def send(self, batch: EncodedBatch) -> SendResult:
         if not batch.spans:
             return SendResult("accepted", message="nothing to send")
+        start = time.perf_counter()
+        if self._unsendable is not None:
+            return self._failed("client error", self._unsendable, "rejected", start)
         headers = {"content-type": batch.content_type}
         body = batch.body
         if self.target.compression == "gzip":
             body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
             headers["content-encoding"] = "gzip"
-        start = time.perf_counter()
         try:
-            response = self._client.post(self.target.endpoint, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            return self._failed("timeout", exc, start)
-        except httpx.ConnectError as exc:
-            return self._failed("connect error", exc, start)
-        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:  # our request is unsendable
-            return self._failed("client error", exc, start, "rejected")
-        except httpx.TransportError as exc:  # the server closed the connection, a protocol error...
-            return self._failed("transport error", exc, start)
-        latency = (time.perf_counter() - start) * 1000
-        status = str(response.status_code)
-        if 200 <= response.status_code < 300:
-            rejected, message = _partial_success(response)
+            answer = self._post(body, _without(self._headers, *headers) | headers)
+        except _ExchangeError as exc:
+            self._drop()
+            return self._failed(*_classify(exc), start)
+        return self._answered(answer, (time.perf_counter() - start) * 1000)
+
+    def _answered(self, answer: _Answer, latency: float) -> SendResult:
+        status = str(answer.status)
+        if 200 <= answer.status < 300:
+            rejected, message = _partial_success(answer.content_type, answer.body)
             return SendResult("accepted", rejected, self._clean(message), status=status, latency_ms=latency)
-        message = self._clean(_error_message(response))
-        if response.status_code in RETRYABLE_HTTP:
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
+        message = self._clean(_error_message(answer.status, answer.content_type, answer.body))
+        if answer.status in RETRYABLE_HTTP:
+            retry_after = parse_retry_after(answer.retry_after)
             return SendResult("retry", 0, message, retry_after, status, latency)
         return SendResult("rejected", 0, message, status=status, latency_ms=latency)
 
     def close(self) -> None:
-        self._client.close()
+        self._drop()
 
     def __enter__(self) -> HttpSender:
         return self
@@ -163,24 +204,176 @@ class HttpSender:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _post(self, body: bytes, headers: dict[str, str]) -> _Answer:
+        """One POST: on the open connection if the server has not closed it, else on a new one;
+        sent again once on a new connection if the reused one turns out to be closed."""
+        conn = self._conn
+        reused = conn is not None and conn.sock is not None and not _closed_by_peer(conn.sock)
+        if not reused:
+            conn = self._connect()
+        assert conn is not None
+        try:
+            return self._exchange(conn, body, headers)
+        except _ExchangeError as exc:
+            if not reused or not isinstance(exc.cause, _STALE_CONNECTION):
+                raise
+            self._drop()
+        return self._exchange(self._connect(), body, headers)
+
+    def _connect(self) -> http.client.HTTPConnection:
+        self._drop()
+        assert self._url is not None and self._url.hostname is not None
+        host, port, timeout = self._url.hostname, self._url.port, self.target.timeout
+        try:
+            if self._url.scheme == "https":
+                if self._tls is None:
+                    self._tls = ssl.create_default_context()
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    host, port, timeout=timeout, context=self._tls
+                )
+            else:
+                conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            conn.connect()
+        except (OSError, ValueError) as exc:  # refused, unresolvable, a TLS handshake or certificate
+            raise _ExchangeError("connect", exc) from exc
+        self._conn = conn
+        return conn
+
+    def _exchange(self, conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str]) -> _Answer:
+        """Send the request and read the whole answer (so the connection can be used again)."""
+        phase: _Phase = "write"
+        try:
+            conn.request("POST", self._path, body, headers)
+            phase = "read"
+            response = conn.getresponse()
+            data = response.read()
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise _ExchangeError(phase, exc) from exc
+        if response.will_close:
+            self._drop()
+        encoding = (response.getheader("content-encoding") or "").strip().lower()
+        return _Answer(
+            response.status,
+            response.getheader("content-type") or "",
+            response.getheader("retry-after"),
+            _decoded(data, encoding),
+        )
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     def _failed(
-        self, status: str, exc: Exception, start: float, outcome: Literal["retry", "rejected"] = "retry"
+        self, status: str, message: str, outcome: Literal["retry", "rejected"], start: float
     ) -> SendResult:
         latency = (time.perf_counter() - start) * 1000
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return SendResult(outcome, message=self._clean(text), status=status, latency_ms=latency)
+        return SendResult(outcome, message=self._clean(message), status=status, latency_ms=latency)
 
     def _clean(self, message: str | None) -> str | None:
         return clean_message(message, self.target.secrets)
 
 
-def _partial_success(response: httpx.Response) -> tuple[int, str | None]:
+#: the names httpx gave these failures, kept so that logs and `otel status` read as before
+_TIMEOUT_NAMES = {"connect": "ConnectTimeout", "write": "WriteTimeout", "read": "ReadTimeout"}
+_ERROR_NAMES = {"connect": "ConnectError", "write": "WriteError", "read": "ReadError"}
+
+
+def _classify(exc: _ExchangeError) -> tuple[str, str, Literal["retry", "rejected"]]:
+    """(status, message, outcome) of a failed exchange."""
+    cause, phase = exc.cause, exc.phase
+    if isinstance(cause, TimeoutError):
+        status, name = "timeout", _TIMEOUT_NAMES[phase]
+    elif phase == "connect" and isinstance(cause, OSError):  # a certificate error is a ValueError too
+        status, name = "connect error", "ConnectError"
+    elif isinstance(cause, http.client.HTTPException):  # RemoteDisconnected, a bad status line...
+        status, name = "transport error", "RemoteProtocolError"
+    elif isinstance(cause, OSError) or phase == "read":
+        status, name = "transport error", _ERROR_NAMES[phase]
+    else:  # a ValueError before anything was sent: a header or a host name that cannot be sent
+        status, name = "client error", "LocalProtocolError"
+    message = f"{name}: {cause}" if str(cause) else f"{name}: {type(cause).__name__}"
+    return status, message, "rejected" if status == "client error" else "retry"
+
+
+def _split_url(endpoint: str) -> tuple[SplitResult | None, str | None]:
+    """(the URL, None), or (None, why it cannot be sent to): only http:// and https:// URLs."""
+    url = urlsplit(endpoint)
+    scheme = url.scheme.lower()
+    if scheme not in ("http", "https"):
+        if not scheme:
+            return None, "UnsupportedProtocol: Request URL is missing an 'http://' or 'https://' protocol."
+        return None, f"UnsupportedProtocol: Request URL has an unsupported protocol '{scheme}://'."
+    try:
+        url.port  # noqa: B018 (raises ValueError for a port out of range or not a number)
+    except ValueError as exc:
+        return None, f"InvalidURL: {exc}"
+    if not url.hostname:
+        return None, "InvalidURL: the URL has no host"
+    return url._replace(scheme=scheme), None
+
+
+def _target_path(url: SplitResult) -> str:
+    """The request target: the URL's path (percent-encoded where it is not yet) and query."""
+    path = quote(url.path or "/", safe="/%:@!$&'()*+,;=-._~")
+    return f"{path}?{url.query}" if url.query else path
+
+
+def _basic(url: SplitResult) -> str:
+    """Basic authorization from the URL's user and password, as httpx sent it."""
+    userpass = f"{unquote(url.username or '')}:{unquote(url.password or '')}".encode()
+    return "Basic " + base64.b64encode(userpass).decode()
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _unsendable_header(headers: Mapping[str, str]) -> str | None:
+    """Why a header cannot be sent, naming it but never showing its value (often a secret)."""
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name):
+            return f"LocalProtocolError: {name!r} is not a valid header name"
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return f"LocalProtocolError: the value of header {name!r} has characters outside Latin-1"
+        if any(c in value for c in "\r\n\0"):
+            return f"LocalProtocolError: the value of header {name!r} has a line break or a NUL"
+    return None
+
+
+def _without(headers: Mapping[str, str], *names: str) -> dict[str, str]:
+    """`headers` without `names`, compared case-insensitively (the request's own replace them)."""
+    drop = {name.lower() for name in names}
+    return {name: value for name, value in headers.items() if name.lower() not in drop}
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """An idle keep-alive connection the server closed (or wrote to, which it must not) is readable."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # closed on our side
+        return True
+    return bool(readable)
+
+
+def _decoded(body: bytes, encoding: str) -> bytes:
+    """The body without its gzip Content-Encoding (the request asks for none: a server may still),
+    as it came if it does not decompress."""
+    if encoding not in ("gzip", "x-gzip") or not body:
+        return body
+    try:
+        return gzip.decompress(body)
+    except (OSError, EOFError, zlib.error):
+        return body
+
+
+def _partial_success(content_type: str, body: bytes) -> tuple[int, str | None]:
     """(rejected spans, error message) of an `ExportTraceServiceResponse` body, (0, None) when
     there is none or it cannot be read: the batch was accepted either way."""
-    body = response.content
     if not body:
         return 0, None
-    if _is_json(response):
+    if _is_json(content_type):
         try:
             data = orjson.loads(body)
             partial = data.get("partialSuccess") or {}
@@ -195,10 +388,10 @@ def _partial_success(response: httpx.Response) -> tuple[int, str | None]:
     return partial_success.rejected_spans, partial_success.error_message or None
 
 
-def _error_message(response: httpx.Response) -> str:
-    """The reason in an error body: a `google.rpc.Status` (protobuf or JSON), else the text."""
-    body = response.content
-    if _is_json(response):
+def _error_message(status: int, content_type: str, body: bytes) -> str:
+    """The reason in an error body: a `google.rpc.Status` (protobuf or JSON), else the text, else
+    the status and its standard reason phrase."""
+    if _is_json(content_type):
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -210,16 +403,22 @@ def _error_message(response: httpx.Response) -> str:
                 message = error.get("message") if isinstance(error, dict) else None
             if isinstance(message, str) and message:
                 return message
-    elif "protobuf" in response.headers.get("content-type", ""):
-        status = decode_status(body)
-        if status is not None and status.message:
-            return status.message
+    elif "protobuf" in content_type:
+        rpc_status = decode_status(body)
+        if rpc_status is not None and rpc_status.message:
+            return rpc_status.message
     text = body.decode(errors="replace").strip()
-    return text or f"HTTP {response.status_code} {response.reason_phrase}".strip()
+    if text:
+        return text
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP {status} {phrase}".strip()
 
 
-def _is_json(response: httpx.Response) -> bool:
-    return response.headers.get("content-type", "").split(";")[0].strip().lower() == JSON
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";")[0].strip().lower() == JSON
 
 
 def clean_message(message: str | None, secrets: tuple[str, ...]) -> str | None:
