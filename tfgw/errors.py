@@ -117,6 +117,9 @@ class ProviderError(TfgwError):
 
     #: whether another target (a fallback) may be tried: only true before any byte reached the client
     retryable: bool = True
+    #: a stream's failure the client has seen already (the provider's own error event, passed on):
+    #: the gateway adds no error event of its own
+    relayed: bool = False
 
 
 class ProviderTimeoutError(ProviderError):

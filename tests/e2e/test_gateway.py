@@ -286,7 +286,10 @@ def test_provider_timeout_is_504(client: openai.OpenAI, up: FakeUpstream) -> Non
 
 def test_missing_and_wrong_gateway_key_are_401(gateway: Gateway) -> None:
     missing = httpx.post(f"{gateway.url}/v1/chat/completions", json={"model": "gpt", "messages": HELLO})
-    message = "You didn't provide an API key. Send your tfgw key as 'Authorization: Bearer <key>'."
+    message = (
+        "You didn't provide an API key. Send your tfgw key as 'Authorization: Bearer <key>'"
+        " (or 'x-api-key: <key>')."
+    )
     assert (missing.status_code, missing.json()) == (
         401,
         {

@@ -7,7 +7,7 @@ records every request in `up.requests`, and stops cleanly on exit. Routes:
 - Azure: `POST /openai/deployments/{deployment}/chat/completions|embeddings?api-version=...`
   (the same answers, with `model` = the deployment)
 - Anthropic: `POST /v1/messages` (JSON and SSE; needs `max_tokens` and `anthropic-version` as the
-  real API does)
+  real API does), `POST /v1/messages/count_tokens` (`{"input_tokens": <prompt words>}`)
 
 Answers are deterministic. The text is "echo: " + the last user message's text; streams send it
 in pieces split after each space, so joined pieces equal the text. Token counts are word counts:
@@ -16,7 +16,7 @@ answer. A request with `tools` is answered with a call of the first tool, argume
 Ids carry the request's position in `up.requests` ("chatcmpl-fake1", "msg_fake1", ...).
 
 Behaviour is programmable from the test thread: `fail_next`, `delay`, `stream_delay`,
-`slow_stream_chunks`, `require_key`; `reset()` clears it along with the records.
+`slow_stream_chunks`, `break_streams`, `require_key`; `reset()` clears it along with the records.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ class _Behaviour:
     stream_delay: float = 0.0
     filler_words: int = 0
     key: tuple[str, str] | None = None  # (header, expected value)
+    break_after: int | None = None  # streams end after this many events...
+    break_with_error: bool = False  # ...with the wire's error event, or by closing the connection
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,7 @@ class FakeUpstream:
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_chat)
         app.router.add_post("/openai/deployments/{deployment}/embeddings", self._azure_embeddings)
         app.router.add_post("/v1/messages", self._anthropic_messages)
+        app.router.add_post("/v1/messages/count_tokens", self._anthropic_count_tokens)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await runner.setup()
         try:
@@ -243,6 +246,13 @@ class FakeUpstream:
         with self._lock:
             self._behaviour.filler_words = count
             self._behaviour.stream_delay = delay
+
+    def break_streams(self, after: int, *, error_event: bool) -> None:
+        """End every stream after `after` events: with the wire's error event (OpenAI: a `data:`
+        error object; Anthropic: `event: error`, overloaded_error), or by dropping the connection."""
+        with self._lock:
+            self._behaviour.break_after = after
+            self._behaviour.break_with_error = error_event
 
     def require_key(self, value: str | None, header: str = "authorization") -> None:
         """Refuse (401, wire-shaped) requests without `header: value` ("Bearer value" for
@@ -349,6 +359,18 @@ class FakeUpstream:
             return await self._stream(request, message.events())
         return _json_response(message.message())
 
+    async def _anthropic_count_tokens(self, request: web.Request) -> web.StreamResponse:
+        body = _require_body(request)
+        if "anthropic-version" not in request.headers:
+            raise _WireError(400, "anthropic-version: header is required")
+        for name, kind in (("model", str), ("messages", list)):
+            if not isinstance(body.get(name), kind):
+                raise _WireError(400, f"{name}: Field required")
+        prompt = _words(_text_of(body.get("system"))) + sum(
+            _words(_text_of(m.get("content"))) for m in body["messages"] if isinstance(m, dict)
+        )
+        return _json_response({"input_tokens": prompt})
+
     def _answer(self, messages: list[Any], tools: Any, tool_kind: str) -> _Answer:
         if isinstance(tools, list) and tools:
             first = tools[0]
@@ -364,6 +386,9 @@ class FakeUpstream:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
+        with self._lock:
+            after, with_error = self._behaviour.break_after, self._behaviour.break_with_error
+        wire: Wire = "anthropic" if request.path.startswith("/v1/messages") else "openai"
         try:
             await response.prepare(request)
             for i, event in enumerate(events):
@@ -371,12 +396,30 @@ class FakeUpstream:
                     pause = self._behaviour.stream_delay
                 if i and pause:
                     await asyncio.sleep(pause)
+                if i == after:
+                    return await _break(request, response, wire, with_error)
                 await response.write(event)
             await response.write_eof()
         except ConnectionResetError:
             with self._lock:
                 self._stream_disconnects += 1
         return response
+
+
+async def _break(
+    request: web.Request, response: web.StreamResponse, wire: Wire, with_error: bool
+) -> web.StreamResponse:
+    if with_error:
+        if wire == "anthropic":
+            error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+            await response.write(b"event: error\ndata: " + orjson.dumps(error) + b"\n\n")
+        else:
+            error = {"error": {"message": "The server had an error", "type": "server_error"}}
+            await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
+        await response.write_eof()
+    elif request.transport is not None:
+        request.transport.close()
+    return response
 
 
 # -- answers -----------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""The Quart app factory and the OpenAI-compatible routes.
+"""The Quart app factory, the probes and the OpenAI-compatible routes.
 
 Handlers are thin: authenticate, read the body, resolve the model, call through the router, send
-the answer. Every `TfgwError` (and every HTTP error Quart raises itself) leaves through one handler
-as OpenAI's error shape.
+the answer (`tfgw.gateway.stages`). Every `TfgwError` (and every HTTP error Quart raises itself)
+leaves through one handler, in the error shape of the API the route speaks: Anthropic's under
+`/v1/messages` (`tfgw.gateway.messages`), OpenAI's everywhere else.
 
 Each stage is its own span of the request's trace (docs/spans.md, "Spans of one request"): the root
 SERVER span, `auth`, `model.resolve`, one CLIENT span per provider attempt and `stream`. Spans are
@@ -13,10 +14,8 @@ requests and its writer thread appends them to the log (`tfgw.tracing.log`).
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import orjson
@@ -24,25 +23,38 @@ from quart import Quart, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from tfgw import __version__
-from tfgw.config import KeySettings, Settings
-from tfgw.errors import BadRequestError, PayloadTooLargeError, TfgwError
+from tfgw.config import Settings
+from tfgw.errors import BadRequestError, TfgwError
+from tfgw.formats.messages import ERROR_TYPES as ANTHROPIC_ERROR_TYPES
+from tfgw.gateway import messages
 from tfgw.gateway.auth import KeyRing
-from tfgw.gateway.routing import Attempt, Router, Try
+from tfgw.gateway.routing import Router
+from tfgw.gateway.stages import (
+    ANTHROPIC,
+    JSON,
+    OPENAI,
+    Wire,
+    authenticate,
+    call_provider,
+    relay,
+    request_body,
+    request_span,
+    resolve,
+    respond,
+    too_large,
+    total_tokens,
+)
 from tfgw.providers import Provider, Stream, build_providers, create_session
 from tfgw.providers.base import Call, Reply
 from tfgw.tracing import semconv as sc
 from tfgw.tracing.exports import NO_EXPORTS, Exports
-from tfgw.tracing.fold import StreamFold
 from tfgw.tracing.log import TraceLog
-from tfgw.tracing.spans import Event, LlmCall, RequestTrace, Span, error_type
+from tfgw.tracing.spans import RequestTrace
 
 __all__ = ["GatewayState", "create_app"]
 
 log = logging.getLogger("tfgw.gateway")
 
-T = TypeVar("T")
-
-JSON = "application/json"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -108,24 +120,36 @@ def create_app(settings: Settings, *, exports: Exports = NO_EXPORTS) -> Quart:
     _error_handlers(app, settings)
     _probe_routes(app, state)
     _openai_routes(app, state)
+    messages.routes(app, state, SSE_HEADERS)
     return app
 
 
+def wire() -> Wire:
+    """The API the request being handled speaks, by its path."""
+    return ANTHROPIC if request.path.startswith(messages.PREFIX) else OPENAI
+
+
 def _error_handlers(app: Quart, settings: Settings) -> None:
-    """Every error leaves as OpenAI's error shape; every answer to a traced request names its trace."""
+    """Every error leaves in the route's API's error shape; every answer to a traced request names
+    its trace."""
 
     @app.errorhandler(TfgwError)
     async def tfgw_error(exc: TfgwError) -> Response:
-        return Response(exc.body(), status=exc.status, headers=exc.headers(), content_type=JSON)
+        body = wire().error_body(exc)
+        return Response(body, status=exc.status, headers=exc.headers(), content_type=JSON)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         if exc.code == 413:
-            return await tfgw_error(_too_large(settings))
-        error = TfgwError(exc.description or exc.name)
-        body = orjson.loads(error.body())
-        body["error"].update(type="invalid_request_error", code=exc.name.lower().replace(" ", "_"))
-        return Response(orjson.dumps(body), status=exc.code or 500, content_type=JSON)
+            return await tfgw_error(too_large(settings))
+        status, message = exc.code or 500, exc.description or exc.name
+        if wire() is ANTHROPIC:
+            kind = ANTHROPIC_ERROR_TYPES.get(status, "invalid_request_error")
+            body = orjson.dumps({"type": "error", "error": {"type": kind, "message": message}})
+            return Response(body, status=status, content_type=JSON)
+        code = exc.name.lower().replace(" ", "_")
+        error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+        return Response(orjson.dumps({"error": error}), status=status, content_type=JSON)
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
@@ -165,7 +189,10 @@ def _probe_routes(app: Quart, state: GatewayState) -> None:
 
     @app.get("/v1/models")
     async def models() -> Response:
-        state.keys.authenticate(request.headers.get("authorization"))
+        headers = request.headers
+        state.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
+        if "anthropic-version" in headers:  # Anthropic's clients list models in their own shape
+            return Response(orjson.dumps(messages.model_list(list(settings.models))), content_type=JSON)
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "tfgw"} for name in settings.models]
         return Response(orjson.dumps({"object": "list", "data": data}), content_type=JSON)
 
@@ -176,149 +203,32 @@ def _openai_routes(app: Quart, state: GatewayState) -> None:
     @app.post("/v1/chat/completions")
     async def chat_completions() -> Response:
         trace = state.begin("POST /v1/chat/completions")
-        with _request_span(trace):
-            key = _authenticate(state, trace)
-            body = await _request_body(state, trace)
+        with request_span(trace):
+            key = authenticate(state, trace)
+            body = await request_body(state, trace)
             if not isinstance(body.get("messages"), list) or not body["messages"]:
                 raise BadRequestError("'messages' must be a non-empty array", param="messages")
-            attempts = _resolve(state, trace, body)
+            attempts = resolve(state, trace, body)
             if body.get("stream"):
-                span, stream = await _call_provider(state, trace, attempts, body, "chat", _open_stream)
-                relay = _relay(state, trace, span, stream, key)
-                return Response(relay, content_type="text/event-stream", headers=SSE_HEADERS)
-            span, reply = await _call_provider(state, trace, attempts, body, "chat", _chat)
-            state.keys.spend_tokens(key, _total_tokens(reply.data.get("usage")))
-            return _respond(trace, span, reply)
+                span, stream = await call_provider(state, trace, attempts, body, "chat", _open_stream)
+                frames = relay(state, trace, span, stream, key)
+                return Response(frames, content_type="text/event-stream", headers=SSE_HEADERS)
+            span, reply = await call_provider(state, trace, attempts, body, "chat", _chat)
+            state.keys.spend_tokens(key, total_tokens(reply.data.get("usage")))
+            return respond(trace, span, reply)
 
     @app.post("/v1/embeddings")
     async def embeddings() -> Response:
         trace = state.begin("POST /v1/embeddings")
-        with _request_span(trace):
-            key = _authenticate(state, trace)
-            body = await _request_body(state, trace)
+        with request_span(trace):
+            key = authenticate(state, trace)
+            body = await request_body(state, trace)
             if "input" not in body:
                 raise BadRequestError("'input' is required", param="input")
-            attempts = _resolve(state, trace, body)
-            span, reply = await _call_provider(state, trace, attempts, body, "embeddings", _embed)
-            state.keys.spend_tokens(key, _total_tokens(reply.data.get("usage")))
-            return _respond(trace, span, reply)
-
-
-# -- the stages of one request, each its own span -------------------------------------------------
-
-
-class _request_span:
-    """The root span's outcome: a handler that raises ends the trace with the error's status; one
-    that returns a JSON answer has ended it in `_respond`; a stream ends it when the stream ends."""
-
-    __slots__ = ("trace",)
-
-    def __init__(self, trace: RequestTrace) -> None:
-        self.trace = trace
-
-    def __enter__(self) -> RequestTrace:
-        return self.trace
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        if exc is None:
-            return
-        root = self.trace.root
-        if isinstance(exc, TfgwError):
-            root.attributes[sc.HTTP_STATUS] = exc.status
-        elif isinstance(exc, HTTPException):
-            root.attributes[sc.HTTP_STATUS] = exc.code or 500
-        elif isinstance(exc, Exception):
-            root.attributes[sc.HTTP_STATUS] = 500
-        else:  # cancelled: the client went away before the answer
-            root.attributes[sc.STREAM_CANCELLED] = True
-        root.fail(exc)
-        self.trace.finish()
-
-
-def _authenticate(state: GatewayState, trace: RequestTrace) -> KeySettings | None:
-    if metadata := request.headers.get("x-tfgw-metadata"):
-        trace.root.attributes[sc.METADATA] = _metadata(metadata)
-    span = trace.child("auth")
-    try:
-        key = state.keys.authenticate(request.headers.get("authorization"))
-    except TfgwError as exc:
-        span.attributes[sc.AUTH_OUTCOME] = "rate_limited" if exc.status == 429 else "rejected"
-        span.fail(exc)
-        raise
-    finally:
-        span.close()
-    if key is None:
-        span.attributes[sc.AUTH_OUTCOME] = "open"  # no keys configured: loopback only
-    else:
-        span.attributes[sc.AUTH_OUTCOME] = "ok"
-        span.attributes[sc.KEY_NAME] = trace.root.attributes[sc.KEY_NAME] = key.name
-    return key
-
-
-def _resolve(state: GatewayState, trace: RequestTrace, body: dict[str, Any]) -> list[Attempt]:
-    assert state.router is not None
-    span = trace.child("model.resolve")
-    requested = body.get("model")
-    if isinstance(requested, str):
-        span.attributes[sc.MODEL_REQUESTED] = requested  # the root has it from `_request_body`
-    try:
-        attempts = state.router.resolve(requested)
-    except TfgwError as exc:
-        span.fail(exc)
-        raise
-    finally:
-        span.close()
-    first = attempts[0]
-    span.attributes[sc.ROUTE_PROVIDER] = first.provider.name
-    span.attributes[sc.ROUTE_MODEL] = first.model
-    span.attributes[sc.ROUTE_ATTEMPT] = 1
-    if len(attempts) > 1:
-        span.attributes[sc.ROUTE_FALLBACKS] = [f"{a.provider.name}/{a.model}" for a in attempts[1:]]
-    return attempts
-
-
-async def _call_provider(
-    state: GatewayState,
-    trace: RequestTrace,
-    attempts: list[Attempt],
-    body: dict[str, Any],
-    operation: str,
-    send: Callable[[Provider, Call], Awaitable[T]],
-) -> tuple[Span, T]:
-    """Call through the router; every run of an attempt is its own CLIENT span."""
-    assert state.router is not None
-    models = state.settings.models
-
-    async def attempt(run: Try) -> tuple[Span, T]:
-        target = run.attempt
-        alias = models.get(target.alias) if target.alias else None
-        settings = target.provider.settings
-        span = trace.llm(
-            LlmCall(
-                operation=operation,
-                provider=target.provider.name,
-                provider_kind=settings.kind,
-                base_url=settings.base_url,
-                model=target.model,
-                alias=target.alias,
-                attempt=run.number,
-                request=body,
-                price=alias.price if alias is not None else None,
-                stream=bool(body.get("stream")) and operation == "chat",
-                fallback_reason=error_type(run.previous) if run.previous else None,
-            )
-        )
-        try:
-            result = await send(target.provider, run.call(body))
-        except BaseException as exc:
-            span.fail(exc)
-            span.close()
-            trace.provider_ns += span.end - span.start
-            raise
-        trace.provider_ns += time.time_ns() - span.start
-        return span, result
-
-    return await state.router.call(attempts, attempt)
+            attempts = resolve(state, trace, body)
+            span, reply = await call_provider(state, trace, attempts, body, "embeddings", _embed)
+            state.keys.spend_tokens(key, total_tokens(reply.data.get("usage")))
+            return respond(trace, span, reply)
 
 
 async def _chat(provider: Provider, call: Call) -> Reply:
@@ -331,105 +241,3 @@ async def _embed(provider: Provider, call: Call) -> Reply:
 
 async def _open_stream(provider: Provider, call: Call) -> Stream:
     return await provider.open_stream(call)
-
-
-def _respond(trace: RequestTrace, span: Span, reply: Reply) -> Response:
-    assert span.llm is not None
-    span.llm.response = reply.data
-    span.llm.response_body = reply.body
-    span.close()
-    trace.root.attributes[sc.HTTP_STATUS] = 200
-    response = Response(reply.body, content_type=JSON)
-    trace.root.attributes[sc.OVERHEAD_MS] = trace.overhead_ms()
-    trace.finish()
-    return response
-
-
-async def _relay(
-    state: GatewayState, trace: RequestTrace, llm: Span, stream: Stream, key: KeySettings | None
-) -> AsyncIterator[bytes]:
-    """Send the provider's frames on as they come, what arrived together in one write, folding
-    their chunks into the LLM span; time to first token is taken when the first event goes out. A
-    client that goes away closes the upstream and still leaves a finished trace."""
-    assert llm.llm is not None
-    call = llm.llm
-    fold = StreamFold()
-    call.response = fold
-    span = trace.child("stream", parent=llm)
-    root = trace.root
-    root.attributes[sc.HTTP_STATUS] = 200
-    root.attributes[sc.OVERHEAD_MS] = trace.overhead_ms()
-    first = True
-    try:
-        async for frames, chunks in stream:
-            for chunk in chunks:
-                fold.add(chunk)
-            if not frames:
-                continue
-            if first and chunks:  # the first event, not a keep-alive comment before it
-                first = False
-                now = call.first_chunk = time.time_ns()
-                llm.events.append(Event(sc.FIRST_TOKEN_EVENT, now))
-                span.attributes[sc.STREAM_TTFT] = (now - root.start) / 1e6
-            yield frames
-        span.attributes[sc.STREAM_CANCELLED] = False
-    except TfgwError as exc:
-        # the status line is gone already: tell the client in the stream, as OpenAI does
-        for failed in (span, llm, root):
-            failed.fail(exc)
-        yield b"data: " + exc.body() + b"\n\n"
-    except BaseException as exc:  # the client went away (cancelled, or the generator was closed)
-        span.attributes[sc.STREAM_CANCELLED] = root.attributes[sc.STREAM_CANCELLED] = True
-        span.fail(exc, "cancelled")
-        raise
-    finally:
-        span.attributes[sc.STREAM_CHUNKS] = fold.chunks
-        state.keys.spend_tokens(key, _total_tokens(fold.usage))
-        try:
-            await stream.aclose()
-        finally:
-            trace.finish()
-
-
-def _too_large(settings: Settings) -> PayloadTooLargeError:
-    return PayloadTooLargeError(
-        f"Request body is larger than the gateway's limit of {settings.server.max_body_bytes} bytes."
-    )
-
-
-async def _request_body(state: GatewayState, trace: RequestTrace) -> dict[str, Any]:
-    """The request's JSON object; the model it names is on the root span before anything checks
-    the rest, so a request refused as invalid still says what it asked for."""
-    body = await _json_body(state.settings)
-    if isinstance(requested := body.get("model"), str):
-        trace.root.attributes[sc.MODEL_REQUESTED] = requested
-    return body
-
-
-async def _json_body(settings: Settings) -> dict[str, Any]:
-    length = request.content_length
-    if length is not None and length > settings.server.max_body_bytes:
-        raise _too_large(settings)
-    raw = await request.get_data(cache=False)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequestError(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise BadRequestError("The request body must be a JSON object.")
-    return body
-
-
-def _total_tokens(usage: Any) -> int:
-    return int(usage.get("total_tokens") or 0) if isinstance(usage, Mapping) else 0
-
-
-def _metadata(raw: str) -> str:
-    """`x-tfgw-metadata` must hold a JSON object; it is recorded as that JSON text."""
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise BadRequestError("The x-tfgw-metadata header must be a JSON object.", param="x-tfgw-metadata")
-    return orjson.dumps(value).decode()

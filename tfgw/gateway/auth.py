@@ -47,16 +47,19 @@ class KeyRing:
     def enabled(self) -> bool:
         return bool(self.by_hash)
 
-    def authenticate(self, authorization: str | None) -> KeySettings | None:
-        """The caller's key (None when the gateway has no keys). Raises 401 or 429."""
+    def authenticate(self, authorization: str | None, *, api_key: str | None = None) -> KeySettings | None:
+        """The caller's key (None when the gateway has no keys), from `Authorization: Bearer` or,
+        as Anthropic's clients send it, `x-api-key` (`api_key`). Raises 401 or 429."""
         if not self.by_hash:
             return None
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = (token if scheme.lower() == "bearer" else "").strip() or (api_key or "").strip()
+        if not token:
             raise AuthenticationError(
-                "You didn't provide an API key. Send your tfgw key as 'Authorization: Bearer <key>'."
+                "You didn't provide an API key. Send your tfgw key as 'Authorization: Bearer <key>'"
+                " (or 'x-api-key: <key>')."
             )
-        key = self.by_hash.get(hash_key(token.strip()))
+        key = self.by_hash.get(hash_key(token))
         if key is None:
             raise AuthenticationError("Incorrect API key provided.")
         self.admit(key)

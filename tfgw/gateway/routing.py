@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from tfgw.config import ModelSettings, Settings, Timeouts
 from tfgw.errors import BadRequestError, ModelNotFoundError, ProviderError, UpstreamStatusError
-from tfgw.providers.base import Call, Provider
+from tfgw.providers.base import NO_HEADERS, Call, Provider
 from tfgw.retry import Backoff, parse_retry_after
 
 __all__ = ["Attempt", "Router", "Try"]
@@ -55,8 +55,8 @@ class Try:
     number: int
     previous: ProviderError | None = None
 
-    def call(self, body: dict[str, Any]) -> Call:
-        return Call(self.attempt.model, body, self.attempt.timeout)
+    def call(self, body: dict[str, Any], headers: Mapping[str, str] = NO_HEADERS) -> Call:
+        return Call(self.attempt.model, body, self.attempt.timeout, headers)
 
 
 class Router:

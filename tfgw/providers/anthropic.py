@@ -11,6 +11,10 @@ Contract, in both directions:
 - usage: `prompt_tokens` counts every input token, cached or not (input + cache creation + cache
   read), and `prompt_tokens_details.cached_tokens` is the cache read, as OpenInference counts them;
 - errors: Anthropic error bodies become OpenAI-shaped error bodies (`to_error_body`).
+
+`/v1/messages` calls are not translated: `messages()`, `open_messages()` and `count_tokens()` pass
+the client's body on (with the provider's model name) and its answer back byte for byte; the
+translations above only give the span its chat-completions view of them.
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ import orjson
 
 from tfgw.config import ProviderSettings
 from tfgw.errors import BadRequestError, ProviderError, UpstreamStatusError
-from tfgw.providers.base import Call, Provider, Reply, StreamBatch, wants_usage
+from tfgw.providers.base import Call, NativeMessages, Provider, Reply, StreamBatch, wants_usage
 from tfgw.providers.http import HttpClient, SseStream, sse_events
 
 __all__ = [
+    "AnthropicPassThrough",
     "AnthropicProvider",
     "StreamTranslator",
     "from_messages_response",
@@ -306,8 +311,8 @@ class StreamTranslator:
             return self._block_start(data.get("index", 0), data.get("content_block") or {})
         if kind == "content_block_delta":
             return self._block_delta(data.get("index", 0), data.get("delta") or {})
-        if kind == "message_delta":
-            self._count(data.get("usage") or {}, ("output_tokens",))
+        if kind == "message_delta":  # its counts are totals so far, and may include the input's
+            self._count(data.get("usage") or {}, USAGE_KEYS)
             stop_reason = (data.get("delta") or {}).get("stop_reason")
             return [self._chunk({}, _finish_reason(stop_reason))]
         if kind == "message_stop":
@@ -408,7 +413,35 @@ class AnthropicStream(SseStream):
         yield last + b"data: [DONE]\n\n", [usage]
 
 
-class AnthropicProvider(Provider):
+class AnthropicPassThrough(SseStream):
+    """An Anthropic SSE response relayed as it came, each read in one write; its events are read on
+    the side as `chat.completion.chunk`s for the span. An `error` event reaches the client as the
+    provider sent it, and then ends the stream as failed."""
+
+    def __init__(self, client: HttpClient, resp: aiohttp.ClientResponse, model: str) -> None:
+        super().__init__(client, resp)
+        self.translator = StreamTranslator(model)
+
+    async def batches(self) -> AsyncIterator[StreamBatch]:
+        failed: ProviderError | None = None
+        async for data, block in self.reads():
+            chunks: list[dict[str, Any]] = []
+            for event, raw in sse_events(block):
+                try:
+                    chunks += self.translator.feed(event, self.parse(raw))
+                except ProviderError as exc:  # an error event, or one that is not JSON
+                    failed = failed or exc
+            yield data, chunks
+        if failed is not None:
+            failed.relayed = True  # the client has had the event the failure came from
+        elif not self.translator.finished:
+            failed = ProviderError(f"provider {self.client.provider!r} ended the stream before message_stop")
+        yield b"", [self.translator.usage_chunk()]
+        if failed is not None:
+            raise failed
+
+
+class AnthropicProvider(Provider, NativeMessages):
     def __init__(self, settings: ProviderSettings, client: HttpClient) -> None:
         super().__init__(settings)
         self.client = client
@@ -427,11 +460,7 @@ class AnthropicProvider(Provider):
             _, raw = await self.client.post(self.url, orjson.dumps(request), self.headers, call.timeout)
         except UpstreamStatusError as exc:
             raise self._openai_shaped(exc) from exc
-        try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ProviderError(f"provider {self.name!r} returned a body that is not JSON") from exc
-        data = from_messages_response(message, call.model)
+        data = from_messages_response(self._decode(raw), call.model)
         return Reply(body=orjson.dumps(data), data=data)
 
     async def open_stream(self, call: Call) -> AnthropicStream:
@@ -444,6 +473,35 @@ class AnthropicProvider(Provider):
 
     async def embeddings(self, call: Call) -> Reply:
         raise BadRequestError("anthropic provider has no embeddings endpoint")
+
+    async def messages(self, call: Call) -> Reply:
+        body = orjson.dumps(self.upstream_body(call))
+        _, raw = await self.client.post(self.url, body, self._native_headers(call), call.timeout)
+        return Reply(body=raw, data=from_messages_response(self._decode(raw), call.model))
+
+    async def open_messages(self, call: Call) -> AnthropicPassThrough:
+        body = orjson.dumps(self.upstream_body(call))
+        resp = await self.client.open(self.url, body, self._native_headers(call), call.timeout)
+        return AnthropicPassThrough(self.client, resp, call.model)
+
+    async def count_tokens(self, call: Call) -> Reply:
+        body = orjson.dumps(self.upstream_body(call))
+        headers = self._native_headers(call)
+        _, raw = await self.client.post(f"{self.url}/count_tokens", body, headers, call.timeout)
+        return Reply(body=raw, data=self._decode(raw))
+
+    def _native_headers(self, call: Call) -> dict[str, str]:
+        """The provider's headers, with the client's `anthropic-version` and `anthropic-beta`."""
+        return {**self.headers, **call.headers} if call.headers else self.headers
+
+    def _decode(self, raw: bytes) -> dict[str, Any]:
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ProviderError(f"provider {self.name!r} returned a body that is not JSON") from exc
+        if not isinstance(message, dict):
+            raise ProviderError(f"provider {self.name!r} returned a body that is not a JSON object")
+        return message
 
     def _openai_shaped(self, exc: UpstreamStatusError) -> UpstreamStatusError:
         body = to_error_body(exc.upstream_body)

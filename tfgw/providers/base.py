@@ -11,23 +11,29 @@ a stream is opened with `open_stream()`, which raises before the first byte reac
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from tfgw.config import ProviderSettings, Timeouts
 
-__all__ = ["Call", "Provider", "Reply", "Stream", "StreamBatch", "wants_usage"]
+__all__ = ["Call", "NativeMessages", "Provider", "Reply", "Stream", "StreamBatch", "wants_usage"]
+
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One request to one provider. `body` is the client's OpenAI-shaped body, parsed; `model` is the
-    provider's name for the model, which replaces the client's."""
+    """One request to one provider. `body` is the client's body, parsed (OpenAI-shaped, but for the
+    native calls of `NativeMessages`); `model` is the provider's name for the model, which replaces
+    the client's; `headers` are the client's headers the provider's API defines and wants passed on
+    (`anthropic-version`, `anthropic-beta`), lower-case."""
 
     model: str
     body: dict[str, Any]
     timeout: Timeouts
+    headers: Mapping[str, str] = field(default_factory=lambda: NO_HEADERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +94,18 @@ class Provider(ABC):
     def upstream_body(self, call: Call) -> dict[str, Any]:
         """The client's body with the provider's model name."""
         return {**call.body, "model": call.model}
+
+
+class NativeMessages(ABC):
+    """A provider that takes Anthropic Messages calls as they are: the gateway passes `/v1/messages`
+    bodies on and relays the answer's bytes untouched. `Reply.data` and a stream's chunks are still
+    OpenAI-shaped (the chat-completions view the span is made of)."""
+
+    @abstractmethod
+    async def messages(self, call: Call) -> Reply: ...
+
+    @abstractmethod
+    async def open_messages(self, call: Call) -> Stream: ...
+
+    @abstractmethod
+    async def count_tokens(self, call: Call) -> Reply: ...

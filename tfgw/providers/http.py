@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -155,13 +155,25 @@ class SseStream(Stream):
 
     `blocks()` yields what each read brought, cut after its last complete event (the rest waits
     for the next read), with CRLF line ends made LF: the bytes can be relayed as they are, and
-    `sse_events()` splits them into events."""
+    `sse_events()` splits them into events. `reads()` yields each read untouched beside the events
+    it completed, for streams passed on byte for byte."""
 
     def __init__(self, client: HttpClient, resp: aiohttp.ClientResponse) -> None:
         self.client = client
         self.resp = resp
 
     async def blocks(self) -> AsyncIterator[bytes]:
+        reads = self.reads()
+        try:
+            async for _, events in reads:
+                if events:
+                    yield events
+        finally:
+            await reads.aclose()  # now, not when the collector finds it: it releases the connection
+
+    async def reads(self) -> AsyncGenerator[tuple[bytes, bytes], None]:
+        """Each read as it came, with the whole events it completed (LF line ends; b"" when it
+        completed none), for a stream passed on byte for byte and read on the side."""
         rest = b""
         try:
             async for data in self.resp.content.iter_any():
@@ -171,11 +183,12 @@ class SseStream(Stream):
                 cut = block.rfind(b"\n\n") + 2
                 if cut == 1:  # no event ends in it yet
                     rest = block
+                    yield data, b""
                     continue
                 rest = block[cut:]
-                yield block if not rest else block[:cut]
+                yield data, block if not rest else block[:cut]
             if rest.strip():
-                yield rest + b"\n\n"  # the last event, without its blank line
+                yield b"", rest + b"\n\n"  # the last event, without its blank line
         except asyncio.CancelledError:
             raise
         except ProviderError:

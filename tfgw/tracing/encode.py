@@ -223,7 +223,7 @@ class Encoder:
             attrs[sc.GEN_RESPONSE_ID] = response["id"]
         self._usage(response.get("usage"), call, attrs)
         if self.content:
-            attrs[sc.INPUT_VALUE] = orjson.dumps(body).decode()
+            attrs[sc.INPUT_VALUE] = orjson.dumps(call.client_request or body).decode()
             attrs[sc.INPUT_MIME] = "application/json"
             if response and not embeddings:
                 if call.response_body is not None:

@@ -70,13 +70,14 @@ class LlmCall:
     model: str  # the provider's model name, as sent
     alias: str | None
     attempt: int  # 1-based, over fallbacks and retries
-    request: Mapping[str, Any]  # the client's OpenAI-shaped body
+    request: Mapping[str, Any]  # the client's OpenAI-shaped body, or its chat-completions view
     price: Any = None  # tfgw.config.Price | None
     stream: bool = False
     response: Mapping[str, Any] | StreamFold | None = None  # OpenAI-shaped answer, or the folded stream
     response_body: bytes | None = None  # the answer's bytes as sent to the client (non-streaming)
     first_chunk: int | None = None  # Unix ns of the first streamed chunk
     fallback_reason: str | None = None  # why the previous attempt was left
+    client_request: Mapping[str, Any] | None = None  # the body as sent, when `request` is its view
 
 
 @dataclass(slots=True)

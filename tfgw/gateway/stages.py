@@ -1,0 +1,302 @@
+"""The stages of one traced request, shared by every route: each is its own span of the request's
+trace (docs/spans.md, "Spans of one request").
+
+A route handler reads as its stages: `begin` the trace, `authenticate`, `request_body`, `resolve`
+the model, `call_provider` through the router (one CLIENT span per attempt), then `respond` with a
+whole answer or `relay` a stream. What differs between the APIs clients speak is their `Wire`: how
+an error looks in a body and inside a stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+from quart import Response, request
+from werkzeug.exceptions import HTTPException
+
+from tfgw.config import KeySettings, Settings
+from tfgw.errors import BadRequestError, PayloadTooLargeError, ProviderError, TfgwError
+from tfgw.formats import messages as messages_format
+from tfgw.gateway.routing import Attempt, Try
+from tfgw.providers import Provider, Stream
+from tfgw.providers.base import NO_HEADERS, Call, Reply
+from tfgw.tracing import semconv as sc
+from tfgw.tracing.fold import StreamFold
+from tfgw.tracing.spans import Event, LlmCall, RequestTrace, Span, error_type
+
+if TYPE_CHECKING:
+    from tfgw.gateway.app import GatewayState
+
+__all__ = [
+    "ANTHROPIC",
+    "OPENAI",
+    "Wire",
+    "authenticate",
+    "call_provider",
+    "json_body",
+    "relay",
+    "request_body",
+    "request_span",
+    "resolve",
+    "respond",
+    "too_large",
+    "total_tokens",
+]
+
+T = TypeVar("T")
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """How one client API says that something failed: the body of an error answer, and the event
+    that ends a stream which failed after its first byte."""
+
+    error_body: Callable[[TfgwError], bytes]
+    stream_error: Callable[[TfgwError], bytes]
+
+
+def _openai_error(exc: TfgwError) -> bytes:
+    return exc.body()  # the subclass's own: a provider's OpenAI-shaped 4xx body is passed on
+
+
+def _openai_stream_error(exc: TfgwError) -> bytes:
+    return b"data: " + exc.body() + b"\n\n"  # the status line is gone already: OpenAI says it so
+
+
+OPENAI = Wire(_openai_error, _openai_stream_error)
+ANTHROPIC = Wire(messages_format.error_body, messages_format.error_event)
+
+
+class request_span:
+    """The root span's outcome: a handler that raises ends the trace with the error's status; one
+    that returns a JSON answer has ended it in `_respond`; a stream ends it when the stream ends."""
+
+    __slots__ = ("trace",)
+
+    def __init__(self, trace: RequestTrace) -> None:
+        self.trace = trace
+
+    def __enter__(self) -> RequestTrace:
+        return self.trace
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            return
+        root = self.trace.root
+        if isinstance(exc, TfgwError):
+            root.attributes[sc.HTTP_STATUS] = exc.status
+        elif isinstance(exc, HTTPException):
+            root.attributes[sc.HTTP_STATUS] = exc.code or 500
+        elif isinstance(exc, Exception):
+            root.attributes[sc.HTTP_STATUS] = 500
+        else:  # cancelled: the client went away before the answer
+            root.attributes[sc.STREAM_CANCELLED] = True
+        root.fail(exc)
+        self.trace.finish()
+
+
+def authenticate(state: GatewayState, trace: RequestTrace) -> KeySettings | None:
+    if metadata := request.headers.get("x-tfgw-metadata"):
+        trace.root.attributes[sc.METADATA] = _metadata(metadata)
+    span = trace.child("auth")
+    try:
+        headers = request.headers
+        key = state.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
+    except TfgwError as exc:
+        span.attributes[sc.AUTH_OUTCOME] = "rate_limited" if exc.status == 429 else "rejected"
+        span.fail(exc)
+        raise
+    finally:
+        span.close()
+    if key is None:
+        span.attributes[sc.AUTH_OUTCOME] = "open"  # no keys configured: loopback only
+    else:
+        span.attributes[sc.AUTH_OUTCOME] = "ok"
+        span.attributes[sc.KEY_NAME] = trace.root.attributes[sc.KEY_NAME] = key.name
+    return key
+
+
+def resolve(state: GatewayState, trace: RequestTrace, body: dict[str, Any]) -> list[Attempt]:
+    assert state.router is not None
+    span = trace.child("model.resolve")
+    requested = body.get("model")
+    if isinstance(requested, str):
+        span.attributes[sc.MODEL_REQUESTED] = requested  # the root has it from `_request_body`
+    try:
+        attempts = state.router.resolve(requested)
+    except TfgwError as exc:
+        span.fail(exc)
+        raise
+    finally:
+        span.close()
+    first = attempts[0]
+    span.attributes[sc.ROUTE_PROVIDER] = first.provider.name
+    span.attributes[sc.ROUTE_MODEL] = first.model
+    span.attributes[sc.ROUTE_ATTEMPT] = 1
+    if len(attempts) > 1:
+        span.attributes[sc.ROUTE_FALLBACKS] = [f"{a.provider.name}/{a.model}" for a in attempts[1:]]
+    return attempts
+
+
+async def call_provider(
+    state: GatewayState,
+    trace: RequestTrace,
+    attempts: list[Attempt],
+    body: dict[str, Any],
+    operation: str,
+    send: Callable[[Provider, Call], Awaitable[T]],
+    *,
+    view: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] = NO_HEADERS,
+) -> tuple[Span, T]:
+    """Call through the router; every run of an attempt is its own CLIENT span. `send` gets the
+    client's `body` and the `headers` to pass on; the span is made of `view`, the chat-completions
+    form of a body in another API's format."""
+    assert state.router is not None
+    models = state.settings.models
+
+    async def attempt(run: Try) -> tuple[Span, T]:
+        target = run.attempt
+        alias = models.get(target.alias) if target.alias else None
+        settings = target.provider.settings
+        span = trace.llm(
+            LlmCall(
+                operation=operation,
+                provider=target.provider.name,
+                provider_kind=settings.kind,
+                base_url=settings.base_url,
+                model=target.model,
+                alias=target.alias,
+                attempt=run.number,
+                request=body if view is None else view,
+                client_request=None if view is None else body,
+                price=alias.price if alias is not None else None,
+                stream=bool(body.get("stream")) and operation == "chat",
+                fallback_reason=error_type(run.previous) if run.previous else None,
+            )
+        )
+        try:
+            result = await send(target.provider, run.call(body, headers))
+        except BaseException as exc:
+            span.fail(exc)
+            span.close()
+            trace.provider_ns += span.end - span.start
+            raise
+        trace.provider_ns += time.time_ns() - span.start
+        return span, result
+
+    return await state.router.call(attempts, attempt)
+
+
+def respond(trace: RequestTrace, span: Span, reply: Reply) -> Response:
+    assert span.llm is not None
+    span.llm.response = reply.data
+    span.llm.response_body = reply.body
+    span.close()
+    trace.root.attributes[sc.HTTP_STATUS] = 200
+    response = Response(reply.body, content_type=JSON)
+    trace.root.attributes[sc.OVERHEAD_MS] = trace.overhead_ms()
+    trace.finish()
+    return response
+
+
+async def relay(
+    state: GatewayState,
+    trace: RequestTrace,
+    llm: Span,
+    stream: Stream,
+    key: KeySettings | None,
+    wire: Wire = OPENAI,
+) -> AsyncIterator[bytes]:
+    """Send the provider's frames on as they come, what arrived together in one write, folding
+    their chunks into the LLM span; time to first token is taken when the first event goes out. A
+    failure after the first byte ends the stream with the `wire`'s error event. A client that goes
+    away closes the upstream and still leaves a finished trace."""
+    assert llm.llm is not None
+    call = llm.llm
+    fold = StreamFold()
+    call.response = fold
+    span = trace.child("stream", parent=llm)
+    root = trace.root
+    root.attributes[sc.HTTP_STATUS] = 200
+    root.attributes[sc.OVERHEAD_MS] = trace.overhead_ms()
+    first = True
+    try:
+        async for frames, chunks in stream:
+            for chunk in chunks:
+                fold.add(chunk)
+            if not frames:
+                continue
+            if first and chunks:  # the first event, not a keep-alive comment before it
+                first = False
+                now = call.first_chunk = time.time_ns()
+                llm.events.append(Event(sc.FIRST_TOKEN_EVENT, now))
+                span.attributes[sc.STREAM_TTFT] = (now - root.start) / 1e6
+            yield frames
+        span.attributes[sc.STREAM_CANCELLED] = False
+    except TfgwError as exc:
+        for failed in (span, llm, root):
+            failed.fail(exc)
+        if not (isinstance(exc, ProviderError) and exc.relayed):
+            yield wire.stream_error(exc)
+    except BaseException as exc:  # the client went away (cancelled, or the generator was closed)
+        span.attributes[sc.STREAM_CANCELLED] = root.attributes[sc.STREAM_CANCELLED] = True
+        span.fail(exc, "cancelled")
+        raise
+    finally:
+        span.attributes[sc.STREAM_CHUNKS] = fold.chunks
+        state.keys.spend_tokens(key, total_tokens(fold.usage))
+        try:
+            await stream.aclose()
+        finally:
+            trace.finish()
+
+
+def too_large(settings: Settings) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"Request body is larger than the gateway's limit of {settings.server.max_body_bytes} bytes."
+    )
+
+
+async def request_body(state: GatewayState, trace: RequestTrace) -> dict[str, Any]:
+    """The request's JSON object; the model it names is on the root span before anything checks
+    the rest, so a request refused as invalid still says what it asked for."""
+    body = await json_body(state.settings)
+    if isinstance(requested := body.get("model"), str):
+        trace.root.attributes[sc.MODEL_REQUESTED] = requested
+    return body
+
+
+async def json_body(settings: Settings) -> dict[str, Any]:
+    length = request.content_length
+    if length is not None and length > settings.server.max_body_bytes:
+        raise too_large(settings)
+    raw = await request.get_data(cache=False)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequestError(f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequestError("The request body must be a JSON object.")
+    return body
+
+
+def total_tokens(usage: Any) -> int:
+    return int(usage.get("total_tokens") or 0) if isinstance(usage, Mapping) else 0
+
+
+def _metadata(raw: str) -> str:
+    """`x-tfgw-metadata` must hold a JSON object; it is recorded as that JSON text."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise BadRequestError("The x-tfgw-metadata header must be a JSON object.", param="x-tfgw-metadata")
+    return orjson.dumps(value).decode()
