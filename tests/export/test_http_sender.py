@@ -27,8 +27,9 @@ from tfgw.export.encode import EncodedBatch, batches, prepare
 from tfgw.export.send import HttpSender, SendResult
 
 #: answer (keep-alive), answer then close the connection (without saying so in the answer), read
-#: the request then close the connection unanswered, read it and never answer
-Action = Literal["answer", "answer+close", "drop", "hold"]
+#: the request then close the connection unanswered, read it and never answer, answer 413 after
+#: the request's head and close the connection without reading its body
+Action = Literal["answer", "answer+close", "drop", "hold", "413"]
 #: what the server does with the request-th request (from 1) of the connection-th connection (from 1)
 Script = Callable[[int, int], Action]
 
@@ -98,11 +99,19 @@ class RawHttpServer:
                     self._sockets.append(stream)
                 reader = stream.makefile("rb")
                 for request in range(1, 1000):
-                    if not _read_request(reader):
+                    length = _read_head(reader)
+                    if length is None:
                         return
                     action = self.script(connection, request)
                     with self._lock:
                         self._seen.append(Seen(connection, request, action))
+                    if action == "413":
+                        stream.sendall(
+                            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large"
+                        )
+                        return
+                    if len(reader.read(length)) < length:
+                        return
                     if action == "hold":  # until the client gives up or __exit__ closes it
                         reader.read()
                     if action in ("hold", "drop"):
@@ -115,18 +124,18 @@ class RawHttpServer:
                 return
 
 
-def _read_request(reader: Any) -> bool:
-    """Read one request, head and body; False at the end of the connection."""
+def _read_head(reader: Any) -> int | None:
+    """Read the head of a request: its Content-Length; None at the end of the connection."""
     length = 0
     line = reader.readline()
     if not line:
-        return False
+        return None
     while line not in (b"\r\n", b""):
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
             length = int(value)
         line = reader.readline()
-    return len(reader.read(length)) == length
+    return length
 
 
 def batch_for(target: TargetStub) -> EncodedBatch:
@@ -202,6 +211,17 @@ def test_a_server_that_never_answers_times_out_then_a_new_connection_is_used() -
     assert 300 <= timed_out.latency_ms < 1500
     assert outcome(again) == ACCEPTED
     assert server.seen == [Seen(1, 1, "hold"), Seen(2, 1, "answer")]
+
+
+def test_an_answer_sent_before_the_body_was_read_is_the_answer() -> None:
+    """A server that refuses a request too large from its head and closes the connection: the
+    write fails, and the 413 it sent is what the sender reports (rejected, not retried)."""
+    big = EncodedBatch(1, b"\x0a" * (8 << 20), "application/x-protobuf", 1)
+    with RawHttpServer(lambda _c, _r: "413") as server, HttpSender(TargetStub(server.url)) as sender:
+        result = sender.send(big)
+
+    assert outcome(result) == ("rejected", 0, "too large", None, "413")
+    assert server.seen == [Seen(1, 1, "413")]
 
 
 # -- TLS -------------------------------------------------------------------------------------------

@@ -243,9 +243,10 @@ class HttpSender:
         """Send the request and read the whole answer (so the connection can be used again)."""
         phase: _Phase = "write"
         try:
-            conn.request("POST", self._path, body, headers)
+            response = _request(conn, self._path, body, headers)
             phase = "read"
-            response = conn.getresponse()
+            if response is None:
+                response = conn.getresponse()
             data = response.read()
         except (OSError, ValueError, http.client.HTTPException) as exc:
             raise _ExchangeError(phase, exc) from exc
@@ -294,6 +295,22 @@ def _classify(exc: _ExchangeError) -> tuple[str, str, Literal["retry", "rejected
         status, name = "client error", "LocalProtocolError"
     message = f"{name}: {cause}" if str(cause) else f"{name}: {type(cause).__name__}"
     return status, message, "rejected" if status == "client error" else "retry"
+
+
+def _request(
+    conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict[str, str]
+) -> http.client.HTTPResponse | None:
+    """Write a POST: None once written, or the answer the server sent before it stopped reading
+    it and closed the connection (413 Payload Too Large, say), which is the answer then."""
+    try:
+        conn.request("POST", path, body, headers)
+    except ConnectionError:
+        try:
+            return conn.getresponse()
+        except (OSError, ValueError, http.client.HTTPException):
+            pass  # no answer: the write's error is the failure
+        raise
+    return None
 
 
 def _split_url(endpoint: str) -> tuple[SplitResult | None, str | None]:
