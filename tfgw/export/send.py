@@ -150,10 +150,10 @@ class HttpSender:
     """POST to the target's URL: OTLP/HTTP, protobuf or JSON as the batch is encoded.
 
     One keep-alive `http.client` connection (TLS for https://, verified against the system's CAs
-    or SSL_CERT_FILE),
-    opened at the first send and again after the server closed it; no proxy from the environment,
-    no redirect followed, the target's timeout for connecting and for each read and write. A
-    failure's message names its phase as httpx did (ConnectError, ReadTimeout, ...)."""
+    or SSL_CERT_FILE), opened at the first send and again after the server closed it; no proxy
+    from the environment, no redirect followed, the target's timeout for connecting and for each
+    read and write. A failure's message names its phase as httpx did (ConnectError, ReadTimeout,
+    ...)."""
 
     def __init__(self, target: SenderTarget) -> None:
         self.target = target
@@ -169,14 +169,14 @@ class HttpSender:
     def send(self, batch: EncodedBatch) -> SendResult:
         if not batch.spans:
             return SendResult("accepted", message="nothing to send")
-        start = time.perf_counter()
         if self._unsendable is not None:
-            return self._failed("client error", self._unsendable, "rejected", start)
+            return self._failed("client error", self._unsendable, "rejected", time.perf_counter())
         headers = {"content-type": batch.content_type}
         body = batch.body
         if self.target.compression == "gzip":
             body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
             headers["content-encoding"] = "gzip"
+        start = time.perf_counter()
         try:
             answer = self._post(body, _without(self._headers, *headers) | headers)
         except _ExchangeError as exc:
