@@ -26,7 +26,7 @@ from tfgw import __version__
 from tfgw.config import Settings
 from tfgw.errors import BadRequestError, TfgwError
 from tfgw.formats.messages import ERROR_TYPES as ANTHROPIC_ERROR_TYPES
-from tfgw.gateway import messages
+from tfgw.gateway import messages, responses
 from tfgw.gateway.auth import KeyRing
 from tfgw.gateway.routing import Router
 from tfgw.gateway.stages import (
@@ -121,6 +121,7 @@ def create_app(settings: Settings, *, exports: Exports = NO_EXPORTS) -> Quart:
     _probe_routes(app, state)
     _openai_routes(app, state)
     messages.routes(app, state, SSE_HEADERS)
+    responses.routes(app, state, SSE_HEADERS)
     return app
 
 
