@@ -14,7 +14,7 @@ def test_the_exporter_process_starts_without_the_cli_and_names_a_bad_config(tmp_
         "import sys, runpy; sys.argv = ['x', '--config', sys.argv[1]]\n"
         "try:\n    runpy.run_module('tfgw.export', run_name='__main__')\n"
         "except SystemExit as exit:\n"
-        "    loaded = sorted(m for m in ('typer', 'pydantic', 'grpc') if m in sys.modules)\n"
+        "    loaded = sorted(m for m in ('typer', 'pydantic', 'grpc', 'httpx', 'rich') if m in sys.modules)\n"
         "    print(exit.code, loaded)\n"
     )
     done = subprocess.run(

@@ -168,8 +168,6 @@ def _newest_end(line: Mapping[str, Any]) -> float:
 def exporter_main(settings: Settings, *, nice: int = 0) -> int:
     """The exporter as a process: its log lines, its CPU priority, then `run_exporter`."""
     logging.basicConfig(level=logging.INFO, format="tfgw exporter: %(message)s")
-    for noisy in ("httpx", "httpcore"):  # a line per request sent is not news
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     if nice:
         os.nice(nice)
     return run_exporter(settings)
