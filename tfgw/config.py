@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from tfgw.config_toml import KeyLocator as KeyLocator  # re-exported for tfgw.config_file
-from tfgw.config_toml import TableChecker, read_toml
+from tfgw.config_toml import KeyPath, TableChecker, read_toml
 from tfgw.config_toml import dotted as dotted
 from tfgw.errors import ConfigError
 
@@ -87,6 +87,9 @@ class ProviderSettings:
     #: ask an OpenAI-style provider for the usage chunk of every stream (off for servers that refuse
     #: `stream_options`; streamed calls then have token counts only when the client asked for them)
     stream_usage: bool = True
+    #: the provider serves the Responses API itself (`{base_url}/responses`, `openai` only):
+    #: `/v1/responses` is passed on as it is instead of translated to chat completions
+    responses: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +179,9 @@ class Settings:
         return tuple(s for s in found if s)
 
 
+OPENAI_API = "https://api.openai.com/v1"
 DEFAULT_BASE_URLS = {
-    "openai": "https://api.openai.com/v1",
+    "openai": OPENAI_API,
     "anthropic": "https://api.anthropic.com",
     "mock": "mock://",
 }
@@ -296,9 +300,8 @@ class _Validator(TableChecker):
             value, ("providers",), tuple(value) if isinstance(value, dict) else ()
         ).items():
             path = ("providers", name)
-            t = self.table(
-                item, path, ("kind", "base_url", "api_key", "api_version", "headers", "stream_usage")
-            )
+            allowed = ("kind", "base_url", "api_key", "api_version", "headers", "stream_usage", "responses")
+            t = self.table(item, path, allowed)
             kind = self.choice(t, path, "kind", PROVIDER_KINDS, None)
             if kind is None:
                 raise self.fail((*path, "kind"), f"is required (one of {', '.join(PROVIDER_KINDS)})")
@@ -318,8 +321,17 @@ class _Validator(TableChecker):
                 api_version=api_version,
                 headers=self.str_map(t, path, "headers"),
                 stream_usage=self.value(t, path, "stream_usage", bool, True),
+                responses=self._responses(t, path, kind, base_url),
             )
         return MappingProxyType(providers)
+
+    def _responses(self, t: dict[str, Any], path: KeyPath, kind: str, base_url: str) -> bool:
+        """Whether an `openai` provider takes the Responses API itself: OpenAI's own API does."""
+        native = kind == "openai" and base_url.rstrip("/") == OPENAI_API
+        responses = self.value(t, path, "responses", bool, native)
+        if responses and kind != "openai":
+            raise self.fail((*path, "responses"), f"is only for kind 'openai', not {kind!r}")
+        return bool(responses)
 
     def models(self, value: Any, providers: Mapping[str, ProviderSettings]) -> Mapping[str, ModelSettings]:
         if not isinstance(value, list):

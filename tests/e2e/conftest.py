@@ -56,6 +56,12 @@ kind = "anthropic"
 base_url = "{upstream}"
 api_key = "{ANTHROPIC_KEY}"
 
+[providers.native]
+kind = "openai"
+base_url = "{upstream}/v1"
+api_key = "env:E2E_OPENAI_KEY"
+responses = true
+
 [providers.dead]
 kind = "openai"
 base_url = "http://127.0.0.1:9/v1"
@@ -72,6 +78,10 @@ targets = [{{ provider = "claude", model = "claude-3-5-haiku" }}]
 [[models]]
 name = "azure-gpt"
 targets = [{{ provider = "az", model = "my-deployment" }}]
+
+[[models]]
+name = "gpt-native"
+targets = [{{ provider = "native", model = "gpt-4o" }}]
 
 [[models]]
 name = "emb"

@@ -93,6 +93,7 @@ def test_models_lists_the_configured_names(client: openai.OpenAI) -> None:
         "gpt",
         "claude",
         "azure-gpt",
+        "gpt-native",
         "emb",
         "dead-then-gpt",
         "gpt-then-claude",

@@ -222,3 +222,81 @@ def test_responses_span_is_a_chat_span(client: openai.OpenAI, traces: TraceFiles
     assert llm["input.value"] == {"model": "gpt", "input": "hello there world", "stream": True}
     assert events[-1].type == "response.completed"
     assert "stream" in spans
+
+
+# -- a provider with the Responses API: passed through -------------------------------------------
+
+
+def gateway_post(gateway: Gateway, body: dict[str, Any]) -> httpx.Response:
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    return httpx.post(f"{gateway.url}/v1/responses", json=body, headers=headers, timeout=20)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_native_provider_gets_the_body_and_answers_with_its_bytes(
+    gateway: Gateway, up: FakeUpstream, stream: bool
+) -> None:
+    body = {
+        "model": "gpt-4o",
+        "input": "hello there world",
+        "previous_response_id": "resp_0",
+        "stream": stream,
+    }
+    body["tools"] = [{"type": "web_search"}]
+    expected = httpx.post(f"{up.url}/v1/responses", json=body, headers={"authorization": "Bearer x"})
+    up.reset()
+    got = gateway_post(gateway, {**body, "model": "gpt-native"})
+    assert (got.status_code, got.content) == (200, expected.content)
+    (seen,) = up.requests
+    assert (seen.path, seen.body) == ("/v1/responses", body)
+
+
+def test_native_stream_to_the_sdk_and_its_span(
+    client: openai.OpenAI, up: FakeUpstream, traces: TraceFiles
+) -> None:
+    raw = client.responses.with_raw_response.create(
+        model="gpt-native", input="hello there world", stream=True
+    )
+    events = list(raw.parse())
+    assert [e.type for e in events][-1] == "response.completed"
+    assert events[-1].response.output_text == "echo: hello there world"
+    llm = by_name(traces.spans(raw.headers["x-tfgw-trace-id"]))["chat gpt-4o"]["attributes"]
+    assert {k: llm[k] for k in llm if k.startswith(("llm.output", "gen_ai.usage", "gen_ai.response"))} == {
+        "llm.output_messages.0.message.role": "assistant",
+        "llm.output_messages.0.message.content": "echo: hello there world",
+        "gen_ai.usage.input_tokens": 3,
+        "gen_ai.usage.output_tokens": 4,
+        "gen_ai.usage.cache_read.input_tokens": 0,
+        "gen_ai.usage.reasoning.output_tokens": 0,
+        "gen_ai.response.model": "gpt-4o",
+        "gen_ai.response.id": "resp_fake1",
+        "gen_ai.response.finish_reasons": ["stop"],
+        "gen_ai.response.time_to_first_chunk": "<float>",
+    }
+
+
+def test_native_function_call(client: openai.OpenAI, up: FakeUpstream, traces: TraceFiles) -> None:
+    raw = client.responses.with_raw_response.create(model="gpt-native", input="weather?", tools=[WEATHER])  # type: ignore[list-item]
+    (call,) = raw.parse().output
+    assert call.type == "function_call" and (call.call_id, call.name) == ("call_1", "get_weather")
+    llm = by_name(traces.spans(raw.headers["x-tfgw-trace-id"]))["chat gpt-4o"]["attributes"]
+    assert llm["llm.output_messages.0.message.tool_calls.0.tool_call.function.name"] == "get_weather"
+    assert llm["gen_ai.response.finish_reasons"] == ["tool_calls"]
+
+
+def test_native_stream_broken_off_ends_with_an_error_event(
+    gateway: Gateway, up: FakeUpstream, traces: TraceFiles
+) -> None:
+    up.break_streams(3, error_event=False)
+    got = gateway_post(gateway, {"model": "gpt-native", "input": "hello there world", "stream": True})
+    last = got.content.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
+    name, data = last.split(b"\n")
+    assert name == b"event: error"
+    assert orjson.loads(data[6:]) == {
+        "type": "error",
+        "code": "provider_error",
+        "message": "provider 'native' failed: ClientPayloadError",
+        "param": None,
+    }
+    root = by_name(traces.spans(got.headers["x-tfgw-trace-id"]))["POST /v1/responses"]
+    assert root["status"]["code"] == 2

@@ -3,7 +3,8 @@
 `with FakeUpstream() as up:` serves on `up.url` from a background thread with its own event loop,
 records every request in `up.requests`, and stops cleanly on exit. Routes:
 
-- OpenAI: `POST /v1/chat/completions` (JSON and SSE), `POST /v1/embeddings`
+- OpenAI: `POST /v1/chat/completions` (JSON and SSE), `POST /v1/embeddings`, `POST /v1/responses`
+  (JSON and SSE; `previous_response_id` is echoed on the response)
 - Azure: `POST /openai/deployments/{deployment}/chat/completions|embeddings?api-version=...`
   (the same answers, with `model` = the deployment)
 - Anthropic: `POST /v1/messages` (JSON and SSE; needs `max_tokens` and `anthropic-version` as the
@@ -182,6 +183,7 @@ class FakeUpstream:
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._openai_chat)
         app.router.add_post("/v1/embeddings", self._openai_embeddings)
+        app.router.add_post("/v1/responses", self._openai_responses)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_chat)
         app.router.add_post("/openai/deployments/{deployment}/embeddings", self._azure_embeddings)
         app.router.add_post("/v1/messages", self._anthropic_messages)
@@ -311,6 +313,22 @@ class FakeUpstream:
         if not isinstance(body.get("model"), str):
             raise _WireError(400, "you must provide a model parameter")
         return await self._chat(request, body, body["model"])
+
+    async def _openai_responses(self, request: web.Request) -> web.StreamResponse:
+        body = _require_body(request)
+        if not isinstance(body.get("model"), str):
+            raise _WireError(400, "you must provide a model parameter")
+        raw = body.get("input")
+        items = [{"role": "user", "content": raw}] if isinstance(raw, str) else raw
+        if not isinstance(items, list):
+            raise _WireError(400, "'input' must be a string or an array")
+        messages = [item for item in items if isinstance(item, dict) and "role" in item]
+        answer = self._answer(messages, body.get("tools"), "responses")
+        prompt = sum(_words(_text_of(m.get("content"))) for m in messages)
+        reply = _Responses(f"resp_fake{request[_INCOMING].seq}", body, answer, prompt)
+        if body.get("stream"):
+            return await self._stream(request, reply.events())
+        return _json_response(reply.response("completed"))
 
     async def _azure_chat(self, request: web.Request) -> web.StreamResponse:
         _require_api_version(request)
@@ -688,6 +706,98 @@ def _require_api_version(request: web.Request) -> None:
         raise _WireError(404, "Resource not found: the api-version query parameter is missing")
 
 
+@dataclass(frozen=True)
+class _Responses:
+    """One OpenAI Responses answer, as a `response` or as its event sequence."""
+
+    id: str
+    body: dict[str, Any]
+    answer: _Answer
+    input_tokens: int
+
+    def item(self) -> dict[str, Any]:
+        if self.answer.text is None:
+            return {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": self.answer.tool_name,
+                    "arguments": TOOL_ARGUMENTS, "status": "completed"}  # fmt: skip
+        part = {"type": "output_text", "text": self.answer.text, "annotations": []}
+        return {
+            "type": "message",
+            "id": "msg_1",
+            "status": "completed",
+            "role": "assistant",
+            "content": [part],
+        }
+
+    def response(self, status: str) -> dict[str, Any]:
+        done = status == "completed"
+        output_tokens = _words(self.answer.text or TOOL_ARGUMENTS)
+        usage = {
+            "input_tokens": self.input_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": self.input_tokens + output_tokens,
+        }
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": CREATED,
+            "status": status,
+            "model": self.body["model"],
+            "output": [self.item()] if done else [],
+            "previous_response_id": self.body.get("previous_response_id"),
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": self.body.get("tools") or [],
+            "usage": usage if done else None,
+        }
+
+    def events(self) -> list[bytes]:
+        item = self.item()
+        if item["type"] == "message":
+            pending = {**item, "status": "in_progress", "content": []}
+            part = {"type": "output_text", "text": "", "annotations": []}
+            at = {"item_id": "msg_1", "output_index": 0}
+            middle = [
+                ("response.content_part.added", {**at, "content_index": 0, "part": part}),
+                *(
+                    ("response.output_text.delta", {**at, "content_index": 0, "delta": piece, "logprobs": []})
+                    for piece in _pieces(self.answer.text or "")
+                ),
+                (
+                    "response.output_text.done",
+                    {**at, "content_index": 0, "text": self.answer.text, "logprobs": []},
+                ),
+                ("response.content_part.done", {**at, "content_index": 0, "part": item["content"][0]}),
+            ]
+        else:
+            pending = {**item, "status": "in_progress", "arguments": ""}
+            at = {"item_id": "fc_1", "output_index": 0}
+            middle = [
+                *(
+                    ("response.function_call_arguments.delta", {**at, "delta": piece})
+                    for piece in _pieces(TOOL_ARGUMENTS)
+                ),
+                ("response.function_call_arguments.done", {**at, "arguments": TOOL_ARGUMENTS}),
+            ]
+        events = [
+            ("response.created", {"response": self.response("in_progress")}),
+            ("response.in_progress", {"response": self.response("in_progress")}),
+            ("response.output_item.added", {"output_index": 0, "item": pending}),
+            *middle,
+            ("response.output_item.done", {"output_index": 0, "item": item}),
+            ("response.completed", {"response": self.response("completed")}),
+        ]
+        return [
+            b"event: "
+            + kind.encode()
+            + b"\ndata: "
+            + orjson.dumps({"type": kind, "sequence_number": i, **data})
+            + b"\n\n"
+            for i, (kind, data) in enumerate(events)
+        ]
+
+
 def _text_of(content: Any) -> str:
     """The text of a message's content: a string, or the text parts of a list, joined by spaces."""
     if isinstance(content, str):
@@ -696,7 +806,9 @@ def _text_of(content: Any) -> str:
         return " ".join(
             part["text"]
             for part in content
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+            if isinstance(part, dict)
+            and part.get("type") in ("text", "input_text")
+            and isinstance(part.get("text"), str)
         )
     return ""
 

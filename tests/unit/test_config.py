@@ -66,6 +66,13 @@ def test_example_config_covers_every_section_and_parses(monkeypatch: pytest.Monk
     assert sorted(settings.providers) == ["anthropic", "azure", "groq", "mock", "openai"]
     assert settings.providers["azure"].api_version == "2024-10-21"
     assert dict(settings.providers["openai"].headers) == {"OpenAI-Organization": "org-example"}
+    assert {name: p.responses for name, p in settings.providers.items()} == {
+        "openai": True,
+        "groq": False,
+        "azure": False,
+        "anthropic": False,
+        "mock": False,
+    }
     assert settings.models["gpt-4o"] == ModelSettings(
         name="gpt-4o",
         targets=(Target("openai", "gpt-4o", 3.0), Target("azure", "gpt-4o-deployment", 1.0)),
@@ -107,6 +114,10 @@ def test_example_config_covers_every_section_and_parses(monkeypatch: pytest.Monk
             "t.toml:1: providers.x.kind: is required (one of openai, azure, anthropic, mock)",
         ),
         (
+            '[providers.x]\nkind = "anthropic"\nresponses = true\n',
+            "t.toml:3: providers.x.responses: is only for kind 'openai', not 'anthropic'",
+        ),
+        (
             '[[keys]]\nname = "a"\nhash = "md5:1"\n',
             "t.toml:3: keys[0].hash: must be 'sha256:' followed by 64 hex digits",
         ),
@@ -140,3 +151,19 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _isolated
     monkeypatch.setenv("TFGW_CONFIG", str(tmp_path / "env.toml"))
     assert find_config() == tmp_path / "env.toml"
     assert find_config(tmp_path / "explicit.toml") == tmp_path / "explicit.toml"
+
+
+@pytest.mark.parametrize(
+    ("base_url", "setting", "responses"),
+    [
+        ("https://api.openai.com/v1", None, True),
+        ("https://api.openai.com/v1/", None, True),
+        ("https://api.openai.com/v1", "false", False),
+        ("http://127.0.0.1:8000/v1", None, False),
+        ("http://127.0.0.1:8000/v1", "true", True),
+    ],
+)
+def test_responses_defaults_to_openais_own_api(base_url: str, setting: str | None, responses: bool) -> None:
+    line = f"responses = {setting}\n" if setting else ""
+    settings = parse(f'[providers.x]\nkind = "openai"\nbase_url = "{base_url}"\n{line}', "t.toml")
+    assert settings.providers["x"].responses is responses

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from tfgw.errors import BadRequestError, ProviderError
-from tfgw.formats.responses import ResponseEvents, to_chat_request, to_response
+from tfgw.formats.responses import EventReader, ResponseEvents, from_response, to_chat_request, to_response
 
 
 def test_request_with_items_tools_and_formats() -> None:
@@ -278,3 +278,130 @@ def test_tool_call_stream_and_a_failure() -> None:
         "failed",
         {"code": "server_error", "message": "provider 'up' is unreachable"},
     )
+
+
+# -- a provider's own responses, read for the span -------------------------------------------------
+
+
+def test_from_response_is_the_chat_view() -> None:
+    response = {
+        "id": "resp_1",
+        "model": "gpt-4o",
+        "status": "completed",
+        "output": [
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+            {"type": "web_search_call", "id": "ws_1", "status": "completed"},
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [
+                    {"type": "output_text", "text": "Two "},
+                    {"type": "output_text", "text": "calls."},
+                ],
+            },
+            {"type": "function_call", "call_id": "call_1", "name": "look", "arguments": '{"q":1}'},
+        ],
+        "usage": {
+            "input_tokens": 8,
+            "input_tokens_details": {"cached_tokens": 2},
+            "output_tokens": 6,
+            "output_tokens_details": {"reasoning_tokens": 3},
+            "total_tokens": 14,
+        },
+    }
+    assert from_response(response) == {
+        "id": "resp_1",
+        "object": "chat.completion",
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "Two calls.",
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "look", "arguments": '{"q":1}'},
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 8,
+            "completion_tokens": 6,
+            "total_tokens": 14,
+            "prompt_tokens_details": {"cached_tokens": 2},
+            "completion_tokens_details": {"reasoning_tokens": 3},
+        },
+    }
+    cut = {"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}, "output": []}
+    assert from_response(cut)["choices"][0]["finish_reason"] == "length"
+
+
+def test_event_reader_folds_a_native_stream() -> None:
+    reader = EventReader()
+    created = {"type": "response.created", "response": {"id": "resp_1", "model": "gpt-4o"}}
+    call = {"type": "function_call", "call_id": "call_1", "name": "look", "arguments": "{}"}
+    completed = {
+        "type": "response.completed",
+        "response": {"status": "completed", "usage": {"input_tokens": 2, "output_tokens": 1}},
+    }
+    chunks = [
+        chunk
+        for data in (
+            created,
+            {"type": "response.in_progress"},
+            {"type": "response.output_text.delta", "delta": "Hi"},
+            {"type": "response.output_item.done", "item": call},
+            completed,
+        )
+        for chunk in reader.feed(data["type"], data)
+    ]
+    head = {"id": "resp_1", "object": "chat.completion.chunk", "model": "gpt-4o"}
+    assert chunks == [
+        {**head, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]},
+        {**head, "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]},
+        {
+            **head,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "look", "arguments": "{}"},
+                            }
+                        ]
+                    },
+                    "finish_reason": None,
+                }
+            ],
+        },
+        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {
+            "id": "resp_1",
+            "model": "gpt-4o",
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 2,
+                "completion_tokens": 1,
+                "total_tokens": 3,
+                "prompt_tokens_details": {"cached_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0},
+            },
+        },
+    ]
+    assert reader.finished
+    failing = EventReader()
+    with pytest.raises(ProviderError, match="responses stream failed: server_error: boom"):
+        failing.feed(
+            "response.failed",
+            {"type": "response.failed", "response": {"error": {"code": "server_error", "message": "boom"}}},
+        )

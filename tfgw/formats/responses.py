@@ -18,7 +18,9 @@ Anthropic adapter then turns that into a Messages call), and the answer comes ba
   a stream that fails after its first event ends with `response.failed`, a terminal event too.
 
 The gateway keeps no responses, so `previous_response_id` and built-in tools (web search, file
-search, computer use, ...) are a 400 naming them.
+search, computer use, ...) are a 400 naming them, unless the provider has the Responses API itself
+(`[providers.NAME] responses = true`): then the call is passed on as it is, and `from_response` and
+`EventReader` only give its span the chat-completions view.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ import orjson
 from tfgw.errors import BadRequestError, ProviderError
 from tfgw.providers.base import Stream, StreamBatch
 
-__all__ = ["ResponseEvents", "ResponsesStream", "to_chat_request", "to_response"]
+__all__ = [
+    "EventReader",
+    "ResponseEvents",
+    "ResponsesStream",
+    "from_response",
+    "to_chat_request",
+    "to_response",
+]
 
 Json = dict[str, Any]
 
@@ -53,22 +62,25 @@ TEXT_PARTS = ("input_text", "output_text", "text")
 # Requests
 
 
-def to_chat_request(body: Mapping[str, Any]) -> Json:
+def to_chat_request(body: Mapping[str, Any], *, strict: bool = True) -> Json:
     """A Responses request body as a chat-completions request body.
 
     Kept: model, instructions, input, max_output_tokens (as `max_tokens`), temperature, top_p, user,
     parallel_tool_calls, function tools, tool_choice, text.format, reasoning.effort, stream. Dropped:
     store, metadata, truncation, include, service_tier and other keys with no chat counterpart.
+    `strict=False` is the view a span of a passed-on call is made of: what only a provider with the
+    Responses API can take (previous_response_id, built-in tools, other items) is no error there;
+    items and parts of other types are left out or kept by their type, other tools kept as they are.
     """
-    if body.get("previous_response_id"):
+    if strict and body.get("previous_response_id"):
         raise BadRequestError(
             "previous_response_id is not supported: the gateway keeps no responses, send the whole"
             " conversation in 'input'",
             param="previous_response_id",
         )
     messages = [{"role": "system", "content": body["instructions"]}] if body.get("instructions") else []
-    messages += _input(body.get("input"))
-    if not messages:
+    messages += _input(body.get("input"), strict)
+    if not messages and strict:
         raise BadRequestError("'input' is required", param="input")
     out: Json = {"model": body.get("model"), "messages": messages}
     if body.get("max_output_tokens") is not None:
@@ -80,9 +92,9 @@ def to_chat_request(body: Mapping[str, Any]) -> Json:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     if tools := body.get("tools"):
-        out["tools"] = [_tool(tool) for tool in tools]
+        out["tools"] = [_tool(tool, strict) for tool in tools]
     if (choice := body.get("tool_choice")) is not None:
-        out["tool_choice"] = _tool_choice(choice)
+        out["tool_choice"] = _tool_choice(choice, strict)
     if fmt := _response_format((body.get("text") or {}).get("format")):
         out["response_format"] = fmt
     if effort := (body.get("reasoning") or {}).get("effort"):
@@ -90,7 +102,7 @@ def to_chat_request(body: Mapping[str, Any]) -> Json:
     return out
 
 
-def _input(value: Any) -> list[Json]:
+def _input(value: Any, strict: bool) -> list[Json]:
     if value is None:
         return []
     if isinstance(value, str):
@@ -103,7 +115,8 @@ def _input(value: Any) -> list[Json]:
             raise BadRequestError("'input' items must be objects", param="input")
         kind = item.get("type") or "message"
         if kind == "message":
-            messages.append({"role": item.get("role") or "user", "content": _content(item.get("content"))})
+            content = _content(item.get("content"), strict)
+            messages.append({"role": item.get("role") or "user", "content": content})
         elif kind == "function_call":
             call = {"id": item.get("call_id"), "type": "function"}
             call["function"] = {"name": item.get("name"), "arguments": item.get("arguments") or "{}"}
@@ -116,12 +129,12 @@ def _input(value: Any) -> list[Json]:
             output = item.get("output")
             text = output if isinstance(output, str) else orjson.dumps(output).decode()
             messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
-        elif kind != "reasoning":  # reasoning items are the provider's own: left out
+        elif strict and kind != "reasoning":  # reasoning items are the provider's own: left out
             raise BadRequestError(f"input item type {kind!r} is not supported", param="input")
     return messages
 
 
-def _content(content: Any) -> str | list[Json]:
+def _content(content: Any, strict: bool) -> str | list[Json]:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
@@ -136,14 +149,18 @@ def _content(content: Any) -> str | list[Json]:
         elif kind == "input_image" and part.get("image_url"):
             image = {"url": part["image_url"], **({"detail": part["detail"]} if part.get("detail") else {})}
             parts.append({"type": "image_url", "image_url": image})
-        else:
+        elif strict:
             raise BadRequestError(f"content part type {kind!r} is not supported", param="input")
+        else:
+            parts.append({"type": str(kind)})
     if all(p["type"] == "text" for p in parts):
         return "".join(p["text"] for p in parts)
     return parts
 
 
-def _tool(tool: Any) -> Json:
+def _tool(tool: Any, strict: bool) -> Json:
+    if not strict and isinstance(tool, Mapping) and tool.get("type") != "function":
+        return dict(tool)  # a built-in tool, as the client declared it
     if not isinstance(tool, Mapping) or tool.get("type") != "function":
         kind = tool.get("type") if isinstance(tool, Mapping) else type(tool).__name__
         raise BadRequestError(
@@ -157,8 +174,8 @@ def _tool(tool: Any) -> Json:
     return {"type": "function", "function": function}
 
 
-def _tool_choice(choice: Any) -> Any:
-    if isinstance(choice, str):
+def _tool_choice(choice: Any, strict: bool) -> Any:
+    if isinstance(choice, str) or not strict:
         return choice
     if isinstance(choice, Mapping) and choice.get("type") == "function":
         return {"type": "function", "function": {"name": choice.get("name")}}
@@ -409,3 +426,100 @@ class ResponsesStream(Stream):
 
     async def aclose(self) -> None:
         await self.chat.aclose()
+
+
+# --------------------------------------------------------------------------------------------------
+# A provider's own responses, read as chat completions for the span
+
+
+def from_response(response: Mapping[str, Any]) -> Json:
+    """A `response` as the `chat.completion` its span is made of: the message text joined, function
+    calls as `tool_calls`; built-in tool items and reasoning are left out."""
+    texts: list[str] = []
+    calls: list[Json] = []
+    for item in response.get("output") or ():
+        if item.get("type") == "message":
+            for part in item.get("content") or ():
+                if part.get("type") in ("output_text", "refusal"):
+                    texts.append(part.get("text") or part.get("refusal") or "")
+        elif item.get("type") == "function_call":
+            calls.append(_chat_call(item))
+    message: Json = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    out: Json = {"id": response.get("id"), "object": "chat.completion", "model": response.get("model")}
+    out["choices"] = [{"index": 0, "message": message, "finish_reason": _finish(response, bool(calls))}]
+    if (usage := _chat_usage(response.get("usage"))) is not None:
+        out["usage"] = usage
+    return out
+
+
+def _chat_call(item: Mapping[str, Any]) -> Json:
+    function = {"name": item.get("name"), "arguments": item.get("arguments") or ""}
+    return {"id": item.get("call_id"), "type": "function", "function": function}
+
+
+def _finish(response: Mapping[str, Any], called: bool) -> str:
+    if response.get("status") == "incomplete":
+        reason = (response.get("incomplete_details") or {}).get("reason")
+        return "length" if reason == "max_output_tokens" else "content_filter"
+    return "tool_calls" if called else "stop"
+
+
+def _chat_usage(usage: Any) -> Json | None:
+    if not isinstance(usage, Mapping):
+        return None
+    prompt, completion = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
+    reasoning = (usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": usage.get("total_tokens") or prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+class EventReader:
+    """The events of a provider's own Responses stream as `chat.completion.chunk`s, for the span of a
+    stream passed on as it came (`tfgw.providers.http.PassThrough`)."""
+
+    terminal = "response.completed"
+
+    def __init__(self) -> None:
+        self.finished = False
+        self._id: Any = None
+        self._model: Any = None
+        self._calls = 0
+
+    def feed(self, event: str | None, data: Any) -> list[Json]:
+        kind = data.get("type") if isinstance(data, Mapping) else None
+        if kind == "response.created":
+            response = data.get("response") or {}
+            self._id, self._model = response.get("id"), response.get("model")
+            return [self._chunk({"role": "assistant"})]
+        if kind == "response.output_text.delta" and data.get("delta"):
+            return [self._chunk({"content": data["delta"]})]
+        if kind == "response.output_item.done" and (data.get("item") or {}).get("type") == "function_call":
+            call = {"index": self._calls, **_chat_call(data["item"])}
+            self._calls += 1
+            return [self._chunk({"tool_calls": [call]})]
+        if kind in ("response.completed", "response.incomplete"):
+            self.finished = True
+            response = data.get("response") or {}
+            usage = _chat_usage(response.get("usage"))
+            last = {"id": self._id, "model": self._model, "choices": [], "usage": usage}
+            return [self._chunk({}, _finish(response, self._calls > 0)), last]
+        if kind in ("response.failed", "error"):
+            self.finished = True
+            error = (data.get("response") or {}).get("error") or data
+            raise ProviderError(f"responses stream failed: {error.get('code')}: {error.get('message')}")
+        return []
+
+    def final(self) -> list[Json]:
+        return []
+
+    def _chunk(self, delta: Json, finish: str | None = None) -> Json:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return {"id": self._id, "object": "chat.completion.chunk", "model": self._model, "choices": [choice]}

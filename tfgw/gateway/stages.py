@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ANTHROPIC",
     "OPENAI",
+    "RESPONSES",
     "Wire",
     "authenticate",
     "call_provider",
@@ -69,7 +70,15 @@ def _openai_stream_error(exc: TfgwError) -> bytes:
     return b"data: " + exc.body() + b"\n\n"  # the status line is gone already: OpenAI says it so
 
 
+def _responses_stream_error(exc: TfgwError) -> bytes:
+    """The Responses API's `error` event: for a stream passed on that broke off before its terminal
+    event (a translated one ends with its own `response.failed`)."""
+    data = {"type": "error", "code": exc.code or exc.type, "message": exc.message, "param": exc.param}
+    return b"event: error\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
 OPENAI = Wire(_openai_error, _openai_stream_error)
+RESPONSES = Wire(_openai_error, _responses_stream_error)
 ANTHROPIC = Wire(messages_format.error_body, messages_format.error_event)
 
 

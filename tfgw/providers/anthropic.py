@@ -30,10 +30,9 @@ import orjson
 from tfgw.config import ProviderSettings
 from tfgw.errors import BadRequestError, ProviderError, UpstreamStatusError
 from tfgw.providers.base import Call, NativeMessages, Provider, Reply, StreamBatch, wants_usage
-from tfgw.providers.http import HttpClient, SseStream, sse_events
+from tfgw.providers.http import HttpClient, PassThrough, SseStream, sse_events
 
 __all__ = [
-    "AnthropicPassThrough",
     "AnthropicProvider",
     "StreamTranslator",
     "from_messages_response",
@@ -285,7 +284,10 @@ def _usage(usage: Mapping[str, Any]) -> Json:
 
 
 class StreamTranslator:
-    """Turns the events of one streamed Anthropic message into OpenAI `chat.completion.chunk`s."""
+    """Turns the events of one streamed Anthropic message into OpenAI `chat.completion.chunk`s (the
+    `tfgw.providers.http.EventReader` of a passed-on Messages stream, too)."""
+
+    terminal = "message_stop"
 
     def __init__(self, model_requested: str, *, created: int | None = None) -> None:
         self.id = ""
@@ -321,6 +323,9 @@ class StreamTranslator:
             error = data.get("error") or {}
             raise ProviderError(f"anthropic stream error: {error.get('type')}: {error.get('message')}")
         return []  # content_block_stop, ping and events added after this was written
+
+    def final(self) -> list[Json]:
+        return [self.usage_chunk()]
 
     def usage_chunk(self) -> Json:
         """The last chunk OpenAI sends when `stream_options.include_usage` is true."""
@@ -413,34 +418,6 @@ class AnthropicStream(SseStream):
         yield last + b"data: [DONE]\n\n", [usage]
 
 
-class AnthropicPassThrough(SseStream):
-    """An Anthropic SSE response relayed as it came, each read in one write; its events are read on
-    the side as `chat.completion.chunk`s for the span. An `error` event reaches the client as the
-    provider sent it, and then ends the stream as failed."""
-
-    def __init__(self, client: HttpClient, resp: aiohttp.ClientResponse, model: str) -> None:
-        super().__init__(client, resp)
-        self.translator = StreamTranslator(model)
-
-    async def batches(self) -> AsyncIterator[StreamBatch]:
-        failed: ProviderError | None = None
-        async for data, block in self.reads():
-            chunks: list[dict[str, Any]] = []
-            for event, raw in sse_events(block):
-                try:
-                    chunks += self.translator.feed(event, self.parse(raw))
-                except ProviderError as exc:  # an error event, or one that is not JSON
-                    failed = failed or exc
-            yield data, chunks
-        if failed is not None:
-            failed.relayed = True  # the client has had the event the failure came from
-        elif not self.translator.finished:
-            failed = ProviderError(f"provider {self.client.provider!r} ended the stream before message_stop")
-        yield b"", [self.translator.usage_chunk()]
-        if failed is not None:
-            raise failed
-
-
 class AnthropicProvider(Provider, NativeMessages):
     def __init__(self, settings: ProviderSettings, client: HttpClient) -> None:
         super().__init__(settings)
@@ -479,10 +456,10 @@ class AnthropicProvider(Provider, NativeMessages):
         _, raw = await self.client.post(self.url, body, self._native_headers(call), call.timeout)
         return Reply(body=raw, data=from_messages_response(self._decode(raw), call.model))
 
-    async def open_messages(self, call: Call) -> AnthropicPassThrough:
+    async def open_messages(self, call: Call) -> PassThrough:
         body = orjson.dumps(self.upstream_body(call))
         resp = await self.client.open(self.url, body, self._native_headers(call), call.timeout)
-        return AnthropicPassThrough(self.client, resp, call.model)
+        return PassThrough(self.client, resp, StreamTranslator(call.model))
 
     async def count_tokens(self, call: Call) -> Reply:
         body = orjson.dumps(self.upstream_body(call))

@@ -14,11 +14,21 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeGuard
 
 from tfgw.config import ProviderSettings, Timeouts
 
-__all__ = ["Call", "NativeMessages", "Provider", "Reply", "Stream", "StreamBatch", "wants_usage"]
+__all__ = [
+    "Call",
+    "NativeMessages",
+    "NativeResponses",
+    "Provider",
+    "Reply",
+    "Stream",
+    "StreamBatch",
+    "takes_responses",
+    "wants_usage",
+]
 
 NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
@@ -109,3 +119,20 @@ class NativeMessages(ABC):
 
     @abstractmethod
     async def count_tokens(self, call: Call) -> Reply: ...
+
+
+class NativeResponses(ABC):
+    """A provider that can take OpenAI Responses calls as they are: when its settings say it serves
+    the Responses API (`responses = true`), `/v1/responses` bodies are passed on and the answer's
+    bytes relayed untouched; `Reply.data` and a stream's chunks are the chat-completions view."""
+
+    @abstractmethod
+    async def responses(self, call: Call) -> Reply: ...
+
+    @abstractmethod
+    async def open_responses(self, call: Call) -> Stream: ...
+
+
+def takes_responses(provider: Provider) -> TypeGuard[NativeResponses]:
+    """Whether `/v1/responses` is passed on to `provider` as it is (else translated)."""
+    return isinstance(provider, NativeResponses) and provider.settings.responses

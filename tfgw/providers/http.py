@@ -10,17 +10,26 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
 from tfgw.config import Timeouts
 from tfgw.errors import ProviderError, ProviderTimeoutError, UpstreamStatusError
-from tfgw.providers.base import Stream
+from tfgw.providers.base import Stream, StreamBatch
 from tfgw.secrets import scrub
 
-__all__ = ["HttpClient", "Proxies", "SseStream", "create_session", "proxy_for", "sse_events"]
+__all__ = [
+    "EventReader",
+    "HttpClient",
+    "PassThrough",
+    "Proxies",
+    "SseStream",
+    "create_session",
+    "proxy_for",
+    "sse_events",
+]
 
 
 def create_session() -> aiohttp.ClientSession:
@@ -210,6 +219,51 @@ class SseStream(Stream):
 
     def invalid(self) -> ProviderError:
         return ProviderError(f"provider {self.client.provider!r} sent an invalid SSE event")
+
+
+class EventReader(Protocol):
+    """Reads a stream's events as `chat.completion.chunk`s: `feed` one event's parsed data (raising
+    `ProviderError` for an error event), `finished` once the API's `terminal` event came, `final`
+    the chunks left after the last event (a usage chunk)."""
+
+    terminal: str
+    finished: bool
+
+    def feed(self, event: str | None, data: Any) -> list[dict[str, Any]]: ...
+    def final(self) -> list[dict[str, Any]]: ...
+
+
+class PassThrough(SseStream):
+    """A provider's SSE response in the client's own API, relayed as it came, each read in one write;
+    its events are read on the side as chat chunks for the span (`reader`). An error event reaches
+    the client as the provider sent it and then ends the stream as failed; so does a stream that
+    ends before the API's terminal event."""
+
+    def __init__(self, client: HttpClient, resp: aiohttp.ClientResponse, reader: EventReader) -> None:
+        super().__init__(client, resp)
+        self.reader = reader
+
+    async def batches(self) -> AsyncIterator[StreamBatch]:
+        failed: ProviderError | None = None
+        reader = self.reader
+        async for data, block in self.reads():
+            chunks: list[dict[str, Any]] = []
+            for event, raw in sse_events(block):
+                if raw == b"[DONE]":
+                    continue
+                try:
+                    chunks += reader.feed(event, self.parse(raw))
+                except ProviderError as exc:  # an error event, or one that is not JSON
+                    failed = failed or exc
+            yield data, chunks
+        if failed is not None:
+            failed.relayed = True  # the client has had the event the failure came from
+        elif not reader.finished:
+            provider = self.client.provider
+            failed = ProviderError(f"provider {provider!r} ended the stream before {reader.terminal}")
+        yield b"", reader.final()
+        if failed is not None:
+            raise failed
 
 
 def sse_events(block: bytes) -> list[tuple[str | None, bytes]]:

@@ -12,8 +12,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tfgw.providers.base import Call, Provider, Reply, Stream, StreamBatch, wants_usage
-from tfgw.providers.http import HttpClient, SseStream, sse_events
+from tfgw.formats import responses as responses_format
+from tfgw.providers.base import Call, NativeResponses, Provider, Reply, Stream, StreamBatch, wants_usage
+from tfgw.providers.http import HttpClient, PassThrough, SseStream, sse_events
 
 __all__ = ["OpenAIProvider", "OpenAIStream"]
 
@@ -52,7 +53,7 @@ def _without(block: bytes, data: bytes) -> bytes:
     return block[:start] + block[end:]
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(Provider, NativeResponses):
     def __init__(self, settings, client: HttpClient) -> None:
         super().__init__(settings)
         self.client = client
@@ -89,3 +90,13 @@ class OpenAIProvider(Provider):
             self.url(call, "embeddings"), self.encode(call), self.headers, call.timeout
         )
         return Reply(body, self.client.decode(body))
+
+    async def responses(self, call: Call) -> Reply:
+        url = self.url(call, "responses")
+        _, body = await self.client.post(url, self.encode(call), self.headers, call.timeout)
+        return Reply(body, responses_format.from_response(self.client.decode(body)))
+
+    async def open_responses(self, call: Call) -> Stream:
+        url = self.url(call, "responses")
+        resp = await self.client.open(url, self.encode(call), self.headers, call.timeout)
+        return PassThrough(self.client, resp, responses_format.EventReader())
