@@ -298,6 +298,8 @@ def test_client_going_away_leaves_a_finished_span(
     spans = by_name(traces.spans(trace_id))
     assert spans["stream"]["attributes"]["tfgw.stream.cancelled"] is True
     assert spans["POST /v1/messages"]["attributes"]["tfgw.stream.cancelled"] is True
+    llm = spans["chat claude-3-5-haiku"]["attributes"]  # usage as far as message_start told it
+    assert (llm["gen_ai.usage.input_tokens"], llm["gen_ai.usage.output_tokens"]) == (3, 1)
 
 
 # -- tracing, count_tokens, models -----------------------------------------------------------------
@@ -379,3 +381,27 @@ def test_no_provider_key_reaches_the_client(
     claude.messages.create(model="claude", max_tokens=5, messages=HELLO)
     logs = gateway.logs()
     assert not [key for key in PROVIDER_KEYS if key in logs]
+
+
+def test_fallback_across_formats_and_the_request_headers(
+    gateway: Gateway, up: FakeUpstream, traces: TraceFiles
+) -> None:
+    up.fail_next(503, path="/v1/chat/completions")
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    got = post(
+        gateway,
+        {"model": "gpt-then-claude", "max_tokens": 5, "messages": HELLO},
+        traceparent=parent,
+        **{"x-tfgw-session-id": "s-1"},
+    )
+    assert got.json()["content"] == [{"type": "text", "text": "echo: hello there world"}]
+    assert [r.path for r in up.requests] == ["/v1/chat/completions", "/v1/messages"]
+    assert up.requests[1].body == {"model": "claude-3-5-haiku", "max_tokens": 5, "messages": HELLO}
+    assert got.headers["x-tfgw-trace-id"] == "0af7651916cd43dd8448eb211c80319c"
+    spans = traces.spans(got.headers["x-tfgw-trace-id"])
+    assert [(s["name"], s["status"].get("code")) for s in spans if s["kind"] == "CLIENT"] == [
+        ("chat gpt-4o", 2),
+        ("chat claude-3-5-haiku", None),
+    ]
+    root = by_name(spans)["POST /v1/messages"]
+    assert (root["parent"], root["attributes"]["session.id"]) == ("<caller>", "s-1")

@@ -385,6 +385,9 @@ class MessagesStream(Stream):
     async def aclose(self) -> None:
         await self.chat.aclose()
 
+    def reported_usage(self) -> dict[str, Any] | None:
+        return self.chat.reported_usage()
+
 
 def _event(name: str, data: Json) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"

@@ -427,6 +427,9 @@ class ResponsesStream(Stream):
     async def aclose(self) -> None:
         await self.chat.aclose()
 
+    def reported_usage(self) -> dict[str, Any] | None:
+        return self.chat.reported_usage()
+
 
 # --------------------------------------------------------------------------------------------------
 # A provider's own responses, read as chat completions for the span
@@ -516,6 +519,10 @@ class EventReader:
             error = (data.get("response") or {}).get("error") or data
             raise ProviderError(f"responses stream failed: {error.get('code')}: {error.get('message')}")
         return []
+
+    @property
+    def usage(self) -> Json | None:
+        return None  # a Responses stream reports usage only in its terminal event
 
     def final(self) -> list[Json]:
         return []

@@ -257,6 +257,8 @@ async def relay(
     except BaseException as exc:  # the client went away (cancelled, or the generator was closed)
         span.attributes[sc.STREAM_CANCELLED] = root.attributes[sc.STREAM_CANCELLED] = True
         span.fail(exc, "cancelled")
+        if fold.usage is None:
+            fold.usage = stream.reported_usage()  # as far as the provider had told
         raise
     finally:
         span.attributes[sc.STREAM_CHUNKS] = fold.chunks

@@ -402,6 +402,9 @@ class AnthropicStream(SseStream):
         self.translator = StreamTranslator(model)
         self.include_usage = include_usage
 
+    def reported_usage(self) -> Json | None:
+        return self.translator.usage
+
     async def batches(self) -> AsyncIterator[StreamBatch]:
         async for block in self.blocks():
             frames: list[bytes] = []

@@ -80,6 +80,11 @@ class Stream(ABC):
     @abstractmethod
     async def aclose(self) -> None: ...
 
+    def reported_usage(self) -> dict[str, Any] | None:
+        """The OpenAI-shaped usage the provider has reported so far (Anthropic counts the input in
+        its first event), for a stream that ends before its usage chunk: a client that went away."""
+        return None
+
 
 def wants_usage(body: dict[str, Any]) -> bool:
     """Whether the client asked for the usage chunk at the end of a stream."""

@@ -229,6 +229,8 @@ class EventReader(Protocol):
     terminal: str
     finished: bool
 
+    @property
+    def usage(self) -> dict[str, Any] | None: ...  # OpenAI-shaped, as far as the events said
     def feed(self, event: str | None, data: Any) -> list[dict[str, Any]]: ...
     def final(self) -> list[dict[str, Any]]: ...
 
@@ -242,6 +244,9 @@ class PassThrough(SseStream):
     def __init__(self, client: HttpClient, resp: aiohttp.ClientResponse, reader: EventReader) -> None:
         super().__init__(client, resp)
         self.reader = reader
+
+    def reported_usage(self) -> dict[str, Any] | None:
+        return self.reader.usage
 
     async def batches(self) -> AsyncIterator[StreamBatch]:
         failed: ProviderError | None = None
