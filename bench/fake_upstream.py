@@ -1,4 +1,5 @@
-"""A fake OpenAI provider that costs as little CPU as possible, for benchmarking the gateway.
+"""A fake OpenAI and Anthropic provider that costs as little CPU as possible, for benchmarking the
+gateway.
 
 A raw asyncio `Protocol` HTTP/1.1 server on uvloop: no framework, keep-alive, pipelining, bodies
 framed by Content-Length. Every answer is built once at start-up and written with one
@@ -7,6 +8,10 @@ framed by Content-Length. Every answer is built once at start-up and written wit
 * `POST /v1/chat/completions` -> a canned `chat.completion` (~600 bytes, with usage);
   if the body asks for `"stream": true`, a canned SSE stream of 20 chunks and `data: [DONE]`,
   sent with chunked transfer encoding (plus a usage chunk when `"include_usage": true`);
+* `POST /v1/messages` -> a canned Anthropic `message` (with usage); with `"stream": true`, the
+  Anthropic event sequence: `message_start`, `content_block_start`, `ping`, 20
+  `content_block_delta` text deltas, `content_block_stop`, `message_delta` (with usage) and
+  `message_stop`, in chunked transfer encoding, one HTTP chunk per event;
 * `GET /healthz` -> 200 `ok`; anything else -> 404.
 
 With `--pace-ms N` a stream is written as real providers stream it instead: the head with the
@@ -39,8 +44,11 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
 CREATED = 1_732_000_000
 MODEL = "gpt-4o-mini-2024-07-18"
+CLAUDE_MODEL = "claude-sonnet-4-5-20250929"
+MESSAGE_ID = "msg_01XFDUDYJgAACzvnptvVoYEL"
 REPLY_TEXT = "Hello! I hope you are having a wonderful day today."
 STREAM_CHUNKS = 20
+TEXT_DELTAS = 20  # content_block_delta events of a streamed message
 
 STREAM_RE = re.compile(rb'"stream"\s*:\s*true')
 INCLUDE_USAGE_RE = re.compile(rb'"include_usage"\s*:\s*true')
@@ -112,6 +120,69 @@ def stream_events(include_usage: bool) -> list[bytes]:
     return [b"data: " + chunk + b"\n\n" for chunk in chunks] + [b"data: [DONE]\n\n"]
 
 
+def message_json() -> bytes:
+    """A realistic non-streaming Anthropic answer, shaped like Anthropic's own."""
+    return orjson.dumps(
+        {
+            "id": MESSAGE_ID,
+            "type": "message",
+            "role": "assistant",
+            "model": CLAUDE_MODEL,
+            "content": [{"type": "text", "text": REPLY_TEXT}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": 14,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 12,
+                "service_tier": "standard",
+            },
+        }
+    )
+
+
+def message_events() -> list[bytes]:
+    """The SSE events of a streamed Anthropic message, as Anthropic sends them (`event:` and
+    `data:` lines): start, a text block of TEXT_DELTAS deltas with a ping before them, the stop."""
+    words = REPLY_TEXT.split(" ")
+    start: dict[str, object] = {
+        "id": MESSAGE_ID,
+        "type": "message",
+        "role": "assistant",
+        "model": CLAUDE_MODEL,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 14,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 1,
+            "service_tier": "standard",
+        },
+    }
+    events: list[dict[str, object]] = [
+        {"type": "message_start", "message": start},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "ping"},
+    ]
+    events += [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
+        for text in (words[i % len(words)] + " " for i in range(TEXT_DELTAS))
+    ]
+    events += [
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": TEXT_DELTAS},
+        },
+        {"type": "message_stop"},
+    ]
+    return [b"event: %s\ndata: %s\n\n" % (str(e["type"]).encode(), orjson.dumps(e)) for e in events]
+
+
 def http_chunk(event: bytes) -> bytes:
     """One chunk of chunked transfer encoding."""
     return b"%x\r\n%s\r\n" % (len(event), event)
@@ -129,26 +200,33 @@ def response(status: bytes, content_type: bytes, body: bytes) -> bytes:
     return head + body
 
 
-def stream_parts(include_usage: bool) -> list[bytes]:
-    """A streamed answer (chunked transfer encoding, one HTTP chunk per SSE event) as its paced
-    writes: the head with the first event, then one write per further event, the last with the
-    last chunk."""
+def stream_parts(events: list[bytes]) -> list[bytes]:
+    """A streamed answer of `events` (chunked transfer encoding, one HTTP chunk per SSE event) as
+    its paced writes: the head with the first event, then one write per further event, the last
+    with the last chunk."""
     head = (
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
         b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
     )
-    parts = [http_chunk(event) for event in stream_events(include_usage)]
+    parts = [http_chunk(event) for event in events]
     parts[0] = head + parts[0]
     parts[-1] += LAST_CHUNK
     return parts
 
 
 COMPLETION = response(b"200 OK", b"application/json", completion_json())
-STREAM_PARTS = stream_parts(include_usage=False)
-STREAM_WITH_USAGE_PARTS = stream_parts(include_usage=True)
+STREAM_PARTS = stream_parts(stream_events(include_usage=False))
+STREAM_WITH_USAGE_PARTS = stream_parts(stream_events(include_usage=True))
 STREAM = b"".join(STREAM_PARTS)
 STREAM_WITH_USAGE = b"".join(STREAM_WITH_USAGE_PARTS)
-PACED = {STREAM: STREAM_PARTS, STREAM_WITH_USAGE: STREAM_WITH_USAGE_PARTS}
+MESSAGE = response(b"200 OK", b"application/json", message_json())
+MESSAGE_STREAM_PARTS = stream_parts(message_events())
+MESSAGE_STREAM = b"".join(MESSAGE_STREAM_PARTS)
+PACED = {
+    STREAM: STREAM_PARTS,
+    STREAM_WITH_USAGE: STREAM_WITH_USAGE_PARTS,
+    MESSAGE_STREAM: MESSAGE_STREAM_PARTS,
+}
 HEALTHY = response(b"200 OK", b"text/plain", b"ok")
 NOT_FOUND = response(b"404 Not Found", b"application/json", b'{"error":{"message":"not found"}}')
 TOO_LARGE = response(b"413 Payload Too Large", b"application/json", b'{"error":{"message":"too large"}}')
@@ -161,6 +239,8 @@ def answer(request_line: bytes, body: bytes) -> bytes:
         if STREAM_RE.search(body):
             return STREAM_WITH_USAGE if INCLUDE_USAGE_RE.search(body) else STREAM
         return COMPLETION
+    if request_line.startswith(b"POST /v1/messages "):
+        return MESSAGE_STREAM if STREAM_RE.search(body) else MESSAGE
     if request_line.startswith(b"GET /healthz "):
         return HEALTHY
     return NOT_FOUND
