@@ -3,24 +3,24 @@
     python bench/messages_ab.py          # the A/B runs and the micro-benchmark, about 3 minutes
     python bench/messages_ab.py --json   # the same as one JSON object
     python bench/messages_ab.py --micro-only   # the translation alone, no server
+    python bench/messages_ab.py --callgrind 200   # instructions a request instead of CPU time
 
-One run starts, all on 127.0.0.1: `bench/fake_upstream.py` (it answers chat completions and
-Anthropic messages) and one `tfgw serve`, one worker, tracing on, with the model `bench` on an
-`openai` provider and `bench-claude` on an `anthropic` provider, both at the fake upstream. Three
-paths are measured:
+One run starts, on 127.0.0.1, `bench/fake_upstream.py` (chat completions and Anthropic messages)
+and one `tfgw serve`, one worker, tracing on, the model `bench` on an `openai` provider and
+`bench-claude` on an `anthropic` provider, both at the fake upstream. Three paths are measured:
 
 1. `chat`: a chat completion to `bench` (the reference);
-2. `passthrough`: `/v1/messages` to `bench-claude`, the client's body and the upstream's bytes
-   passed on as they are (the span folds the events on the side);
+2. `passthrough`: `/v1/messages` to `bench-claude`, body and answer passed on as they are;
 3. `translated`: `/v1/messages` to `bench`, translated to a chat completion and its answer back.
 
 Streamed and non-streaming, at each concurrency, interleaved chat, passthrough, translated,
-translated, passthrough, chat (A B B A), every run after its own warm-up. CPU is utime+stime of
-the `tfgw serve` process tree around the measured window. The report sets paths 2 and 3 against
-1: CPU µs a request, and for a translated stream µs per event the client got (the events of one
-stream are counted on a probe request made before the runs). Then a micro-benchmark without any
-server (timeit, GC off as timeit does): the translation functions on their own. Every process is
-stopped on exit, ^C, SIGTERM and errors.
+translated, passthrough, chat (A B B A), each run after its own warm-up; CPU is utime+stime of the
+`tfgw serve` process tree around the measured window. Paths 2 and 3 are set against 1: CPU µs a
+request, and for a translated stream µs per event the client got (counted on a probe request).
+`--callgrind N` counts instructions instead (tfgw under valgrind, N sequential requests a path):
+repeatable where CPU time on a shared VM is not. Then a micro-benchmark without any server
+(timeit, GC off): the translation functions on their own. Every process is stopped on exit, ^C,
+SIGTERM and errors.
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ import datetime
 import http.client
 import json
 import math
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 import timeit
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -44,7 +47,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fake_upstream
-from floor import Endpoint, FloorRun, aggregate, checkout, row_value, start_upstream
+from floor import Endpoint, FloorRun, aggregate, checkout, ratio, row_value, start_upstream
 from load import MAX_DURATION_S, LoadError, run_load
 from run import (
     CHAT_PATH,
@@ -58,12 +61,15 @@ from run import (
     cpu_seconds,
     fmt,
     free_port,
+    get_status,
     log_tail,
     machine,
     progress,
     run_command,
     running,
+    start,
     start_gateway,
+    tfgw_command,
 )
 
 import tfgw
@@ -77,6 +83,7 @@ PATHS = ("chat", "passthrough", "translated")
 ORDER = ("chat", "passthrough", "translated", "translated", "passthrough", "chat")
 MODEL = {"chat": "bench", "passthrough": "bench-claude", "translated": "bench"}
 MAX_TOKENS = 256
+JSON_HEADERS = {"content-type": "application/json"}
 BOUND_REQUEST_US = 50.0  # translation: at most this much CPU a request ...
 BOUND_EVENT_US = 3.0  # ... plus this much a streamed event; a pass-through: no more than chat
 
@@ -122,41 +129,45 @@ def body(path: str, stream: bool) -> bytes:
 # --- the processes and the probe -----------------------------------------------------------------
 
 
-def start_tfgw(
-    args: argparse.Namespace, directory: Path, upstream: Endpoint, processes: list[Any]
-) -> Endpoint:
-    """`tfgw serve`, one worker, tracing on, `bench` and `bench-claude` on `upstream`."""
-    port = free_port()
+def write_config(directory: Path, port: int, upstream: Endpoint) -> Path:
+    """One worker, tracing on, `bench` and `bench-claude` on `upstream`."""
     text = CONFIG_TEMPLATE.format(
         host=HOST, port=port, upstream_port=upstream.port, tracing="true", traces=directory / "traces"
     )
     config = directory / "tfgw.toml"
     config.write_text(text + EXTRA_CONFIG.format(host=HOST, upstream_port=upstream.port))
+    return config
+
+
+def start_tfgw(
+    args: argparse.Namespace, directory: Path, upstream: Endpoint, processes: list[Any]
+) -> Endpoint:
+    """`tfgw serve` on `write_config`'s config."""
+    port = free_port()
     log = directory / "tfgw.log"
-    process = start_gateway(args, config, port, log, False, processes)
+    process = start_gateway(args, write_config(directory, port, upstream), port, log, False, processes)
     return Endpoint(port, process.pid, log)
 
 
-def probe(port: int, path: str, stream: bool) -> int:
-    """One request on `path`; the SSE events of a streamed answer (0 for JSON). A path that does
-    not answer 200 with what it should is a BenchError before any load is spent on it."""
-    connection = http.client.HTTPConnection(HOST, port, timeout=10)
-    try:
-        connection.request(
-            "POST", request_path(path), body(path, stream), {"content-type": "application/json"}
-        )
-        response = connection.getresponse()
-        status, data = response.status, response.read()
-    except OSError as exc:
-        raise BenchError(f"{path}: POST {request_path(path)} failed: {exc}") from exc
-    finally:
-        connection.close()
+def probe(port: int, path: str, stream: bool, count: int = 1) -> int:
+    """`count` requests on `path`, one after another on one connection; the SSE events of the last
+    (0 for JSON). A path that does not answer 200 with what it should is a BenchError."""
     if stream:
         expected = b"data: [DONE]" if path == "chat" else b"event: message_stop"
     else:
         expected = b'"object":"chat.completion"' if path == "chat" else b'"type":"message"'
-    if status != 200 or expected not in data:
-        raise BenchError(f"{path}: POST {request_path(path)} answered {status}: {data[:300]!r}")
+    connection = http.client.HTTPConnection(HOST, port, timeout=60)
+    try:
+        for _ in range(count):
+            connection.request("POST", request_path(path), body(path, stream), JSON_HEADERS)
+            response = connection.getresponse()
+            status, data = response.status, response.read()
+            if status != 200 or expected not in data:
+                raise BenchError(f"{path}: POST {request_path(path)} answered {status}: {data[:300]!r}")
+    except OSError as exc:
+        raise BenchError(f"{path}: POST {request_path(path)} failed: {exc}") from exc
+    finally:
+        connection.close()
     return data.replace(b"\r\n", b"\n").count(b"\n\n") if stream else 0
 
 
@@ -186,8 +197,7 @@ def rows_of(runs: list[FloorRun]) -> list[dict[str, Any]]:
     its requests), with each run's CPU beside it; no direct path here, so no added latency."""
     rows = aggregate(runs)
     for row in rows:
-        for key in ("added_p50_ms", "added_p99_ms"):
-            del row[key]
+        del row["added_p50_ms"], row["added_p99_ms"]
         mine = [run for run in runs if (run.scenario, run.path) == (row["scenario"], row["path"])]
         row["cpu_us_runs"] = [run.cpu_us_per_request for run in mine]
     return rows
@@ -202,7 +212,6 @@ def differences(rows: list[dict[str, Any]], events: dict[str, int]) -> list[dict
     translated stream per event the client got), req/s ratio, added p50/p99, against the bound."""
     out = []
     for scenario in dict.fromkeys(row["scenario"] for row in rows):
-        stream = scenario.startswith("stream")
 
         def value(path: str, key: str, scenario: str = scenario) -> Any:
             return row_value(rows, scenario, path, key)
@@ -211,14 +220,13 @@ def differences(rows: list[dict[str, Any]], events: dict[str, int]) -> list[dict
             if value(path, "rps") is None or value("chat", "rps") is None:
                 continue
             cpu = minus(value(path, "cpu_us_per_request"), value("chat", "cpu_us_per_request"))
-            n = events.get(path, 0) if stream and path == "translated" else 0
+            n = events.get(path, 0) if scenario.startswith("stream") and path == "translated" else 0
             bound = 0.0 if path == "passthrough" else BOUND_REQUEST_US + BOUND_EVENT_US * n
-            rps, base = value(path, "rps"), value("chat", "rps")
             out.append(
                 {
                     "scenario": scenario,
                     "path": path,
-                    "rps_ratio": rps / base if rps is not None and base else None,
+                    "rps_ratio": ratio(value(path, "rps"), value("chat", "rps")),
                     "added_p50_ms": minus(value(path, "p50_ms"), value("chat", "p50_ms")),
                     "added_p99_ms": minus(value(path, "p99_ms"), value("chat", "p99_ms")),
                     "cpu_us_per_request": cpu,
@@ -229,6 +237,65 @@ def differences(rows: list[dict[str, Any]], events: dict[str, int]) -> list[dict
                 }
             )
     return out
+
+
+# --- instructions (--callgrind) ------------------------------------------------------------------
+
+CALLGRIND_READY_S = 300.0  # Python starts ~50 times slower under callgrind
+CALLGRIND_WARMUP = 20
+SUMMARY_RE = re.compile(rb"^summary:\s+(\d+)", re.MULTILINE)
+
+
+def start_callgrind(
+    args: argparse.Namespace, directory: Path, upstream: Endpoint, processes: list[Any]
+) -> Endpoint:
+    """`tfgw serve` under `valgrind --tool=callgrind`, its dumps in `directory` (`--tfgw` must name
+    the Python process itself: set PYTHONPATH to measure another tree)."""
+    port, log = free_port(), directory / "tfgw-callgrind.log"
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={directory / 'callgrind.%p'}"]
+    command += [*tfgw_command(args.tfgw), "serve", "--config", str(write_config(directory, port, upstream))]
+    process = start([*command, "--port", str(port)], log)
+    processes.append(process)
+    deadline = time.monotonic() + CALLGRIND_READY_S
+    while get_status(port, "/healthz") != 200:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise BenchError(f"tfgw under callgrind did not answer GET /healthz:\n{log_tail(log)}")
+        time.sleep(0.5)
+    return Endpoint(port, process.pid, log)
+
+
+def dumped_instructions(gateway: Endpoint, dump: Path) -> int:
+    """Dump the counts since the last zeroing; their total (`summary:`) once `dump` is complete."""
+    subprocess.run(
+        ["callgrind_control", "--dump", str(gateway.pid)], check=True, capture_output=True, timeout=120
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = dump.read_bytes() if dump.exists() else b""
+        if (match := SUMMARY_RE.search(text)) and b"\ntotals:" in text:  # totals: the last line
+            return int(match.group(1))
+        time.sleep(0.2)
+    raise BenchError(f"callgrind wrote no complete {dump.name} within 60 s")
+
+
+def callgrind_rows(gateway: Endpoint, directory: Path, kinds: list[str], count: int) -> list[dict[str, Any]]:
+    """Instructions a request of every path (sequential, after a warm-up), and their excess over chat."""
+    rows: list[dict[str, Any]] = []
+    for kind in kinds:
+        chat = 0.0
+        for path in PATHS:
+            probe(gateway.port, path, kind == "stream", CALLGRIND_WARMUP)
+            zero = ["callgrind_control", "--zero", str(gateway.pid)]
+            subprocess.run(zero, check=True, capture_output=True, timeout=120)
+            probe(gateway.port, path, kind == "stream", count)
+            dump = directory / f"callgrind.{gateway.pid}.{len(rows) + 1}"
+            per_request = dumped_instructions(gateway, dump) / count
+            chat = per_request if path == "chat" else chat
+            rows.append(
+                {"kind": kind, "path": path, "instructions": per_request, "minus_chat": per_request - chat}
+            )
+            progress(f"{kind:6} {path:11} {per_request:,.0f} instructions a request")
+    return rows
 
 
 # --- the micro-benchmark -------------------------------------------------------------------------
@@ -243,19 +310,14 @@ TYPICAL = {
         {"role": "assistant", "content": [{"type": "text", "text": "Paris."}]},
         {"role": "user", "content": [{"type": "text", "text": "And its population, roughly?"}]},
     ],
-    "tools": [
-        {
-            "name": "lookup",
-            "description": "Look a fact up.",
-            "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}},
-        }
-    ],
+    "tools": [{"name": "lookup", "description": "Look a fact up.", "input_schema": {"type": "object"}}],
     "metadata": {"user_id": "user-1"},
     "stream": True,
 }
 
 
 FOLD = "sse_events + orjson.loads + StreamTranslator.feed"
+PARSE = "sse_events + orjson.loads"
 
 
 def best_us(fn: Callable[[], object], repeat: int) -> float:
@@ -265,16 +327,12 @@ def best_us(fn: Callable[[], object], repeat: int) -> float:
     return min(timer.repeat(repeat, number)) / number * 1e6
 
 
-def chat_chunks() -> list[dict[str, Any]]:
-    """The fake upstream's streamed chat answer (with the usage chunk) as parsed chunks."""
-    return [orjson.loads(event[6:]) for event in fake_upstream.stream_events(True)[:-1]]
-
-
 def micro(repeat: int) -> list[dict[str, Any]]:
     """µs of CPU each piece of the translation takes on its own, and the pass-through's side work."""
     bench_body = orjson.loads(body("translated", False))
     completion = orjson.loads(fake_upstream.completion_json())
-    chunks = chat_chunks()
+    chat_block = b"".join(fake_upstream.stream_events(True))  # with the usage chunk
+    chunks = [orjson.loads(event[6:]) for event in fake_upstream.stream_events(True)[:-1]]
     block = b"".join(fake_upstream.message_events())
     message = fake_upstream.message_json()
 
@@ -282,8 +340,6 @@ def micro(repeat: int) -> list[dict[str, Any]]:
         events = MessageEvents("bench")
         for chunk in chunks:
             events.feed(chunk)
-
-    chat_block = b"".join(fake_upstream.stream_events(True))
 
     def parse_all() -> None:  # what OpenAIStream does with a read: the reference path's side work
         for _, raw in sse_events(chat_block):
@@ -295,12 +351,8 @@ def micro(repeat: int) -> list[dict[str, Any]]:
         for event, raw in sse_events(block):
             translator.feed(event, orjson.loads(raw))
 
-    def span_view() -> object:
-        return to_chat_request(bench_body, strict=False)
-
-    def span_answer() -> object:
-        return from_messages_response(orjson.loads(message), "x")
-
+    span_view = lambda: to_chat_request(bench_body, strict=False)  # noqa: E731
+    span_answer = lambda: from_messages_response(orjson.loads(message), "x")  # noqa: E731
     n_events, n_chat = len(fake_upstream.message_events()), len(fake_upstream.stream_events(True))
     finished = MessageEvents("bench")
     for chunk in chunks:
@@ -314,12 +366,7 @@ def micro(repeat: int) -> list[dict[str, Any]]:
         ("passthrough", "to_chat_request(strict=False), the span's view", span_view, 1),
         ("passthrough", "from_messages_response(orjson.loads(body)), the span's answer", span_answer, 1),
         ("passthrough", f"{FOLD}, per event ({n_events} events)", fold_all, n_events),
-        (
-            "chat",
-            f"sse_events + orjson.loads, per event ({n_chat} events, [DONE] included)",
-            parse_all,
-            n_chat,
-        ),
+        ("chat", f"{PARSE}, per event ({n_chat} events, [DONE] included)", parse_all, n_chat),
     ]
     return [{"path": path, "what": what, "us": best_us(fn, repeat) / n} for path, what, fn, n in timed]
 
@@ -339,6 +386,8 @@ class MessagesReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     differences: list[dict[str, Any]] = field(default_factory=list)
     micro: list[dict[str, Any]] = field(default_factory=list)
+    callgrind_requests: int = 0  # requests a path under callgrind (0: not run)
+    callgrind: list[dict[str, Any]] = field(default_factory=list)
 
 
 def bench(args: argparse.Namespace) -> MessagesReport:
@@ -349,29 +398,51 @@ def bench(args: argparse.Namespace) -> MessagesReport:
         machine=machine(tool, False) | {"checkout": checkout(), "tfgw_from": str(Path(tfgw.__file__).parent)},
         duration_s=args.duration,
         warmup_s=args.warmup,
-        scenarios=[s.name for s in args.scenarios] if not args.micro_only else [],
+        scenarios=[s.name for s in args.scenarios] if not (args.micro_only or args.callgrind) else [],
+        callgrind_requests=args.callgrind,
     )
-    if not args.micro_only:
-        with tempfile.TemporaryDirectory(prefix="tfgw-messages-") as tmp, running([]) as processes:
-            directory = Path(tmp)
-            upstream = start_upstream(directory, "upstream", 0, processes)
-            gateway = start_tfgw(args, directory, upstream, processes)
-            try:
-                report.events_per_stream = {path: probe(gateway.port, path, True) for path in PATHS}
-                for path in PATHS:
-                    probe(gateway.port, path, False)
-                for scenario in args.scenarios:
-                    report.runs += [measure_run(scenario, path, gateway, settings) for path in ORDER]
-            except (BenchError, LoadError):
-                progress(f"tfgw log tail:\n{log_tail(gateway.log)}")
-                raise
-            if any(run.result.errors for run in report.runs):
-                progress(f"tfgw log tail:\n{log_tail(gateway.log)}")
-        report.rows = rows_of(report.runs)
-        report.differences = differences(report.rows, report.events_per_stream)
+    if args.callgrind:
+        callgrind_runs(args, report)
+    elif not args.micro_only:
+        load_runs(args, settings, report)
     report.micro = micro(args.micro_repeat)
     report.machine["calibration_ms_at_end"] = calibration_ms()
     return report
+
+
+def load_runs(args: argparse.Namespace, settings: Settings, report: MessagesReport) -> None:
+    """The probes, then every scenario's runs in the A B B A order, and their rows."""
+    with tempfile.TemporaryDirectory(prefix="tfgw-messages-") as tmp, running([]) as processes:
+        directory = Path(tmp)
+        upstream = start_upstream(directory, "upstream", 0, processes)
+        gateway = start_tfgw(args, directory, upstream, processes)
+        try:
+            report.events_per_stream = {path: probe(gateway.port, path, True) for path in PATHS}
+            for path in PATHS:
+                probe(gateway.port, path, False)
+            for scenario in args.scenarios:
+                report.runs += [measure_run(scenario, path, gateway, settings) for path in ORDER]
+        except (BenchError, LoadError):
+            progress(f"tfgw log tail:\n{log_tail(gateway.log)}")
+            raise
+        if any(run.result.errors for run in report.runs):
+            progress(f"tfgw log tail:\n{log_tail(gateway.log)}")
+    report.rows = rows_of(report.runs)
+    report.differences = differences(report.rows, report.events_per_stream)
+
+
+def callgrind_runs(args: argparse.Namespace, report: MessagesReport) -> None:
+    """tfgw under callgrind: instructions a request of every path."""
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        raise BenchError("--callgrind needs valgrind on PATH (apt-get install -y valgrind)")
+    with tempfile.TemporaryDirectory(prefix="tfgw-messages-") as tmp, running([]) as processes:
+        directory = Path(tmp)
+        upstream = start_upstream(directory, "upstream", 0, processes)
+        gateway = start_callgrind(args, directory, upstream, processes)
+        try:
+            report.callgrind = callgrind_rows(gateway, directory, args.kinds, args.callgrind)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise BenchError(f"callgrind_control failed: {exc}\n{log_tail(gateway.log)}") from exc
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -383,6 +454,8 @@ def header(report: MessagesReport) -> str:
     runs = (
         f"load: {m['load_tool']}, {report.duration_s:g} s per run after {report.warmup_s:g} s warm-up"
         if report.scenarios
+        else f"callgrind, {report.callgrind_requests} sequential requests a path"
+        if report.callgrind_requests
         else "micro-benchmark only"
     )
     return (
@@ -436,6 +509,14 @@ def micro_table(micro: list[dict[str, Any]]) -> list[str]:
     return lines + [f"| {m['path']} | {m['what']} | {fmt(m['us'], 2)} |" for m in micro]
 
 
+def callgrind_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| kind | path | instructions a request | - chat |", "| --- | --- | ---: | ---: |"]
+    for r in rows:
+        excess = f"{r['minus_chat']:+,.0f} ({r['minus_chat'] / (r['instructions'] - r['minus_chat']):+.1%})"
+        lines.append(f"| {r['kind']} | {r['path']} | {r['instructions']:,.0f} | {excess} |")
+    return lines
+
+
 def markdown(report: MessagesReport) -> str:
     parts = [header(report)]
     if report.rows:
@@ -445,6 +526,8 @@ def markdown(report: MessagesReport) -> str:
             f"SSE events in one stream as the client gets it: {events}.",
             "\n".join(differences_table(report.differences)),
         ]
+    if report.callgrind:
+        parts.append("\n".join(callgrind_table(report.callgrind)))
     return "\n\n".join([*parts, "\n".join(micro_table(report.micro))])
 
 
@@ -463,11 +546,9 @@ def as_json(report: MessagesReport) -> str:
 
 
 def int_list(text: str, flag: str, parser: argparse.ArgumentParser) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        values = []
-    if not values or not all(1 <= v <= 1000 for v in values):
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    values = [int(part) for part in parts if part.isdigit()]
+    if len(values) != len(parts) or not values or not all(1 <= v <= 1000 for v in values):
         parser.exit(2, f"error: {flag}: comma-separated integers within 1..1000, got {text!r}\n")
     return values
 
@@ -482,6 +563,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="10,50", help="comma-separated (default 10,50)")
     parser.add_argument("--kinds", default="stream,json", help="stream, json or both (default both)")
     parser.add_argument("--micro-only", action="store_true", help="only the micro-benchmark, no server")
+    parser.add_argument(
+        "--callgrind",
+        type=int,
+        default=0,
+        help="instead of the load runs: instructions over N requests a path",
+    )
     parser.add_argument("--micro-repeat", type=int, default=5, help="timeit rounds, best kept (default 5)")
     parser.add_argument("--tfgw", help="command that runs tfgw (default: the tfgw beside this Python)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
@@ -497,6 +584,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
     if not kinds or any(kind not in ("stream", "json") for kind in kinds):
         parser.exit(2, f"error: --kinds: stream, json or both, got {args.kinds!r}\n")
+    if not 0 <= args.callgrind <= 10_000:
+        parser.exit(2, f"error: --callgrind: must be within 0..10000 requests, got {args.callgrind}\n")
+    args.kinds = kinds
     args.scenarios = scenarios(kinds, int_list(args.concurrency, "--concurrency", parser))
     return args
 

@@ -199,6 +199,24 @@ def test_the_micro_only_report_is_its_header_and_table() -> None:
     )
 
 
+def test_the_callgrind_report_sets_each_path_against_chat() -> None:
+    counted = report([])
+    counted.scenarios, counted.events_per_stream, counted.callgrind_requests = [], {}, 200
+    counted.callgrind = [
+        {"kind": "stream", "path": "chat", "instructions": 4_000_000.0, "minus_chat": 0.0},
+        {"kind": "stream", "path": "passthrough", "instructions": 4_400_000.0, "minus_chat": 400_000.0},
+    ]
+    assert messages_ab.markdown(counted) == (
+        "2026-12-01T12:00:00+00:00; 2 CPUs, Python 3.11.7, tfgw at abc1234, callgrind, 200 sequential "
+        "requests a path, load average 0.5 at start, calibration loop 80 ms at start, 90 ms at end\n\n"
+        "| kind | path | instructions a request | - chat |\n| --- | --- | ---: | ---: |\n"
+        "| stream | chat | 4,000,000 | +0 (+0.0%) |\n"
+        "| stream | passthrough | 4,400,000 | +400,000 (+10.0%) |\n\n"
+        "| path | what (no server, timeit best of rounds) | µs |\n| --- | --- | ---: |\n"
+        "| translated | to_message | 2.35 |"
+    )
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -209,6 +227,7 @@ def test_the_micro_only_report_is_its_header_and_table() -> None:
         (["--kinds", "paced"], "error: --kinds: stream, json or both, got 'paced'\n"),
         (["--duration", "0"], "error: --duration: must be within (0, 600] s, got 0\n"),
         (["--micro-repeat", "0"], "error: --micro-repeat: must be within 1..100, got 0\n"),
+        (["--callgrind", "-1"], "error: --callgrind: must be within 0..10000 requests, got -1\n"),
     ],
 )
 def test_a_bad_flag_is_one_line_and_exit_code_2(
