@@ -8,6 +8,7 @@ arithmetic of the report are pinned.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -278,6 +279,24 @@ def test_one_run_measures_every_path_interleaved_without_errors() -> None:
     ]
     assert [(m["path"], m["what"]) for m in data["micro"]] == MICRO_WHATS
     assert all(m["us"] > 0 for m in data["micro"])
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(shutil.which("callgrind_control") is None, reason="valgrind is not installed")
+def test_callgrind_counts_every_path_against_chat() -> None:
+    command = [sys.executable, str(BENCH / "messages_ab.py"), "--json", "--callgrind", "2"]
+    command += ["--kinds", "json", "--micro-repeat", "1"]
+    with running(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    data = json.loads(out)
+
+    assert (data["scenarios"], data["runs"], data["callgrind_requests"]) == ([], [], 2)
+    counted = data["callgrind"]
+    assert [(c["kind"], c["path"]) for c in counted] == [("json", path) for path in messages_ab.PATHS]
+    assert all(c["instructions"] > 1_000_000 for c in counted)  # a request is millions, not a dump's rest
+    chat = counted[0]["instructions"]
+    assert [c["minus_chat"] for c in counted] == [c["instructions"] - chat for c in counted]
 
 
 # -- the fake upstream's /v1/messages --------------------------------------------------------------
