@@ -352,3 +352,20 @@ def test_error_bodies() -> None:
     }
     data = b'{"type":"error","error":{"type":"api_error","message":"provider \'up\' failed"}}'
     assert error_event(ProviderError("provider 'up' failed")) == b"event: error\ndata: " + data + b"\n\n"
+
+
+def test_the_closing_events_go_out_with_the_usage_chunk() -> None:
+    usage = chunk(usage={"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3})
+    inner = Chunks([[chunk({"content": "a"}), chunk({}, "stop")], [usage], []])
+    stream = MessagesStream(inner, "m")
+
+    async def collect() -> list[StreamBatch]:
+        return [batch async for batch in stream]
+
+    batches = asyncio.run(collect())
+    assert [[name for name, _ in events(frames)] if frames else [] for frames, _ in batches] == [
+        ["message_start", "content_block_start", "content_block_delta"],
+        ["content_block_stop", "message_delta", "message_stop"],
+        [],
+    ]
+    assert events(batches[1][0])[1][1]["usage"] == {"input_tokens": 2, "output_tokens": 1}

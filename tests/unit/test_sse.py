@@ -96,3 +96,19 @@ def test_an_event_that_is_not_a_json_object_is_the_providers_failure(data: bytes
 def test_events_with_names_and_several_data_lines() -> None:
     block = b'event: message_start\ndata: {"a":\ndata: 1}\nid: 7\n\n: comment\n\ndata: x\n\n'
     assert sse_events(block) == [("message_start", b'{"a":\n1}'), (None, b"x")]
+
+
+def test_named_events_with_one_data_line_as_anthropic_and_responses_send_them() -> None:
+    block = (
+        b'event: message_start\ndata: {"type":"message_start"}\n\n'
+        b"event: ping \ndata: {}\n\n"
+        b"event: e\ndata:  spaced\n\n"
+        b"event: f\ndata: 1\nid: 2\n\n"
+        b"event: nodata\n\n"
+    )
+    assert sse_events(block) == [
+        ("message_start", b'{"type":"message_start"}'),
+        ("ping", b"{}"),
+        ("e", b" spaced"),
+        ("f", b"1"),
+    ]

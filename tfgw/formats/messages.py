@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from tfgw.errors import BadRequestError, TfgwError, UpstreamStatusError
+from tfgw.errors import BadRequestError, ProviderError, TfgwError, UpstreamStatusError
 from tfgw.providers.base import Stream, StreamBatch
 
 __all__ = ["MessageEvents", "MessagesStream", "error_body", "error_event", "to_chat_request", "to_message"]
@@ -283,7 +283,17 @@ class MessageEvents:
     `finish()` the closing events once the provider's stream ended. Text and each tool call get a
     content block of their own, opened when their first delta comes and closed when another begins."""
 
-    __slots__ = ("_block", "_model", "_open", "_started", "_stop_reason", "_tools", "_usage", "id")
+    __slots__ = (
+        "_block",
+        "_model",
+        "_open",
+        "_started",
+        "_stop_reason",
+        "_stopped",
+        "_tools",
+        "_usage",
+        "id",
+    )
 
     def __init__(self, model: str) -> None:
         self.id: str | None = None
@@ -293,6 +303,7 @@ class MessageEvents:
         self._open: str | int | None = None  # "text", a tool call's index, or None
         self._tools: dict[int, int] = {}  # tool call index → block index
         self._stop_reason = "end_turn"
+        self._stopped = False  # a finish_reason came
         self._usage: Json | None = None
 
     def feed(self, chunk: Mapping[str, Any]) -> bytes:
@@ -314,7 +325,13 @@ class MessageEvents:
                 out.append(self._tool_delta(call))
             if choice.get("finish_reason"):
                 self._stop_reason = _stop_reason(choice["finish_reason"])
+                self._stopped = True
         return b"".join(out)
+
+    @property
+    def complete(self) -> bool:
+        """The answer's end and its usage came: nothing but `[DONE]` is left of an OpenAI stream."""
+        return self._stopped and self._usage is not None
 
     def finish(self) -> bytes:
         out = [self._start()] if not self._started else []
@@ -370,17 +387,30 @@ class MessageEvents:
 
 class MessagesStream(Stream):
     """A chat-completions stream read as Anthropic's events: each batch's chunks become the events
-    sent in its place; the chunks themselves go on, for the span."""
+    sent in its place; the chunks themselves go on, for the span. The closing events go out with
+    the usage chunk's batch when the provider sends one (one write fewer), else at the end."""
 
     def __init__(self, chat: Stream, model: str) -> None:
         self.chat = chat
         self.events = MessageEvents(model)
 
     async def batches(self) -> AsyncIterator[StreamBatch]:
-        feed = self.events.feed
-        async for _, chunks in self.chat:
-            yield b"".join([feed(chunk) for chunk in chunks]), chunks
-        yield self.events.finish(), []
+        events = self.events
+        done = False
+        try:
+            async for _, chunks in self.chat:
+                if done:  # `[DONE]`, or anything a provider sends after its usage chunk
+                    yield b"", chunks
+                    continue
+                frames = b"".join([events.feed(chunk) for chunk in chunks])
+                if events.complete:
+                    frames, done = frames + events.finish(), True
+                yield frames, chunks
+        except ProviderError:
+            if not done:  # once message_stop is out, the answer is whole: a late failure is no news
+                raise
+        if not done:
+            yield events.finish(), []
 
     async def aclose(self) -> None:
         await self.chat.aclose()

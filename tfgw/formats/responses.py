@@ -312,6 +312,11 @@ class ResponseEvents:
                 self._finish = choice["finish_reason"]
         return b"".join(out)
 
+    @property
+    def complete(self) -> bool:
+        """The answer's end and its usage came: nothing but `[DONE]` is left of an OpenAI stream."""
+        return self._finish is not None and self._usage is not None
+
     def finish(self) -> bytes:
         out = [] if self._started else self._head()
         out += self._close()
@@ -407,22 +412,33 @@ class ResponseEvents:
 
 class ResponsesStream(Stream):
     """A chat-completions stream read as the Responses API's events (the chunks go on, for the
-    span). A provider failure after the first event ends the stream with `response.failed`."""
+    span). The closing events go out with the usage chunk's batch when the provider sends one, else
+    at the end. A provider failure after the first event ends the stream with `response.failed`."""
 
     def __init__(self, chat: Stream, request: Mapping[str, Any]) -> None:
         self.chat = chat
         self.events = ResponseEvents(request)
 
     async def batches(self) -> AsyncIterator[StreamBatch]:
-        feed = self.events.feed
+        events = self.events
+        done = False
         try:
             async for _, chunks in self.chat:
-                yield b"".join([feed(chunk) for chunk in chunks]), chunks
+                if done:  # `[DONE]`, or anything a provider sends after its usage chunk
+                    yield b"", chunks
+                    continue
+                frames = b"".join([events.feed(chunk) for chunk in chunks])
+                if events.complete:
+                    frames, done = frames + events.finish(), True
+                yield frames, chunks
         except ProviderError as exc:
-            yield self.events.failed(exc), []
+            if done:  # once response.completed is out, the answer is whole: a late failure is no news
+                return
+            yield events.failed(exc), []
             exc.relayed = True
             raise
-        yield self.events.finish(), []
+        if not done:
+            yield events.finish(), []
 
     async def aclose(self) -> None:
         await self.chat.aclose()

@@ -36,6 +36,7 @@ from tfgw.gateway.stages import (
     Wire,
     authenticate,
     call_provider,
+    client_headers,
     relay,
     request_body,
     request_span,
@@ -87,7 +88,7 @@ class GatewayState:
 
     def begin(self, name: str) -> RequestTrace:
         """The trace of the request being handled, with the caller's context from its headers."""
-        headers = request.headers
+        headers = client_headers()
         trace = RequestTrace(name, self._sink, headers.get("traceparent"))
         g.tfgw_trace = trace
         root = trace.root.attributes
@@ -190,7 +191,7 @@ def _probe_routes(app: Quart, state: GatewayState) -> None:
 
     @app.get("/v1/models")
     async def models() -> Response:
-        headers = request.headers
+        headers = client_headers()
         state.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
         if "anthropic-version" in headers:  # Anthropic's clients list models in their own shape
             return Response(orjson.dumps(messages.model_list(list(settings.models))), content_type=JSON)

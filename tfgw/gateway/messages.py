@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from quart import Quart, Response, request
+from quart import Quart, Response
 
 from tfgw.errors import BadRequestError
 from tfgw.formats import messages as translate
@@ -24,6 +24,7 @@ from tfgw.gateway.stages import (
     JSON,
     authenticate,
     call_provider,
+    client_headers,
     relay,
     request_body,
     request_span,
@@ -128,7 +129,7 @@ class _Translation:
 
 
 def _passed_on() -> dict[str, str]:
-    headers = request.headers
+    headers = client_headers()
     return {name: value for name in PASSED_ON if (value := headers.get(name))}
 
 

@@ -279,6 +279,11 @@ def sse_events(block: bytes) -> list[tuple[str | None, bytes]]:
         if raw.startswith(b"data: ") and b"\n" not in raw:  # one data line: what OpenAI sends
             events.append((None, raw[6:]))
             continue
+        if raw.startswith(b"event: "):  # a name and one data line: what Anthropic and Responses send
+            end = raw.find(b"\n")
+            if raw.startswith(b"data: ", end + 1) and raw.find(b"\n", end + 1) < 0:
+                events.append((raw[7:end].strip().decode(), raw[end + 7 :]))
+                continue
         event: str | None = None
         data: list[bytes] = []
         for line in raw.split(b"\n"):
