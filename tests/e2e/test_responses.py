@@ -300,3 +300,20 @@ def test_native_stream_broken_off_ends_with_an_error_event(
     }
     root = by_name(traces.spans(got.headers["x-tfgw-trace-id"]))["POST /v1/responses"]
     assert root["status"]["code"] == 2
+
+
+@pytest.mark.parametrize("model", ["gpt", "gpt-native"])
+def test_client_going_away_leaves_a_finished_span(
+    gateway: Gateway, up: FakeUpstream, traces: TraceFiles, model: str
+) -> None:
+    up.slow_stream_chunks(count=50, delay=0.05)
+    body = {"model": model, "input": "hello there world", "stream": True}
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    with httpx.stream(
+        "POST", f"{gateway.url}/v1/responses", json=body, headers=headers, timeout=20
+    ) as response:
+        trace_id = response.headers["x-tfgw-trace-id"]
+        next(response.iter_raw())
+    spans = by_name(traces.spans(trace_id))
+    assert spans["stream"]["attributes"]["tfgw.stream.cancelled"] is True
+    assert spans["POST /v1/responses"]["attributes"]["tfgw.stream.cancelled"] is True
