@@ -13,6 +13,7 @@ from tfgw.errors import BadRequestError, ModelNotFoundError, ProviderError, Upst
 from tfgw.formats.messages import (
     MessageEvents,
     MessagesStream,
+    _event,
     error_body,
     error_event,
     to_chat_request,
@@ -369,3 +370,11 @@ def test_the_closing_events_go_out_with_the_usage_chunk() -> None:
         [],
     ]
     assert events(batches[1][0])[1][1]["usage"] == {"input_tokens": 2, "output_tokens": 1}
+
+
+def test_more_text_is_written_byte_for_byte_as_any_event() -> None:
+    translated = MessageEvents("m")
+    translated.feed(chunk({"content": "a"}))
+    text = 'a "quote", a \\ and ünïcode\n'
+    delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
+    assert translated.feed(chunk({"content": text})) == _event("content_block_delta", delta)

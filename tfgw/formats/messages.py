@@ -307,6 +307,10 @@ class MessageEvents:
         self._usage: Json | None = None
 
     def feed(self, chunk: Mapping[str, Any]) -> bytes:
+        if self._open == "text" and (text := _more_text(chunk)):  # most chunks: written directly
+            return b"".join(
+                (TEXT_DELTA[0], str(self._block).encode(), TEXT_DELTA[1], orjson.dumps(text), b"}}\n\n")
+            )
         out: list[bytes] = []
         if not self._started:
             self._started = True
@@ -383,6 +387,26 @@ class MessageEvents:
     def _delta(self, delta: Json) -> bytes:
         event = {"type": "content_block_delta", "index": self._block, "delta": delta}
         return _event("content_block_delta", event)
+
+
+#: a `content_block_delta` event of text, around its index and its text, as `_event` writes it
+TEXT_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":',
+    b',"delta":{"type":"text_delta","text":',
+)
+
+
+def _more_text(chunk: Mapping[str, Any]) -> str | None:
+    """The text of a chunk that is nothing but more text of its one choice, else None."""
+    choices = chunk.get("choices")
+    if not choices or len(choices) != 1 or chunk.get("usage"):
+        return None
+    choice = choices[0]
+    delta = choice.get("delta")
+    if not delta or choice.get("finish_reason") or delta.get("tool_calls"):
+        return None
+    text = delta.get("content")
+    return text if isinstance(text, str) else None
 
 
 class MessagesStream(Stream):
