@@ -105,9 +105,16 @@ timeout = {{ total = 0.5 }}
 
 
 @pytest.fixture(scope="session")
-def upstream() -> Iterator[FakeUpstream]:
+def shared_upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream() as up:
         yield up
+
+
+@pytest.fixture
+def upstream(shared_upstream: FakeUpstream) -> FakeUpstream:
+    """The session's fake provider, with nothing programmed by an earlier test."""
+    shared_upstream.reset()
+    return shared_upstream
 
 
 @pytest.fixture(scope="session")
@@ -117,10 +124,10 @@ def trace_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def gateway(
-    upstream: FakeUpstream, trace_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    shared_upstream: FakeUpstream, trace_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
     config = tmp_path_factory.mktemp("gw") / "tfgw.toml"
-    config.write_text(gateway_config(upstream.url, trace_dir))
+    config.write_text(gateway_config(shared_upstream.url, trace_dir))
     with Gateway(config, env={"E2E_OPENAI_KEY": OPENAI_KEY}) as gw:
         yield gw
 
@@ -132,7 +139,6 @@ def traces(trace_dir: Path) -> TraceFiles:
 
 @pytest.fixture
 def up(upstream: FakeUpstream) -> FakeUpstream:
-    upstream.reset()
     return upstream
 
 

@@ -674,3 +674,17 @@ def test_provider_has_no_embeddings() -> None:
     with pytest.raises(BadRequestError) as caught:
         asyncio.run(provider.embeddings(make_call()))
     assert caught.value.message == "anthropic provider has no embeddings endpoint"
+
+
+def test_text_of_reads_only_plain_text_deltas() -> None:
+    translator = StreamTranslator("m")
+    text = b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi \\"you\\""}}'
+    assert translator.text_of(text) == 'Hi "you"'
+    for other in (
+        b'{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{"}}',
+        b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}',
+        b'{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"text_delta"}}',
+        b'{"type":"content_block_delta", not json "text_delta"',
+        b'{"type":"message_stop"}',
+    ):
+        assert translator.text_of(other) is None, other

@@ -251,3 +251,16 @@ def test_malformed_tool_calls_in_a_request_do_not_break_the_span() -> None:
         "llm.input_messages.0.message.role": "assistant",
         "llm.input_messages.0.message.tool_calls.1.tool_call.id": "c1",
     }
+
+
+def test_stream_fold_takes_bare_text_as_choice_zero() -> None:
+    bare, chunks = StreamFold(), StreamFold()
+    head = {"id": "msg_1", "model": "claude", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+    for fold in (bare, chunks):
+        fold.add(head)
+    for piece in ("A ", "cat."):
+        bare.add(piece)
+        chunks.add({"choices": [{"index": 0, "delta": {"content": piece}}]})
+    assert bare.completion() == chunks.completion()
+    assert bare.completion()["choices"][0]["message"] == {"role": "assistant", "content": "A cat."}
+    assert bare.chunks == 3

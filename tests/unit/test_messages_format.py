@@ -378,3 +378,9 @@ def test_more_text_is_written_byte_for_byte_as_any_event() -> None:
     text = 'a "quote", a \\ and ünïcode\n'
     delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
     assert translated.feed(chunk({"content": text})) == _event("content_block_delta", delta)
+
+
+def test_a_bare_text_chunk_is_more_text() -> None:
+    translated = MessageEvents("m")
+    translated.feed(chunk({"content": "a"}))
+    assert translated.feed("b") == translated.feed(chunk({"content": "b"}))

@@ -405,3 +405,11 @@ def test_event_reader_folds_a_native_stream() -> None:
             "response.failed",
             {"type": "response.failed", "response": {"error": {"code": "server_error", "message": "boom"}}},
         )
+
+
+def test_event_reader_reads_text_deltas_fast() -> None:
+    reader = EventReader()
+    event = b'{"type":"response.output_text.delta","sequence_number":4,"output_index":0,"delta":"Hi"}'
+    assert reader.text_of(event) == "Hi"
+    assert reader.text_of(b'{"type":"response.output_text.done","text":"Hi"}') is None
+    assert reader.text_of(b'{"type":"response.output_text.delta", broken') is None

@@ -306,7 +306,10 @@ class MessageEvents:
         self._stopped = False  # a finish_reason came
         self._usage: Json | None = None
 
-    def feed(self, chunk: Mapping[str, Any]) -> bytes:
+    def feed(self, chunk: Mapping[str, Any] | str) -> bytes:
+        """The events for one chunk (a bare `str` is more text of choice 0)."""
+        if isinstance(chunk, str):
+            chunk = {"choices": [{"index": 0, "delta": {"content": chunk}}]}
         if self._open == "text" and (text := _more_text(chunk)):  # most chunks: written directly
             return b"".join(
                 (TEXT_DELTA[0], str(self._block).encode(), TEXT_DELTA[1], orjson.dumps(text), b"}}\n\n")

@@ -294,7 +294,10 @@ class ResponseEvents:
         self._finish: str | None = None
         self._usage: Json | None = None
 
-    def feed(self, chunk: Mapping[str, Any]) -> bytes:
+    def feed(self, chunk: Mapping[str, Any] | str) -> bytes:
+        """The events for one chunk (a bare `str` is more text of choice 0)."""
+        if isinstance(chunk, str):
+            chunk = {"choices": [{"index": 0, "delta": {"content": chunk}}]}
         out: list[bytes] = []
         if not self._started:
             self._started = True
@@ -539,6 +542,16 @@ class EventReader:
     @property
     def usage(self) -> Json | None:
         return None  # a Responses stream reports usage only in its terminal event
+
+    def text_of(self, data: bytes) -> str | None:
+        """The text of a `response.output_text.delta` event, the most common, read without `feed`."""
+        if not data.startswith(b'{"type":"response.output_text.delta"'):
+            return None
+        try:
+            text = orjson.loads(data).get("delta")
+        except (orjson.JSONDecodeError, AttributeError):
+            return None  # `feed` reports it
+        return text if isinstance(text, str) and text else None
 
     def final(self) -> list[Json]:
         return []

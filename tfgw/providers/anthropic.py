@@ -29,7 +29,7 @@ import orjson
 
 from tfgw.config import ProviderSettings
 from tfgw.errors import BadRequestError, ProviderError, UpstreamStatusError
-from tfgw.providers.base import Call, NativeMessages, Provider, Reply, StreamBatch, wants_usage
+from tfgw.providers.base import Call, Chunk, NativeMessages, Provider, Reply, StreamBatch, wants_usage
 from tfgw.providers.http import HttpClient, PassThrough, SseStream, sse_events
 
 __all__ = [
@@ -56,6 +56,8 @@ FINISH_REASONS = {
 USAGE_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 TOOL_CHOICES = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
 
+#: how Anthropic's `content_block_delta` events begin (`StreamTranslator.text_of`)
+TEXT_DELTA_START = b'{"type":"content_block_delta"'
 _DATA_URL = re.compile(r"data:([^;,]+);base64,(.*)", re.DOTALL)
 
 
@@ -327,6 +329,20 @@ class StreamTranslator:
     def final(self) -> list[Json]:
         return [self.usage_chunk()]
 
+    def text_of(self, data: bytes) -> str | None:
+        """The text of a `text_delta` event, Anthropic's most common, read without `feed`'s dispatch
+        or a chunk of its own (for a stream passed on, `tfgw.providers.http.PassThrough`)."""
+        if not data.startswith(TEXT_DELTA_START) or b'"text_delta"' not in data:
+            return None
+        try:
+            delta = orjson.loads(data).get("delta")
+        except (orjson.JSONDecodeError, AttributeError):
+            return None  # `feed` reports it
+        if not isinstance(delta, dict) or delta.get("type") != "text_delta":
+            return None
+        text = delta.get("text")
+        return text if isinstance(text, str) and text else None
+
     def usage_chunk(self) -> Json:
         """The last chunk OpenAI sends when `stream_options.include_usage` is true."""
         return {
@@ -408,7 +424,7 @@ class AnthropicStream(SseStream):
     async def batches(self) -> AsyncIterator[StreamBatch]:
         async for block in self.blocks():
             frames: list[bytes] = []
-            chunks: list[dict[str, Any]] = []
+            chunks: list[Chunk] = []
             for event, data in sse_events(block):
                 for chunk in self.translator.feed(event, self.parse(data)):
                     frames.append(b"data: " + orjson.dumps(chunk) + b"\n\n")

@@ -20,6 +20,7 @@ from tfgw.config import ProviderSettings, Timeouts
 
 __all__ = [
     "Call",
+    "Chunk",
     "NativeMessages",
     "NativeResponses",
     "Provider",
@@ -55,11 +56,15 @@ class Reply:
     data: dict[str, Any]
 
 
+#: One piece of a streamed answer, for the gateway's own use: an OpenAI `chat.completion.chunk`,
+#: or just the text of the first choice (a `str`): what a stream passed on in another API sends most,
+#: its text events, read without building a chunk for each.
+Chunk = dict[str, Any] | str
+
 #: What one read of a streamed answer brought: the bytes to send to the client as they are
-#: (OpenAI-style SSE frames, whole events only; b"" when there is nothing to send, e.g. only the
-#: usage chunk the gateway asked for and the client did not), and the OpenAI
-#: `chat.completion.chunk`s they carry, parsed once, for the gateway's own use.
-StreamBatch = tuple[bytes, list[dict[str, Any]]]
+#: (SSE frames, whole events only; b"" when there is nothing to send, e.g. only the usage chunk the
+#: gateway asked for and the client did not), and the `Chunk`s they carry, parsed once.
+StreamBatch = tuple[bytes, list[Chunk]]
 
 
 class Stream(ABC):

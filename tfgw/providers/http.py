@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -17,7 +17,7 @@ import orjson
 
 from tfgw.config import Timeouts
 from tfgw.errors import ProviderError, ProviderTimeoutError, UpstreamStatusError
-from tfgw.providers.base import Stream, StreamBatch
+from tfgw.providers.base import Chunk, Stream, StreamBatch
 from tfgw.secrets import scrub
 
 __all__ = [
@@ -222,17 +222,19 @@ class SseStream(Stream):
 
 
 class EventReader(Protocol):
-    """Reads a stream's events as `chat.completion.chunk`s: `feed` one event's parsed data (raising
-    `ProviderError` for an error event), `finished` once the API's `terminal` event came, `final`
-    the chunks left after the last event (a usage chunk)."""
+    """Reads a stream's events as `Chunk`s: `text_of` an event's bytes when it is the API's plain
+    text event (else None), or `feed` its parsed data (raising `ProviderError` for an error event);
+    `finished` once the API's `terminal` event came, `final` the chunks left after the last event
+    (a usage chunk)."""
 
     terminal: str
     finished: bool
 
     @property
     def usage(self) -> dict[str, Any] | None: ...  # OpenAI-shaped, as far as the events said
-    def feed(self, event: str | None, data: Any) -> list[dict[str, Any]]: ...
-    def final(self) -> list[dict[str, Any]]: ...
+    def text_of(self, data: bytes) -> str | None: ...  # the text of a plain text event, read fast
+    def feed(self, event: str | None, data: Any) -> Sequence[Chunk]: ...
+    def final(self) -> Sequence[Chunk]: ...
 
 
 class PassThrough(SseStream):
@@ -252,8 +254,11 @@ class PassThrough(SseStream):
         failed: ProviderError | None = None
         reader = self.reader
         async for data, block in self.reads():
-            chunks: list[dict[str, Any]] = []
+            chunks: list[Chunk] = []
             for event, raw in sse_events(block):
+                if (text := reader.text_of(raw)) is not None:
+                    chunks.append(text)
+                    continue
                 if raw == b"[DONE]":
                     continue
                 try:
@@ -266,7 +271,7 @@ class PassThrough(SseStream):
         elif not reader.finished:
             provider = self.client.provider
             failed = ProviderError(f"provider {provider!r} ended the stream before {reader.terminal}")
-        yield b"", reader.final()
+        yield b"", list(reader.final())
         if failed is not None:
             raise failed
 

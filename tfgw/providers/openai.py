@@ -7,13 +7,21 @@ The request goes on unchanged but for `model`, and the answer comes back unchang
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 
 import aiohttp
 import orjson
 
 from tfgw.formats import responses as responses_format
-from tfgw.providers.base import Call, NativeResponses, Provider, Reply, Stream, StreamBatch, wants_usage
+from tfgw.providers.base import (
+    Call,
+    Chunk,
+    NativeResponses,
+    Provider,
+    Reply,
+    Stream,
+    StreamBatch,
+    wants_usage,
+)
 from tfgw.providers.http import HttpClient, PassThrough, SseStream, sse_events
 
 __all__ = ["OpenAIProvider", "OpenAIStream"]
@@ -30,7 +38,7 @@ class OpenAIStream(SseStream):
 
     async def batches(self) -> AsyncIterator[StreamBatch]:
         async for block in self.blocks():
-            chunks: list[dict[str, Any]] = []
+            chunks: list[Chunk] = []
             hidden: bytes | None = None
             for _, data in sse_events(block):
                 if data == b"[DONE]":

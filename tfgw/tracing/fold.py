@@ -2,7 +2,8 @@
 
 The gateway relays each chunk as it comes and feeds it here, so the span of a streamed call
 carries the same output, finish reasons and usage as a non-streaming one. Each chunk costs a few
-dict look-ups; content parts are kept as lists and joined once, when the trace is encoded.
+dict look-ups (a bare text, one); content parts are kept as lists and joined once, when the trace
+is encoded.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ class StreamFold:
         self.usage: dict[str, Any] | None = None
         self._choices: dict[int, dict[str, Any]] = {}
 
-    def add(self, chunk: dict[str, Any]) -> None:
+    def add(self, chunk: dict[str, Any] | str) -> None:
+        """Fold one chunk: a `chat.completion.chunk`, or the bare text of choice 0."""
         self.chunks += 1
+        if isinstance(chunk, str):
+            (self._choices.get(0) or self._choice(0))["content"].append(chunk)
+            return
         if self.id is None:
             self.id = chunk.get("id")
             self.model = chunk.get("model")
@@ -32,9 +37,7 @@ class StreamFold:
             self.usage = usage
         for choice in chunk.get("choices") or ():
             index = choice.get("index", 0)
-            state = self._choices.get(index)
-            if state is None:
-                state = self._choices[index] = {"role": None, "content": [], "tools": {}, "finish": None}
+            state = self._choices.get(index) or self._choice(index)
             delta = choice.get("delta") or {}
             if delta.get("role"):
                 state["role"] = delta["role"]
@@ -52,6 +55,10 @@ class StreamFold:
                     tool["args"].append(function["arguments"])
             if choice.get("finish_reason"):
                 state["finish"] = choice["finish_reason"]
+
+    def _choice(self, index: int) -> dict[str, Any]:
+        state = self._choices[index] = {"role": None, "content": [], "tools": {}, "finish": None}
+        return state
 
     def completion(self) -> dict[str, Any]:
         """The folded answer in `chat.completion` shape (usage only if the provider sent it)."""
