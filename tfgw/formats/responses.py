@@ -508,6 +508,17 @@ class EventReader:
     stream passed on as it came (`tfgw.providers.http.PassThrough`)."""
 
     terminal = "response.completed"
+    ignored = frozenset(
+        (
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+        )
+    )
 
     def __init__(self) -> None:
         self.finished = False

@@ -290,6 +290,7 @@ class StreamTranslator:
     `tfgw.providers.http.EventReader` of a passed-on Messages stream, too)."""
 
     terminal = "message_stop"
+    ignored = frozenset(("ping", "content_block_stop"))
 
     def __init__(self, model_requested: str, *, created: int | None = None) -> None:
         self.id = ""

@@ -228,6 +228,8 @@ class EventReader(Protocol):
     (a usage chunk)."""
 
     terminal: str
+    #: events that say nothing the span needs: passed on, never parsed
+    ignored: frozenset[str]
     finished: bool
 
     @property
@@ -253,9 +255,12 @@ class PassThrough(SseStream):
     async def batches(self) -> AsyncIterator[StreamBatch]:
         failed: ProviderError | None = None
         reader = self.reader
+        ignored = reader.ignored
         async for data, block in self.reads():
             chunks: list[Chunk] = []
             for event, raw in sse_events(block):
+                if event in ignored:
+                    continue
                 if (text := reader.text_of(raw)) is not None:
                     chunks.append(text)
                     continue
