@@ -112,3 +112,9 @@ def test_named_events_with_one_data_line_as_anthropic_and_responses_send_them() 
         ("e", b" spaced"),
         ("f", b"1"),
     ]
+
+
+def test_a_block_of_named_events_only_is_read_in_one_pass() -> None:
+    block = b'event: message_start\ndata: {"a":1}\n\nevent: ping \ndata: {}\n\nevent: e\ndata:  x\n\n'
+    assert sse_events(block) == [("message_start", b'{"a":1}'), ("ping", b"{}"), ("e", b" x")]
+    assert sse_events(block + b": keep-alive\n\n") == sse_events(block)  # not only named events

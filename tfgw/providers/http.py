@@ -8,6 +8,7 @@ stock `httpx.AsyncClient`, whose pool slows down as concurrency rises.
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -281,9 +282,27 @@ class PassThrough(SseStream):
             raise failed
 
 
+#: a block of nothing but named events of one data line each, as Anthropic and Responses send them
+_NAMED_EVENTS = re.compile(rb"(?:event: [^\n]*\ndata: [^\n]*\n\n)+")
+_NAMED_EVENT = re.compile(rb"event: ([^\n]*)\ndata: ([^\n]*)\n\n")
+#: event names as str, decoded once (an API has a dozen; a provider inventing more is not cached)
+_NAMES: dict[bytes, str] = {}
+MAX_NAMES = 64
+
+
+def _name(raw: bytes) -> str:
+    name = raw.strip().decode()
+    if len(_NAMES) < MAX_NAMES:
+        _NAMES[raw] = name
+    return name
+
+
 def sse_events(block: bytes) -> list[tuple[str | None, bytes]]:
     """`(event name, data)` of every event in `block` (whole events, LF line ends), in order.
     Comments, `id:` and `retry:` lines are skipped; several `data:` lines are joined by LF."""
+    if block.startswith(b"event: ") and _NAMED_EVENTS.fullmatch(block):  # the common case, in C
+        names = _NAMES
+        return [(names.get(n) or _name(n), d) for n, d in _NAMED_EVENT.findall(block)]
     events: list[tuple[str | None, bytes]] = []
     for raw in block.split(b"\n\n"):
         if raw.startswith(b"data: ") and b"\n" not in raw:  # one data line: what OpenAI sends
