@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from tfgw.errors import BadRequestError, ProviderError
-from tfgw.formats.responses import EventReader, ResponseEvents, from_response, to_chat_request, to_response
+from tfgw.formats.responses import ResponseEvents, to_chat_request, to_response
+from tfgw.providers.responses import ResponsesReader, from_response
 
 
 def test_request_with_items_tools_and_formats() -> None:
@@ -343,7 +344,7 @@ def test_from_response_is_the_chat_view() -> None:
 
 
 def test_event_reader_folds_a_native_stream() -> None:
-    reader = EventReader()
+    reader = ResponsesReader()
     created = {"type": "response.created", "response": {"id": "resp_1", "model": "gpt-4o"}}
     call = {"type": "function_call", "call_id": "call_1", "name": "look", "arguments": "{}"}
     completed = {
@@ -399,7 +400,7 @@ def test_event_reader_folds_a_native_stream() -> None:
         },
     ]
     assert reader.finished
-    failing = EventReader()
+    failing = ResponsesReader()
     with pytest.raises(ProviderError, match="responses stream failed: server_error: boom"):
         failing.feed(
             "response.failed",
@@ -408,7 +409,7 @@ def test_event_reader_folds_a_native_stream() -> None:
 
 
 def test_event_reader_reads_text_deltas_fast() -> None:
-    reader = EventReader()
+    reader = ResponsesReader()
     event = b'{"type":"response.output_text.delta","sequence_number":4,"output_index":0,"delta":"Hi"}'
     assert reader.text_of(event) == "Hi"
     assert reader.text_of(b'{"type":"response.output_text.done","text":"Hi"}') is None

@@ -23,13 +23,14 @@ span is still made of the chat-completions view of the call (`to_chat_request`,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from tfgw.errors import BadRequestError, ProviderError, TfgwError, UpstreamStatusError
-from tfgw.providers.base import Stream, StreamBatch
+from tfgw.formats.stream import TranslatedStream
+from tfgw.providers.base import Stream
 
 __all__ = ["MessageEvents", "MessagesStream", "error_body", "error_event", "to_chat_request", "to_message"]
 
@@ -340,6 +341,9 @@ class MessageEvents:
         """The answer's end and its usage came: nothing but `[DONE]` is left of an OpenAI stream."""
         return self._stopped and self._usage is not None
 
+    def failed(self, exc: ProviderError) -> None:
+        return None  # the route's wire ends the stream with `error_event`
+
     def finish(self) -> bytes:
         out = [self._start()] if not self._started else []
         if self._open is not None:
@@ -412,38 +416,12 @@ def _more_text(chunk: Mapping[str, Any]) -> str | None:
     return text if isinstance(text, str) else None
 
 
-class MessagesStream(Stream):
-    """A chat-completions stream read as Anthropic's events: each batch's chunks become the events
-    sent in its place; the chunks themselves go on, for the span. The closing events go out with
-    the usage chunk's batch when the provider sends one (one write fewer), else at the end."""
+class MessagesStream(TranslatedStream):
+    """A chat-completions stream read as Anthropic's events (a failure after the first byte is
+    told by the route's wire: `error_event`)."""
 
     def __init__(self, chat: Stream, model: str) -> None:
-        self.chat = chat
-        self.events = MessageEvents(model)
-
-    async def batches(self) -> AsyncIterator[StreamBatch]:
-        events = self.events
-        done = False
-        try:
-            async for _, chunks in self.chat:
-                if done:  # `[DONE]`, or anything a provider sends after its usage chunk
-                    yield b"", chunks
-                    continue
-                frames = b"".join([events.feed(chunk) for chunk in chunks])
-                if events.complete:
-                    frames, done = frames + events.finish(), True
-                yield frames, chunks
-        except ProviderError:
-            if not done:  # once message_stop is out, the answer is whole: a late failure is no news
-                raise
-        if not done:
-            yield events.finish(), []
-
-    async def aclose(self) -> None:
-        await self.chat.aclose()
-
-    def reported_usage(self) -> dict[str, Any] | None:
-        return self.chat.reported_usage()
+        super().__init__(chat, MessageEvents(model))
 
 
 def _event(name: str, data: Json) -> bytes:

@@ -19,26 +19,25 @@ Anthropic adapter then turns that into a Messages call), and the answer comes ba
 
 The gateway keeps no responses, so `previous_response_id` and built-in tools (web search, file
 search, computer use, ...) are a 400 naming them, unless the provider has the Responses API itself
-(`[providers.NAME] responses = true`): then the call is passed on as it is, and `from_response` and
-`EventReader` only give its span the chat-completions view.
+(`[providers.NAME] responses = true`): then the call is passed on as it is, and
+`tfgw.providers.responses` only gives its span the chat-completions view.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from tfgw.errors import BadRequestError, ProviderError
-from tfgw.providers.base import Stream, StreamBatch
+from tfgw.formats.stream import TranslatedStream
+from tfgw.providers.base import Stream
 
 __all__ = [
-    "EventReader",
     "ResponseEvents",
     "ResponsesStream",
-    "from_response",
     "to_chat_request",
     "to_response",
 ]
@@ -413,160 +412,9 @@ class ResponseEvents:
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
-class ResponsesStream(Stream):
-    """A chat-completions stream read as the Responses API's events (the chunks go on, for the
-    span). The closing events go out with the usage chunk's batch when the provider sends one, else
-    at the end. A provider failure after the first event ends the stream with `response.failed`."""
+class ResponsesStream(TranslatedStream):
+    """A chat-completions stream read as the Responses API's events; a provider failure after the
+    first event ends it with `response.failed`."""
 
     def __init__(self, chat: Stream, request: Mapping[str, Any]) -> None:
-        self.chat = chat
-        self.events = ResponseEvents(request)
-
-    async def batches(self) -> AsyncIterator[StreamBatch]:
-        events = self.events
-        done = False
-        try:
-            async for _, chunks in self.chat:
-                if done:  # `[DONE]`, or anything a provider sends after its usage chunk
-                    yield b"", chunks
-                    continue
-                frames = b"".join([events.feed(chunk) for chunk in chunks])
-                if events.complete:
-                    frames, done = frames + events.finish(), True
-                yield frames, chunks
-        except ProviderError as exc:
-            if done:  # once response.completed is out, the answer is whole: a late failure is no news
-                return
-            yield events.failed(exc), []
-            exc.relayed = True
-            raise
-        if not done:
-            yield events.finish(), []
-
-    async def aclose(self) -> None:
-        await self.chat.aclose()
-
-    def reported_usage(self) -> dict[str, Any] | None:
-        return self.chat.reported_usage()
-
-
-# --------------------------------------------------------------------------------------------------
-# A provider's own responses, read as chat completions for the span
-
-
-def from_response(response: Mapping[str, Any]) -> Json:
-    """A `response` as the `chat.completion` its span is made of: the message text joined, function
-    calls as `tool_calls`; built-in tool items and reasoning are left out."""
-    texts: list[str] = []
-    calls: list[Json] = []
-    for item in response.get("output") or ():
-        if item.get("type") == "message":
-            for part in item.get("content") or ():
-                if part.get("type") in ("output_text", "refusal"):
-                    texts.append(part.get("text") or part.get("refusal") or "")
-        elif item.get("type") == "function_call":
-            calls.append(_chat_call(item))
-    message: Json = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
-    if calls:
-        message["tool_calls"] = calls
-    out: Json = {"id": response.get("id"), "object": "chat.completion", "model": response.get("model")}
-    out["choices"] = [{"index": 0, "message": message, "finish_reason": _finish(response, bool(calls))}]
-    if (usage := _chat_usage(response.get("usage"))) is not None:
-        out["usage"] = usage
-    return out
-
-
-def _chat_call(item: Mapping[str, Any]) -> Json:
-    function = {"name": item.get("name"), "arguments": item.get("arguments") or ""}
-    return {"id": item.get("call_id"), "type": "function", "function": function}
-
-
-def _finish(response: Mapping[str, Any], called: bool) -> str:
-    if response.get("status") == "incomplete":
-        reason = (response.get("incomplete_details") or {}).get("reason")
-        return "length" if reason == "max_output_tokens" else "content_filter"
-    return "tool_calls" if called else "stop"
-
-
-def _chat_usage(usage: Any) -> Json | None:
-    if not isinstance(usage, Mapping):
-        return None
-    prompt, completion = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
-    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
-    reasoning = (usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": usage.get("total_tokens") or prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-        "completion_tokens_details": {"reasoning_tokens": reasoning},
-    }
-
-
-class EventReader:
-    """The events of a provider's own Responses stream as `chat.completion.chunk`s, for the span of a
-    stream passed on as it came (`tfgw.providers.http.PassThrough`)."""
-
-    terminal = "response.completed"
-    ignored = frozenset(
-        (
-            "response.in_progress",
-            "response.output_item.added",
-            "response.content_part.added",
-            "response.output_text.done",
-            "response.content_part.done",
-            "response.function_call_arguments.delta",
-            "response.function_call_arguments.done",
-        )
-    )
-
-    def __init__(self) -> None:
-        self.finished = False
-        self._id: Any = None
-        self._model: Any = None
-        self._calls = 0
-
-    def feed(self, event: str | None, data: Any) -> list[Json]:
-        kind = data.get("type") if isinstance(data, Mapping) else None
-        if kind == "response.created":
-            response = data.get("response") or {}
-            self._id, self._model = response.get("id"), response.get("model")
-            return [self._chunk({"role": "assistant"})]
-        if kind == "response.output_text.delta" and data.get("delta"):
-            return [self._chunk({"content": data["delta"]})]
-        if kind == "response.output_item.done" and (data.get("item") or {}).get("type") == "function_call":
-            call = {"index": self._calls, **_chat_call(data["item"])}
-            self._calls += 1
-            return [self._chunk({"tool_calls": [call]})]
-        if kind in ("response.completed", "response.incomplete"):
-            self.finished = True
-            response = data.get("response") or {}
-            usage = _chat_usage(response.get("usage"))
-            last = {"id": self._id, "model": self._model, "choices": [], "usage": usage}
-            return [self._chunk({}, _finish(response, self._calls > 0)), last]
-        if kind in ("response.failed", "error"):
-            self.finished = True
-            error = (data.get("response") or {}).get("error") or data
-            raise ProviderError(f"responses stream failed: {error.get('code')}: {error.get('message')}")
-        return []
-
-    @property
-    def usage(self) -> Json | None:
-        return None  # a Responses stream reports usage only in its terminal event
-
-    def text_of(self, data: bytes) -> str | None:
-        """The text of a `response.output_text.delta` event, the most common, read without `feed`."""
-        if not data.startswith(b'{"type":"response.output_text.delta"'):
-            return None
-        try:
-            text = orjson.loads(data).get("delta")
-        except (orjson.JSONDecodeError, AttributeError):
-            return None  # `feed` reports it
-        return text if isinstance(text, str) and text else None
-
-    def final(self) -> list[Json]:
-        return []
-
-    def _chunk(self, delta: Json, finish: str | None = None) -> Json:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        return {"id": self._id, "object": "chat.completion.chunk", "model": self._model, "choices": [choice]}
+        super().__init__(chat, ResponseEvents(request))

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 import orjson
 
-from tfgw.formats import responses as responses_format
 from tfgw.providers.base import (
     Call,
     Chunk,
@@ -23,6 +22,7 @@ from tfgw.providers.base import (
     wants_usage,
 )
 from tfgw.providers.http import HttpClient, PassThrough, SseStream, sse_events
+from tfgw.providers.responses import ResponsesReader, from_response
 
 __all__ = ["OpenAIProvider", "OpenAIStream"]
 
@@ -102,9 +102,9 @@ class OpenAIProvider(Provider, NativeResponses):
     async def responses(self, call: Call) -> Reply:
         url = self.url(call, "responses")
         _, body = await self.client.post(url, self.encode(call), self.headers, call.timeout)
-        return Reply(body, responses_format.from_response(self.client.decode(body)))
+        return Reply(body, from_response(self.client.decode(body)))
 
     async def open_responses(self, call: Call) -> Stream:
         url = self.url(call, "responses")
         resp = await self.client.open(url, self.encode(call), self.headers, call.timeout)
-        return PassThrough(self.client, resp, responses_format.EventReader())
+        return PassThrough(self.client, resp, ResponsesReader())
