@@ -34,10 +34,10 @@ from tfgw.gateway.stages import (
     JSON,
     OPENAI,
     Wire,
+    answer,
     authenticate,
     call_provider,
     client_headers,
-    relay,
     request_body,
     request_span,
     resolve,
@@ -55,8 +55,6 @@ from tfgw.tracing.spans import RequestTrace
 __all__ = ["GatewayState", "create_app"]
 
 log = logging.getLogger("tfgw.gateway")
-
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 @dataclass(slots=True)
@@ -121,8 +119,8 @@ def create_app(settings: Settings, *, exports: Exports = NO_EXPORTS) -> Quart:
     _error_handlers(app, settings)
     _probe_routes(app, state)
     _openai_routes(app, state)
-    messages.routes(app, state, SSE_HEADERS)
-    responses.routes(app, state, SSE_HEADERS)
+    messages.routes(app, state)
+    responses.routes(app, state)
     return app
 
 
@@ -211,13 +209,7 @@ def _openai_routes(app: Quart, state: GatewayState) -> None:
             if not isinstance(body.get("messages"), list) or not body["messages"]:
                 raise BadRequestError("'messages' must be a non-empty array", param="messages")
             attempts = resolve(state, trace, body)
-            if body.get("stream"):
-                span, stream = await call_provider(state, trace, attempts, body, "chat", _open_stream)
-                frames = relay(state, trace, span, stream, key)
-                return Response(frames, content_type="text/event-stream", headers=SSE_HEADERS)
-            span, reply = await call_provider(state, trace, attempts, body, "chat", _chat)
-            state.keys.spend_tokens(key, total_tokens(reply.data.get("usage")))
-            return respond(trace, span, reply)
+            return await answer(state, trace, key, attempts, body, _CHAT)
 
     @app.post("/v1/embeddings")
     async def embeddings() -> Response:
@@ -233,13 +225,18 @@ def _openai_routes(app: Quart, state: GatewayState) -> None:
             return respond(trace, span, reply)
 
 
-async def _chat(provider: Provider, call: Call) -> Reply:
-    return await provider.chat(call)
+class _Chat:
+    """Chat completions go to every provider as they are."""
+
+    async def create(self, provider: Provider, call: Call) -> Reply:
+        return await provider.chat(call)
+
+    async def open_stream(self, provider: Provider, call: Call) -> Stream:
+        return await provider.open_stream(call)
+
+
+_CHAT = _Chat()
 
 
 async def _embed(provider: Provider, call: Call) -> Reply:
     return await provider.embeddings(call)
-
-
-async def _open_stream(provider: Provider, call: Call) -> Stream:
-    return await provider.open_stream(call)

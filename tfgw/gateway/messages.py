@@ -10,7 +10,6 @@ attributes as a chat completion. Errors are Anthropic-shaped (docs/http.md, "Ant
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,17 +21,15 @@ from tfgw.formats.messages import MessagesStream
 from tfgw.gateway.stages import (
     ANTHROPIC,
     JSON,
+    ChatForm,
+    answer,
     authenticate,
-    call_provider,
     client_headers,
-    relay,
     request_body,
     request_span,
     resolve,
-    respond,
-    total_tokens,
 )
-from tfgw.providers.base import NO_HEADERS, Call, NativeMessages, Provider, Reply, Stream
+from tfgw.providers.base import Call, NativeMessages, Provider, Reply, Stream
 from tfgw.tracing import semconv as sc
 from tfgw.tracing.otlp import KIND_CLIENT
 
@@ -46,27 +43,18 @@ PREFIX = "/v1/messages"
 PASSED_ON = ("anthropic-version", "anthropic-beta")
 
 
-def routes(app: Quart, state: GatewayState, sse_headers: dict[str, str]) -> None:
+def routes(app: Quart, state: GatewayState) -> None:
     @app.post(PREFIX)
     async def create_message() -> Response:
         trace = state.begin(f"POST {PREFIX}")
         with request_span(trace):
             key = authenticate(state, trace)
             body = await request_body(state, trace)
-            chat = _Translation(body)
+            chat = _Messages(body, translate.to_chat_request)
             attempts = resolve(state, trace, body)
-            headers = _passed_on()
-            if body.get("stream"):
-                span, stream = await call_provider(
-                    state, trace, attempts, body, "chat", chat.open_stream, view=chat.view, headers=headers
-                )
-                frames = relay(state, trace, span, stream, key, ANTHROPIC)
-                return Response(frames, content_type="text/event-stream", headers=sse_headers)
-            span, reply = await call_provider(
-                state, trace, attempts, body, "chat", chat.create, view=chat.view, headers=headers
+            return await answer(
+                state, trace, key, attempts, body, chat, wire=ANTHROPIC, view=chat.view, headers=_passed_on()
             )
-            state.keys.spend_tokens(key, total_tokens(reply.data.get("usage")))
-            return respond(trace, span, reply)
 
     @app.post(f"{PREFIX}/count_tokens")
     async def count_tokens() -> Response:
@@ -95,37 +83,20 @@ def routes(app: Quart, state: GatewayState, sse_headers: dict[str, str]) -> None
             return Response(reply.body, content_type=JSON)
 
 
-class _Translation:
-    """One request's chat-completions form: what a provider that is not Anthropic is called with,
-    and what the span is made of. A request a chat provider cannot take (a server tool, a document)
-    is refused only when it reaches one; an Anthropic provider takes it as it is."""
-
-    __slots__ = ("error", "request", "view")
-
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.error: BadRequestError | None = None
-        try:
-            self.request = self.view = translate.to_chat_request(body)
-        except BadRequestError as exc:  # malformed is refused here; unsupported, by a chat provider
-            self.view = translate.to_chat_request(body, strict=False)
-            self.request, self.error = self.view, exc
+class _Messages(ChatForm):
+    """An Anthropic provider takes the body as it is; any other, its chat-completions form."""
 
     async def create(self, provider: Provider, call: Call) -> Reply:
         if isinstance(provider, NativeMessages):
             return await provider.messages(call)
-        reply = await provider.chat(self._chat_call(call))
+        reply = await provider.chat(self.chat_call(call))
         message = translate.to_message(reply.data, call.model)
         return Reply(orjson.dumps(message), reply.data)
 
     async def open_stream(self, provider: Provider, call: Call) -> Stream:
         if isinstance(provider, NativeMessages):
             return await provider.open_messages(call)
-        return MessagesStream(await provider.open_stream(self._chat_call(call)), call.model)
-
-    def _chat_call(self, call: Call) -> Call:
-        if self.error is not None:
-            raise self.error
-        return replace(call, body=self.request, headers=NO_HEADERS)
+        return MessagesStream(await provider.open_stream(self.chat_call(call)), call.model)
 
 
 def _passed_on() -> dict[str, str]:

@@ -3,16 +3,17 @@ trace (docs/spans.md, "Spans of one request").
 
 A route handler reads as its stages: `begin` the trace, `authenticate`, `request_body`, `resolve`
 the model, `call_provider` through the router (one CLIENT span per attempt), then `respond` with a
-whole answer or `relay` a stream. What differs between the APIs clients speak is their `Wire`: how
-an error looks in a body and inside a stream.
+whole answer or `relay` a stream; `answer` is those last two for every chat-like route, and
+`ChatForm` the chat-completions form of a body in another API's format. What differs between the
+APIs clients speak is their `Wire`: how an error looks in a body and inside a stream.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 from quart import Response, g, request
@@ -35,7 +36,11 @@ __all__ = [
     "ANTHROPIC",
     "OPENAI",
     "RESPONSES",
+    "SSE_HEADERS",
+    "ChatForm",
+    "Sends",
     "Wire",
+    "answer",
     "authenticate",
     "call_provider",
     "client_headers",
@@ -79,6 +84,7 @@ def _responses_stream_error(exc: TfgwError) -> bytes:
 
 
 OPENAI = Wire(_openai_error, _openai_stream_error)
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 RESPONSES = Wire(_openai_error, _responses_stream_error)
 ANTHROPIC = Wire(messages_format.error_body, messages_format.error_event)
 
@@ -277,6 +283,64 @@ async def relay(
             await stream.aclose()
         finally:
             trace.finish()
+
+
+class Sends(Protocol):
+    """How a route calls one provider: a whole answer, or a stream."""
+
+    async def create(self, provider: Provider, call: Call) -> Reply: ...
+    async def open_stream(self, provider: Provider, call: Call) -> Stream: ...
+
+
+async def answer(
+    state: GatewayState,
+    trace: RequestTrace,
+    key: KeySettings | None,
+    attempts: list[Attempt],
+    body: dict[str, Any],
+    sends: Sends,
+    *,
+    wire: Wire = OPENAI,
+    view: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] = NO_HEADERS,
+) -> Response:
+    """The end of every chat-like route: call the provider, then relay its stream as it comes or
+    send its whole answer, counting the key's tokens (`call_provider` for `view` and `headers`)."""
+    if body.get("stream"):
+        span, stream = await call_provider(
+            state, trace, attempts, body, "chat", sends.open_stream, view=view, headers=headers
+        )
+        frames = relay(state, trace, span, stream, key, wire)
+        return Response(frames, content_type="text/event-stream", headers=SSE_HEADERS)
+    span, reply = await call_provider(
+        state, trace, attempts, body, "chat", sends.create, view=view, headers=headers
+    )
+    state.keys.spend_tokens(key, total_tokens(reply.data.get("usage")))
+    return respond(trace, span, reply)
+
+
+class ChatForm:
+    """A body in another API's format in its chat-completions form, `view`: what a provider without
+    that API is called with, and what the span is made of. A body the translation cannot read is
+    refused at once; one only a provider with the API can take (a server tool, a document,
+    previous_response_id) is refused (`error`) only when a call reaches a provider without it."""
+
+    __slots__ = ("body", "error", "view")
+
+    def __init__(self, body: dict[str, Any], to_chat_request: Callable[..., dict[str, Any]]) -> None:
+        self.body = body
+        self.error: BadRequestError | None = None
+        try:
+            self.view = to_chat_request(body)
+        except BadRequestError as exc:
+            self.view = to_chat_request(body, strict=False)
+            self.error = exc
+
+    def chat_call(self, call: Call) -> Call:
+        """`call` for a chat-completions provider: the view as its body, no headers of the API's."""
+        if self.error is not None:
+            raise self.error
+        return replace(call, body=self.view, headers=NO_HEADERS)
 
 
 def too_large(settings: Settings) -> PayloadTooLargeError:
