@@ -474,10 +474,15 @@ def measure_all(args: argparse.Namespace, made: Stack, settings: Settings, repor
 
 def header(report: FloorReport) -> str:
     m = report.machine
+    runs = f"load: {m['load_tool']}, {report.duration_s:g} s per run after {report.warmup_s:g} s warm-up"
+    machine = f"{m['nproc']} CPUs, Python {m['python']}, tfgw at {m['checkout']}"
+    return f"{report.date}; {machine}, {runs}, {conditions(m)}"
+
+
+def conditions(m: dict[str, Any]) -> str:
+    """How busy and how fast the machine was: the load average, the calibration loop's times."""
     end = m.get("calibration_ms_at_end")
     return (
-        f"{report.date}; {m['nproc']} CPUs, Python {m['python']}, tfgw at {m['checkout']}, "
-        f"load: {m['load_tool']}, {report.duration_s:g} s per run after {report.warmup_s:g} s warm-up, "
         f"load average {m['loadavg_1m_at_start']:g} at start, "
         f"calibration loop {m['calibration_ms_at_start']:g} ms at start"
         + (f", {end:g} ms at end" if end is not None else "")

@@ -47,7 +47,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fake_upstream
-from floor import Endpoint, FloorRun, aggregate, checkout, ratio, row_value, start_upstream
+from floor import Endpoint, FloorRun, aggregate, checkout, conditions, ratio, row_value, start_upstream
 from load import MAX_DURATION_S, LoadError, run_load
 from run import (
     CHAT_PATH,
@@ -450,7 +450,6 @@ def callgrind_runs(args: argparse.Namespace, report: MessagesReport) -> None:
 
 def header(report: MessagesReport) -> str:
     m = report.machine
-    end = m.get("calibration_ms_at_end")
     runs = (
         f"load: {m['load_tool']}, {report.duration_s:g} s per run after {report.warmup_s:g} s warm-up"
         if report.scenarios
@@ -461,10 +460,7 @@ def header(report: MessagesReport) -> str:
     return (
         f"{report.date}; {m['nproc']} CPUs, Python {m['python']}, tfgw at {m['checkout']}"
         + (f" (imported from {m['tfgw_from']})" if m.get("tfgw_from", TFGW_HERE) != TFGW_HERE else "")
-        + f", {runs}, "
-        f"load average {m['loadavg_1m_at_start']:g} at start, "
-        f"calibration loop {m['calibration_ms_at_start']:g} ms at start"
-        + (f", {end:g} ms at end" if end is not None else "")
+        + f", {runs}, {conditions(m)}"
     )
 
 
