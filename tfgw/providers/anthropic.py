@@ -423,7 +423,9 @@ class AnthropicStream(SseStream):
         return self.translator.usage
 
     async def batches(self) -> AsyncIterator[StreamBatch]:
-        async for block in self.blocks():
+        async for _, block in self.reads():
+            if not block:  # no event ended in this read yet
+                continue
             frames: list[bytes] = []
             chunks: list[Chunk] = []
             for event, data in sse_events(block):

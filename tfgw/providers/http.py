@@ -163,23 +163,13 @@ class HttpClient:
 class SseStream(Stream):
     """An upstream SSE response read as it arrives; subclasses turn its events into OpenAI frames.
 
-    `blocks()` yields what each read brought, cut after its last complete event (the rest waits
-    for the next read), with CRLF line ends made LF: the bytes can be relayed as they are, and
-    `sse_events()` splits them into events. `reads()` yields each read untouched beside the events
-    it completed, for streams passed on byte for byte."""
+    `reads()` yields each read untouched, for streams passed on byte for byte, beside what it
+    brought cut after its last complete event (the rest waits for the next read), with CRLF line
+    ends made LF: bytes that can be relayed as they are, and that `sse_events()` splits into events."""
 
     def __init__(self, client: HttpClient, resp: aiohttp.ClientResponse) -> None:
         self.client = client
         self.resp = resp
-
-    async def blocks(self) -> AsyncIterator[bytes]:
-        reads = self.reads()
-        try:
-            async for _, events in reads:
-                if events:
-                    yield events
-        finally:
-            await reads.aclose()  # now, not when the collector finds it: it releases the connection
 
     async def reads(self) -> AsyncGenerator[tuple[bytes, bytes], None]:
         """Each read as it came, with the whole events it completed (LF line ends; b"" when it

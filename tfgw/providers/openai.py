@@ -37,7 +37,9 @@ class OpenAIStream(SseStream):
         self.client_wants_usage = client_wants_usage
 
     async def batches(self) -> AsyncIterator[StreamBatch]:
-        async for block in self.blocks():
+        async for _, block in self.reads():
+            if not block:  # no event ended in this read yet
+                continue
             chunks: list[Chunk] = []
             hidden: bytes | None = None
             for _, data in sse_events(block):
