@@ -26,6 +26,8 @@ from tfgw.errors import ConfigError
 
 __all__ = [
     "PROVIDER_KINDS",
+    "CacheSettings",
+    "GuardrailSettings",
     "KeySettings",
     "ModelSettings",
     "OtelTargetSettings",
@@ -43,6 +45,12 @@ __all__ = [
 ]
 
 PROVIDER_KINDS = ("openai", "azure", "anthropic", "mock")
+STRATEGIES = ("weighted", "priority", "latency")
+GUARDRAIL_KINDS = ("pii", "regex", "keywords")
+GUARDRAIL_STAGES = ("input", "output")
+GUARDRAIL_ACTIONS = ("block", "redact")
+#: what `kind = "pii"` can look for
+PII_PATTERNS = ("email", "phone", "credit_card", "iban", "api_key")
 OTEL_KINDS = ("arize", "middleware", "otlp")
 OTEL_PROTOCOLS = ("grpc", "http/protobuf", "http/json")
 OTEL_COMPRESSIONS = ("gzip", "none")
@@ -66,6 +74,11 @@ class ServerSettings:
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
     graceful_timeout: float = 30.0
+    #: where limits and budgets are counted (a file every worker maps; `tfgw keys list` reads it);
+    #: None: `state` beside the trace directory
+    state_dir: str | None = None
+    #: the response cache's bound over all models, in bytes of cached answers (LRU beyond it)
+    cache_max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +87,9 @@ class KeySettings:
     hash: str
     rpm: int | None = None
     tpm: int | None = None
+    #: USD a key may spend per UTC day / calendar month (UTC), at the models' prices
+    budget_usd_day: float | None = None
+    budget_usd_month: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +129,15 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """`cache = { ttl = 300 }` on a model: exact-match answers kept `ttl` seconds, per gateway key
+    unless `shared`."""
+
+    ttl: float
+    shared: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSettings:
     name: str
     targets: tuple[Target, ...]
@@ -120,6 +145,22 @@ class ModelSettings:
     price: Price | None = None
     retries: int = 0
     timeout: Timeouts = Timeouts()
+    strategy: str = "weighted"  # weighted | priority (targets in order) | latency (fastest recently)
+    cache: CacheSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailSettings:
+    """One `[[guardrails]]` rule: what it looks for (`kind` and `patterns`: PII names, regular
+    expressions or keywords), where (`stage`: input, output or both; `models`: names or globs) and
+    what it does when it matches (`action`: block with 400, or redact)."""
+
+    name: str
+    kind: str
+    patterns: tuple[str, ...]
+    stages: tuple[str, ...] = ("input",)
+    action: str = "block"
+    models: tuple[str, ...] = ("*",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +176,10 @@ class TracingSettings:
     @property
     def path(self) -> Path:
         return Path(self.dir).expanduser()
+
+    def state_path(self, state_dir: str | None) -> Path:
+        """Where limits and budgets are counted: `state_dir`, or `state` beside the traces."""
+        return Path(state_dir).expanduser() if state_dir else self.path.parent / "state"
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +214,7 @@ class Settings:
     keys: tuple[KeySettings, ...] = ()
     providers: Mapping[str, ProviderSettings] = field(default_factory=lambda: _EMPTY)
     models: Mapping[str, ModelSettings] = field(default_factory=lambda: _EMPTY)
+    guardrails: tuple[GuardrailSettings, ...] = ()
     tracing: TracingSettings = TracingSettings()
     otel_targets: Mapping[str, OtelTargetSettings] = field(default_factory=lambda: _EMPTY)
 
@@ -243,7 +289,8 @@ class _Validator(TableChecker):
     """Checks the parsed TOML against the schema and builds the settings objects."""
 
     def settings(self, data: dict[str, Any]) -> Settings:
-        root = self.table(data, (), ("server", "keys", "providers", "models", "tracing", "otel"))
+        sections = ("server", "keys", "providers", "models", "guardrails", "tracing", "otel")
+        root = self.table(data, (), sections)
         providers = self.providers(root.get("providers", {}))
         models = self.models(root.get("models", []), providers)
         return Settings(
@@ -252,13 +299,23 @@ class _Validator(TableChecker):
             keys=self.keys(root.get("keys", [])),
             providers=providers,
             models=models,
+            guardrails=self.guardrails(root.get("guardrails", [])),
             tracing=self.tracing(root.get("tracing", {})),
             otel_targets=self.otel(root.get("otel", {})),
         )
 
     def server(self, value: Any) -> ServerSettings:
         path = ("server",)
-        t = self.table(value, path, ("host", "port", "workers", "max_body_bytes", "graceful_timeout"))
+        allowed = (
+            "host",
+            "port",
+            "workers",
+            "max_body_bytes",
+            "graceful_timeout",
+            "state_dir",
+            "cache_max_mb",
+        )
+        t = self.table(value, path, allowed)
         port = self.value(t, path, "port", int, 8787)
         if not 0 <= port <= 65535:
             raise self.fail((*path, "port"), f"must be between 0 and 65535, got {port}")
@@ -268,6 +325,8 @@ class _Validator(TableChecker):
             workers=self.positive(t, path, "workers", int, 1),
             max_body_bytes=self.positive(t, path, "max_body_bytes", int, 10 * 1024 * 1024),
             graceful_timeout=self.positive(t, path, "graceful_timeout", float, 30.0, zero=True),
+            state_dir=self.value(t, path, "state_dir", str, None),
+            cache_max_bytes=int(self.positive(t, path, "cache_max_mb", float, 64.0, zero=True) * 1024 * 1024),
         )
 
     def keys(self, value: Any) -> tuple[KeySettings, ...]:
@@ -276,7 +335,7 @@ class _Validator(TableChecker):
         keys, seen = [], set()
         for i, item in enumerate(value):
             path = ("keys", i)
-            t = self.table(item, path, ("name", "hash", "rpm", "tpm"))
+            t = self.table(item, path, ("name", "hash", "rpm", "tpm", "budget_usd_day", "budget_usd_month"))
             name = self.required(t, path, "name", str)
             if name in seen:
                 raise self.fail((*path, "name"), f"duplicate key name {name!r}")
@@ -290,6 +349,8 @@ class _Validator(TableChecker):
                     hash=digest,
                     rpm=self.positive(t, path, "rpm", int, None),
                     tpm=self.positive(t, path, "tpm", int, None),
+                    budget_usd_day=self.positive(t, path, "budget_usd_day", float, None, zero=True),
+                    budget_usd_month=self.positive(t, path, "budget_usd_month", float, None, zero=True),
                 )
             )
         return tuple(keys)
@@ -337,7 +398,7 @@ class _Validator(TableChecker):
         if not isinstance(value, list):
             raise self.fail(("models",), "expected an array of tables ([[models]])")
         models: dict[str, ModelSettings] = {}
-        allowed = ("name", "targets", "fallbacks", "price", "retries", "timeout")
+        allowed = ("name", "targets", "fallbacks", "price", "retries", "timeout", "strategy", "cache")
         for i, item in enumerate(value):
             path = ("models", i)
             t = self.table(item, path, allowed)
@@ -372,12 +433,76 @@ class _Validator(TableChecker):
                 price=price,
                 retries=self.positive(t, path, "retries", int, 0, zero=True),
                 timeout=timeouts,
+                strategy=self.choice(t, path, "strategy", STRATEGIES, "weighted") or "weighted",
+                cache=self.cache(t, path),
             )
         for i, model in enumerate(models.values()):
             for j, fallback in enumerate(model.fallbacks):
                 if fallback not in models and not _is_direct(fallback, providers):
                     raise self.fail(("models", i, "fallbacks", j), f"unknown model {fallback!r}")
         return MappingProxyType(models)
+
+    def cache(self, t: dict[str, Any], path: KeyPath) -> CacheSettings | None:
+        if "cache" not in t:
+            return None
+        cp = (*path, "cache")
+        ct = self.table(t["cache"], cp, ("ttl", "shared"))
+        if "ttl" not in ct:
+            raise self.fail(cp, "needs ttl (seconds an answer is kept), e.g. cache = { ttl = 300 }")
+        return CacheSettings(
+            ttl=self.positive(ct, cp, "ttl", float, None), shared=self.value(ct, cp, "shared", bool, False)
+        )
+
+    def guardrails(self, value: Any) -> tuple[GuardrailSettings, ...]:
+        if not isinstance(value, list):
+            raise self.fail(("guardrails",), "expected an array of tables ([[guardrails]])")
+        rules: list[GuardrailSettings] = []
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            path = ("guardrails", i)
+            t = self.table(item, path, ("name", "stage", "kind", "patterns", "action", "models"))
+            name = self.required(t, path, "name", str)
+            if name in seen:
+                raise self.fail((*path, "name"), f"duplicate guardrail name {name!r}")
+            seen.add(name)
+            kind = self.choice(t, path, "kind", GUARDRAIL_KINDS, None)
+            if kind is None:
+                raise self.fail((*path, "kind"), f"is required (one of {', '.join(GUARDRAIL_KINDS)})")
+            patterns = self.str_list(t, path, "patterns")
+            if not patterns:
+                raise self.fail((*path, "patterns"), "needs at least one pattern")
+            for j, pattern in enumerate(patterns):
+                if kind == "pii" and pattern not in PII_PATTERNS:
+                    raise self.fail(
+                        (*path, "patterns", j),
+                        f"unknown PII pattern {pattern!r} (one of {', '.join(PII_PATTERNS)})",
+                    )
+                if kind == "regex":
+                    try:
+                        re.compile(pattern)
+                    except re.error as exc:
+                        raise self.fail(
+                            (*path, "patterns", j), f"is not a valid regular expression: {exc}"
+                        ) from None
+            stage = t.get("stage", "input")
+            stages = (stage,) if isinstance(stage, str) else self.str_list(t, path, "stage")
+            for j, one in enumerate(stages):
+                if one not in GUARDRAIL_STAGES:
+                    where = (*path, "stage") if isinstance(stage, str) else (*path, "stage", j)
+                    raise self.fail(where, f"must be one of {', '.join(GUARDRAIL_STAGES)}, got {one!r}")
+            if not stages:
+                raise self.fail((*path, "stage"), "needs input, output or both")
+            rules.append(
+                GuardrailSettings(
+                    name=name,
+                    kind=kind,
+                    patterns=patterns,
+                    stages=tuple(dict.fromkeys(stages)),
+                    action=self.choice(t, path, "action", GUARDRAIL_ACTIONS, "block") or "block",
+                    models=self.str_list(t, path, "models") if "models" in t else ("*",),
+                )
+            )
+        return tuple(rules)
 
     def targets(self, value: list[Any], path: tuple[str | int, ...], providers) -> tuple[Target, ...]:
         if not value:

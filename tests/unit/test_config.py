@@ -91,11 +91,12 @@ def test_example_config_covers_every_section_and_parses(monkeypatch: pytest.Monk
         (
             "[server]\nport = 8787\nprot = 1\n",
             "t.toml:3: server.prot: unknown key (allowed: host, port, workers, "
-            "max_body_bytes, graceful_timeout)",
+            "max_body_bytes, graceful_timeout, state_dir, cache_max_mb)",
         ),
         (  # parsed and used nowhere until the NATS bus exists: refused like any unknown table
             '[bus]\nkind = "local"\n',
-            "t.toml:1: bus: unknown key (allowed: server, keys, providers, models, tracing, otel)",
+            "t.toml:1: bus: unknown key (allowed: server, keys, providers, models, guardrails, "
+            "tracing, otel)",
         ),
         ('[server]\nport = "8787"\n', "t.toml:2: server.port: expected an integer, got a string"),
         ("[server]\nworkers = 0\n", "t.toml:2: server.workers: must be > 0, got 0"),
