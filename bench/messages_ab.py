@@ -443,6 +443,17 @@ def callgrind_runs(args: argparse.Namespace, report: MessagesReport) -> None:
             report.callgrind = callgrind_rows(gateway, directory, args.kinds, args.callgrind)
         except (OSError, subprocess.SubprocessError) as exc:
             raise BenchError(f"callgrind_control failed: {exc}\n{log_tail(gateway.log)}") from exc
+        if args.keep_dumps:
+            keep_dumps(directory, Path(args.keep_dumps), report.callgrind)
+
+
+def keep_dumps(directory: Path, keep: Path, rows: list[dict[str, Any]]) -> None:
+    """Each path's callgrind dump as `keep/<kind>-<path>.callgrind`, for `callgrind_annotate`."""
+    keep.mkdir(parents=True, exist_ok=True)
+    dumps = sorted(directory.glob("callgrind.*.*"), key=lambda d: int(d.name.rsplit(".", 1)[1]))
+    for row, dump in zip(rows, dumps, strict=False):
+        shutil.copyfile(dump, keep / f"{row['kind']}-{row['path']}.callgrind")
+    progress(f"callgrind dumps in {keep}")
 
 
 # --- output --------------------------------------------------------------------------------------
@@ -565,6 +576,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="instead of the load runs: instructions over N requests a path",
     )
+    parser.add_argument("--keep-dumps", metavar="DIR", help="with --callgrind: keep each path's dump in DIR")
     parser.add_argument("--micro-repeat", type=int, default=5, help="timeit rounds, best kept (default 5)")
     parser.add_argument("--tfgw", help="command that runs tfgw (default: the tfgw beside this Python)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")

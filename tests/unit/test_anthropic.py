@@ -680,11 +680,15 @@ def test_text_of_reads_only_plain_text_deltas() -> None:
     translator = StreamTranslator("m")
     text = b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi \\"you\\""}}'
     assert translator.text_of(text) == 'Hi "you"'
+    empty = b'{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'
+    assert translator.text_of(empty) == ""  # says nothing: not parsed at all
     for other in (
         b'{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{"}}',
         b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}',
         b'{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"text_delta"}}',
         b'{"type":"content_block_delta", not json "text_delta"',
         b'{"type":"message_stop"}',
+        b'{"type":"content_block_start","index":0,"content_block":{"type":"text","text":"Hi"}}',
+        b'{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}',
     ):
         assert translator.text_of(other) is None, other

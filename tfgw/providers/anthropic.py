@@ -58,6 +58,9 @@ TOOL_CHOICES = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {
 
 #: how Anthropic's `content_block_delta` events begin (`StreamTranslator.text_of`)
 TEXT_DELTA_START = b'{"type":"content_block_delta"'
+#: how a text block starts, empty, as Anthropic sends it: nothing for the span
+TEXT_BLOCK_START = b'{"type":"content_block_start"'
+TEXT_BLOCK_EMPTY = b'"content_block":{"type":"text","text":""}}'
 _DATA_URL = re.compile(r"data:([^;,]+);base64,(.*)", re.DOTALL)
 
 
@@ -291,6 +294,7 @@ class StreamTranslator:
 
     terminal = "message_stop"
     ignored = frozenset(("ping", "content_block_stop"))
+    ends = frozenset((terminal,))
 
     def __init__(self, model_requested: str, *, created: int | None = None) -> None:
         self.id = ""
@@ -332,9 +336,10 @@ class StreamTranslator:
 
     def text_of(self, data: bytes) -> str | None:
         """The text of a `text_delta` event, Anthropic's most common, read without `feed`'s dispatch
-        or a chunk of its own (for a stream passed on, `tfgw.providers.http.PassThrough`)."""
+        or a chunk of its own (for a stream passed on, `tfgw.providers.http.PassThrough`); "" for
+        the start of an empty text block, which says nothing."""
         if not data.startswith(TEXT_DELTA_START) or b'"text_delta"' not in data:
-            return None
+            return "" if data.startswith(TEXT_BLOCK_START) and data.endswith(TEXT_BLOCK_EMPTY) else None
         try:
             delta = orjson.loads(data).get("delta")
         except (orjson.JSONDecodeError, AttributeError):

@@ -221,11 +221,14 @@ class EventReader(Protocol):
     terminal: str
     #: events that say nothing the span needs: passed on, never parsed
     ignored: frozenset[str]
+    #: events that say only that the stream is complete (`finished`): never parsed either
+    ends: frozenset[str]
     finished: bool
 
     @property
     def usage(self) -> dict[str, Any] | None: ...  # OpenAI-shaped, as far as the events said
-    def text_of(self, data: bytes) -> str | None: ...  # the text of a plain text event, read fast
+    #: the text of a plain text event, read fast ("" for an event known to say nothing)
+    def text_of(self, data: bytes) -> str | None: ...
     def feed(self, event: str | None, data: Any) -> Sequence[Chunk]: ...
     def final(self) -> Sequence[Chunk]: ...
 
@@ -246,14 +249,18 @@ class PassThrough(SseStream):
     async def batches(self) -> AsyncIterator[StreamBatch]:
         failed: ProviderError | None = None
         reader = self.reader
-        ignored = reader.ignored
+        ignored, ends = reader.ignored, reader.ends
         async for data, block in self.reads():
             chunks: list[Chunk] = []
             for event, raw in sse_events(block):
                 if event in ignored:
                     continue
                 if (text := reader.text_of(raw)) is not None:
-                    chunks.append(text)
+                    if text:
+                        chunks.append(text)
+                    continue
+                if event in ends:
+                    reader.finished = True
                     continue
                 if raw == b"[DONE]":
                     continue

@@ -81,6 +81,7 @@ class ResponsesReader:
             "response.function_call_arguments.done",
         )
     )
+    ends: frozenset[str] = frozenset()  # its terminal event carries the usage
 
     def __init__(self) -> None:
         self.finished = False
