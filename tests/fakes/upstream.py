@@ -17,7 +17,8 @@ answer. A request with `tools` is answered with a call of the first tool, argume
 Ids carry the request's position in `up.requests` ("chatcmpl-fake1", "msg_fake1", ...).
 
 Behaviour is programmable from the test thread: `fail_next`, `delay`, `stream_delay`,
-`slow_stream_chunks`, `break_streams`, `require_key`; `reset()` clears it along with the records.
+`slow_stream_chunks`, `break_streams`, `require_key`; per model (the body's `model`), `fail_next(...,
+model=)` and `delay_model`; `reset()` clears it along with the records.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class _Failure:
     headers: dict[str, str]
     path: str | None
     remaining: int
+    model: str | None = None  # only requests whose body names this model
 
 
 @dataclass
@@ -91,6 +93,7 @@ class _Behaviour:
     key: tuple[str, str] | None = None  # (header, expected value)
     break_after: int | None = None  # streams end after this many events...
     break_with_error: bool = False  # ...with the wire's error event, or by closing the connection
+    model_delays: dict[str, float] = field(default_factory=dict)  # by the body's model, over `delay`
 
 
 @dataclass(frozen=True)
@@ -223,12 +226,14 @@ class FakeUpstream:
         times: int = 1,
         headers: dict[str, str] | None = None,
         path: str | None = None,
+        model: str | None = None,
     ) -> None:
-        """Answer the next `times` requests (to `path` only, if given) with `status`.
+        """Answer the next `times` requests (to `path` only, if given; naming `model` in their body
+        only, if given) with `status`.
 
         `body` None gives the route's wire-shaped error; a dict is sent as JSON; bytes as they are
         (content type text/plain unless `headers` says otherwise). Calls queue up in order."""
-        failure = _Failure(status, body, dict(headers or {}), path, times)
+        failure = _Failure(status, body, dict(headers or {}), path, times, model)
         with self._lock:
             self._behaviour.failures.append(failure)
 
@@ -236,6 +241,12 @@ class FakeUpstream:
         """Wait `seconds` before answering anything, headers included."""
         with self._lock:
             self._behaviour.delay = seconds
+
+    def delay_model(self, model: str, seconds: float) -> None:
+        """Wait `seconds` before answering a request whose body names `model` (instead of `delay`);
+        0 stops."""
+        with self._lock:
+            self._behaviour.model_delays[model] = seconds
 
     def stream_delay(self, seconds: float) -> None:
         """Wait `seconds` between stream events."""
@@ -290,6 +301,9 @@ class FakeUpstream:
             self._requests.append(record)
             request[_INCOMING] = _Incoming(seq=len(self._requests), body=body)
             delay, key = self._behaviour.delay, self._behaviour.key
+            model = body.get("model") if body is not None else None
+            if isinstance(model, str):
+                delay = self._behaviour.model_delays.get(model, delay)
 
         if delay:
             await asyncio.sleep(delay)
@@ -298,7 +312,7 @@ class FakeUpstream:
             message = "invalid x-api-key" if wire == "anthropic" else "Incorrect API key provided."
             return _error_response(wire, 401, message)
         with self._lock:
-            failure = _take_failure(self._behaviour.failures, request.path)
+            failure = _take_failure(self._behaviour.failures, request.path, model)
         if failure is not None:
             return _failure_response(wire, failure)
         try:
@@ -651,9 +665,9 @@ def embedding_of(text: str) -> list[float]:
 # -- wire helpers --------------------------------------------------------------------------------
 
 
-def _take_failure(failures: list[_Failure], path: str) -> _Failure | None:
+def _take_failure(failures: list[_Failure], path: str, model: object = None) -> _Failure | None:
     for failure in failures:
-        if failure.path is None or failure.path == path:
+        if failure.path in (None, path) and failure.model in (None, model):
             failure.remaining -= 1
             if failure.remaining <= 0:
                 failures.remove(failure)
