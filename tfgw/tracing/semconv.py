@@ -87,3 +87,10 @@ STREAM_CHUNKS = "tfgw.stream.chunks"
 STREAM_CANCELLED = "tfgw.stream.cancelled"
 STREAM_TTFT = "tfgw.stream.time_to_first_token_ms"
 OVERHEAD_MS = "tfgw.overhead_ms"
+
+# -- routing: what `model.resolve` decided (tfgw.gateway.routing.plan_attributes) -----------------
+ROUTE_STRATEGY = "tfgw.route.strategy"
+ROUTE_CANDIDATES = "tfgw.route.candidates"
+ROUTE_SKIPPED = "tfgw.route.skipped"
+ROUTE_FALLBACK_SOURCES = "tfgw.route.fallback_sources"
+ROUTE_ALL_UNHEALTHY = "tfgw.route.all_unhealthy"
