@@ -76,6 +76,8 @@ class ServerSettings:
     state_dir: str | None = None
     #: the response cache's bound over all models, in bytes of cached answers (LRU beyond it)
     cache_max_bytes: int = 64 * 1024 * 1024
+    #: reload the config when its file changes (and on SIGHUP, always)
+    reload: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +290,7 @@ class _Validator(PolicyChecks):
             "graceful_timeout",
             "state_dir",
             "cache_max_mb",
+            "reload",
         )
         t = self.table(value, path, allowed)
         port = self.value(t, path, "port", int, 8787)
@@ -300,6 +303,7 @@ class _Validator(PolicyChecks):
             max_body_bytes=self.positive(t, path, "max_body_bytes", int, 10 * 1024 * 1024),
             graceful_timeout=self.positive(t, path, "graceful_timeout", float, 30.0, zero=True),
             state_dir=self.value(t, path, "state_dir", str, None),
+            reload=self.value(t, path, "reload", bool, True),
             cache_max_bytes=int(self.positive(t, path, "cache_max_mb", float, 64.0, zero=True) * 1024 * 1024),
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -89,6 +90,7 @@ def test_health_and_readiness() -> None:
                 "status": "ready",
                 "version": "0.1.0",
                 "models": 2,
+                "worker": os.getpid(),
                 "tracing": {
                     "written": 0,
                     "dropped": 0,

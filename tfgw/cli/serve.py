@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -93,6 +94,11 @@ def serve(
         help="Serve the built-in demo provider without any config: a config file that is found "
         "(./tfgw.toml...) is ignored, its export targets too (plain `tfgw serve` uses it).",
     ),
+    reload: bool | None = typer.Option(
+        None,
+        "--reload/--no-reload",
+        help="Reload the config when its file changes (default [server] reload: on); SIGHUP always reloads.",
+    ),
 ) -> None:
     """Run the gateway."""
     from tfgw.gateway.server import bind
@@ -101,6 +107,8 @@ def serve(
     if demo:
         _warn_demo_ignores(find_config(config))
     settings = demo_settings() if demo else read_settings(config)
+    if reload is not None:
+        settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, reload=reload))
     host = host or settings.server.host
     port = settings.server.port if port is None else port
     workers = workers or settings.server.workers

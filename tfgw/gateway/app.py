@@ -13,8 +13,13 @@ requests and its writer thread appends them to the log (`tfgw.tracing.log`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass, field
+import os
+import signal
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,8 +32,7 @@ from tfgw.config import Settings
 from tfgw.errors import BadRequestError, TfgwError
 from tfgw.formats.messages import ERROR_TYPES as ANTHROPIC_ERROR_TYPES
 from tfgw.gateway import messages, responses
-from tfgw.gateway.auth import KeyRing
-from tfgw.gateway.routing import Router
+from tfgw.gateway.live import POLL_S, ConfigWatcher, Runtime, restart_only
 from tfgw.gateway.stages import (
     ANTHROPIC,
     JSON,
@@ -45,7 +49,7 @@ from tfgw.gateway.stages import (
     too_large,
     total_tokens,
 )
-from tfgw.providers import Provider, Stream, build_providers, create_session
+from tfgw.providers import Provider, Stream, create_session
 from tfgw.providers.base import Call, Reply
 from tfgw.tracing import semconv as sc
 from tfgw.tracing.exports import NO_EXPORTS, Exports
@@ -59,33 +63,63 @@ log = logging.getLogger("tfgw.gateway")
 
 @dataclass(slots=True)
 class GatewayState:
-    """Everything a request needs; made by the app factory, filled in when serving starts."""
+    """What serving holds: the current config's `Runtime` (replaced by a reload, kept by every
+    request that began on it), the HTTP session, the trace log; made by the app factory, filled in
+    when serving starts."""
 
-    settings: Settings
-    keys: KeyRing
+    #: the config serving starts on (then the current runtime's)
+    initial: Settings
+    runtime: Runtime | None = None
     session: aiohttp.ClientSession | None = None
-    providers: dict[str, Provider] = field(default_factory=dict)
-    router: Router | None = None
     trace_log: TraceLog | None = None
     #: the export targets, from `tfgw serve`: retention keeps what they have not had yet
     exports: Exports = NO_EXPORTS
+    #: reloads the config when its file changes or on SIGHUP (`tfgw serve` with a config file)
+    watcher: ConfigWatcher | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def settings(self) -> Settings:
+        return self.initial if self.runtime is None else self.runtime.settings
 
     async def start(self) -> None:
         self.session = create_session()
-        self.providers = build_providers(self.settings.providers, self.session, self.settings.secrets())
-        self.router = Router(self.settings, self.providers)
+        self.runtime = Runtime.build(self.initial, self.session)
         if self.settings.tracing.enabled:
             self.trace_log = TraceLog(self.settings.tracing, targets=self.exports.targets)
             self.trace_log.start()
+        if self.settings.path is not None:
+            interval = POLL_S if self.settings.server.reload else None
+            self.watcher = ConfigWatcher(Path(self.settings.path), self.apply, interval=interval)
+            task = asyncio.create_task(self.watcher.run(), name="tfgw config watcher")
+            self._tasks.add(task)
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.watcher.request)
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
         if self.session is not None:
             await self.session.close()
         if self.trace_log is not None:
             self.trace_log.close()
 
-    def begin(self, name: str) -> RequestTrace:
-        """The trace of the request being handled, with the caller's context from its headers."""
+    def apply(self, settings: Settings) -> None:
+        """Serve `settings` from the next request on; what needs a restart stays as it was."""
+        old = self.settings
+        if changed := restart_only(old, settings):
+            log.warning(
+                "config reloaded; %s changed and take effect only after a restart", ", ".join(changed)
+            )
+        settings = replace(settings, server=old.server, tracing=old.tracing, otel_targets=old.otel_targets)
+        assert self.session is not None, "reloads start with serving"
+        self.runtime = Runtime.build(settings, self.session)
+        log.info("config reloaded from %s", settings.path)
+
+    def begin(self, name: str) -> tuple[Runtime, RequestTrace]:
+        """The runtime the request being handled keeps to its end, and its trace, with the
+        caller's context from its headers."""
+        assert self.runtime is not None, "requests come once serving has started"
         headers = client_headers()
         trace = RequestTrace(name, self._sink, headers.get("traceparent"))
         g.tfgw_trace = trace
@@ -96,7 +130,7 @@ class GatewayState:
             root[sc.SESSION_ID] = session
         if user := headers.get("x-tfgw-user-id"):
             root[sc.USER_ID] = user
-        return trace
+        return self.runtime, trace
 
     def _sink(self, trace: RequestTrace) -> None:
         if self.trace_log is not None:
@@ -112,7 +146,7 @@ def create_app(settings: Settings, *, exports: Exports = NO_EXPORTS) -> Quart:
         RESPONSE_TIMEOUT=None,  # streams last as long as the provider streams
         BODY_TIMEOUT=60,
     )
-    state = GatewayState(settings, KeyRing(settings.keys), exports=exports)
+    state = GatewayState(settings, exports=exports)
     app.extensions["tfgw"] = state
     app.before_serving(state.start)
     app.after_serving(state.stop)
@@ -167,7 +201,6 @@ def _error_handlers(app: Quart, settings: Settings) -> None:
 
 def _probe_routes(app: Quart, state: GatewayState) -> None:
     """/healthz, /readyz and /v1/models: untraced."""
-    settings = state.settings
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -175,12 +208,15 @@ def _probe_routes(app: Quart, state: GatewayState) -> None:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        ready = state.router is not None
+        ready = state.runtime is not None
         body: dict[str, Any] = {
             "status": "ready" if ready else "starting",
             "version": __version__,
-            "models": len(settings.models),
+            "models": len(state.settings.models),
+            "worker": os.getpid(),
         }
+        if state.watcher is not None:
+            body["config"] = {"reloads": state.watcher.reloads, "refused": state.watcher.refused}
         if state.trace_log is not None:
             body["tracing"] = state.trace_log.stats.as_dict()
         if state.exports.targets:
@@ -190,10 +226,13 @@ def _probe_routes(app: Quart, state: GatewayState) -> None:
     @app.get("/v1/models")
     async def models() -> Response:
         headers = client_headers()
-        state.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
+        rt = state.runtime
+        assert rt is not None
+        rt.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
+        names = list(rt.settings.models)
         if "anthropic-version" in headers:  # Anthropic's clients list models in their own shape
-            return Response(orjson.dumps(messages.model_list(list(settings.models))), content_type=JSON)
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "tfgw"} for name in settings.models]
+            return Response(orjson.dumps(messages.model_list(names)), content_type=JSON)
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "tfgw"} for name in names]
         return Response(orjson.dumps({"object": "list", "data": data}), content_type=JSON)
 
 
@@ -202,26 +241,26 @@ def _openai_routes(app: Quart, state: GatewayState) -> None:
 
     @app.post("/v1/chat/completions")
     async def chat_completions() -> Response:
-        trace = state.begin("POST /v1/chat/completions")
+        rt, trace = state.begin("POST /v1/chat/completions")
         with request_span(trace):
-            key = authenticate(state, trace)
-            body = await request_body(state, trace)
+            key = authenticate(rt, trace)
+            body = await request_body(rt, trace)
             if not isinstance(body.get("messages"), list) or not body["messages"]:
                 raise BadRequestError("'messages' must be a non-empty array", param="messages")
-            attempts = resolve(state, trace, body)
-            return await answer(state, trace, key, attempts, body, _CHAT)
+            attempts = resolve(rt, trace, body)
+            return await answer(rt, trace, key, attempts, body, _CHAT)
 
     @app.post("/v1/embeddings")
     async def embeddings() -> Response:
-        trace = state.begin("POST /v1/embeddings")
+        rt, trace = state.begin("POST /v1/embeddings")
         with request_span(trace):
-            key = authenticate(state, trace)
-            body = await request_body(state, trace)
+            key = authenticate(rt, trace)
+            body = await request_body(rt, trace)
             if "input" not in body:
                 raise BadRequestError("'input' is required", param="input")
-            attempts = resolve(state, trace, body)
-            span, reply = await call_provider(state, trace, attempts, body, "embeddings", _embed)
-            state.keys.spend_tokens(key, total_tokens(reply.data.get("usage")))
+            attempts = resolve(rt, trace, body)
+            span, reply = await call_provider(rt, trace, attempts, body, "embeddings", _embed)
+            rt.keys.spend_tokens(key, total_tokens(reply.data.get("usage")))
             return respond(trace, span, reply)
 
 

@@ -46,23 +46,23 @@ PASSED_ON = ("anthropic-version", "anthropic-beta")
 def routes(app: Quart, state: GatewayState) -> None:
     @app.post(PREFIX)
     async def create_message() -> Response:
-        trace = state.begin(f"POST {PREFIX}")
+        rt, trace = state.begin(f"POST {PREFIX}")
         with request_span(trace):
-            key = authenticate(state, trace)
-            body = await request_body(state, trace)
+            key = authenticate(rt, trace)
+            body = await request_body(rt, trace)
             chat = _Messages(body, translate.to_chat_request)
-            attempts = resolve(state, trace, body)
+            attempts = resolve(rt, trace, body)
             return await answer(
-                state, trace, key, attempts, body, chat, wire=ANTHROPIC, view=chat.view, headers=_passed_on()
+                rt, trace, key, attempts, body, chat, wire=ANTHROPIC, view=chat.view, headers=_passed_on()
             )
 
     @app.post(f"{PREFIX}/count_tokens")
     async def count_tokens() -> Response:
-        trace = state.begin(f"POST {PREFIX}/count_tokens")
+        rt, trace = state.begin(f"POST {PREFIX}/count_tokens")
         with request_span(trace):
-            authenticate(state, trace)
-            body = await request_body(state, trace)
-            attempt = resolve(state, trace, body)[0]
+            authenticate(rt, trace)
+            body = await request_body(rt, trace)
+            attempt = resolve(rt, trace, body)[0]
             provider = attempt.provider
             if not isinstance(provider, NativeMessages):
                 raise BadRequestError(

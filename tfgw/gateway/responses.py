@@ -37,13 +37,13 @@ PATH = "/v1/responses"
 def routes(app: Quart, state: GatewayState) -> None:
     @app.post(PATH)
     async def create_response() -> Response:
-        trace = state.begin(f"POST {PATH}")
+        rt, trace = state.begin(f"POST {PATH}")
         with request_span(trace):
-            key = authenticate(state, trace)
-            body = await request_body(state, trace)
+            key = authenticate(rt, trace)
+            body = await request_body(rt, trace)
             chat = _Responses(body, translate.to_chat_request)
-            attempts = resolve(state, trace, body)
-            return await answer(state, trace, key, attempts, body, chat, wire=RESPONSES, view=chat.view)
+            attempts = resolve(rt, trace, body)
+            return await answer(rt, trace, key, attempts, body, chat, wire=RESPONSES, view=chat.view)
 
 
 class _Responses(ChatForm):

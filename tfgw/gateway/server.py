@@ -54,6 +54,7 @@ def serve(
 
 
 def _run_worker(settings: Settings, config: Config, sockets: Sockets, exports: Exports) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until serving starts: then it reloads the config
     app = create_app(settings, exports=exports)
     _tune_gc()
 
@@ -98,7 +99,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _supervise(target: Callable[[], None], workers: int) -> int:
-    """Fork `workers` processes running `target`; restart any that dies; stop them all on a signal."""
+    """Fork `workers` processes running `target`; restart any that dies; stop them all on SIGTERM or
+    SIGINT; pass SIGHUP (reload the config) on to each."""
     ctx = multiprocessing.get_context("fork")
     stopping = False
 
@@ -114,9 +116,15 @@ def _supervise(target: Callable[[], None], workers: int) -> int:
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signal.SIGTERM)
 
+    def reload(signum: int, _frame: object) -> None:  # each worker reloads the config itself
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGHUP)
+
     processes = [start() for _ in range(workers)]
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     while not stopping:
         multiprocessing.connection.wait([p.sentinel for p in processes], timeout=1.0)
         for i, process in enumerate(processes):

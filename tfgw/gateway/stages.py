@@ -30,7 +30,7 @@ from tfgw.tracing.fold import StreamFold
 from tfgw.tracing.spans import Event, LlmCall, RequestTrace, Span, error_type
 
 if TYPE_CHECKING:
-    from tfgw.gateway.app import GatewayState
+    from tfgw.gateway.live import Runtime
 
 __all__ = [
     "ANTHROPIC",
@@ -126,13 +126,13 @@ def client_headers() -> dict[str, str]:
     return headers
 
 
-def authenticate(state: GatewayState, trace: RequestTrace) -> KeySettings | None:
+def authenticate(rt: Runtime, trace: RequestTrace) -> KeySettings | None:
     headers = client_headers()
     if metadata := headers.get("x-tfgw-metadata"):
         trace.root.attributes[sc.METADATA] = _metadata(metadata)
     span = trace.child("auth")
     try:
-        key = state.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
+        key = rt.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
     except TfgwError as exc:
         span.attributes[sc.AUTH_OUTCOME] = "rate_limited" if exc.status == 429 else "rejected"
         span.fail(exc)
@@ -147,14 +147,13 @@ def authenticate(state: GatewayState, trace: RequestTrace) -> KeySettings | None
     return key
 
 
-def resolve(state: GatewayState, trace: RequestTrace, body: dict[str, Any]) -> list[Attempt]:
-    assert state.router is not None
+def resolve(rt: Runtime, trace: RequestTrace, body: dict[str, Any]) -> list[Attempt]:
     span = trace.child("model.resolve")
     requested = body.get("model")
     if isinstance(requested, str):
         span.attributes[sc.MODEL_REQUESTED] = requested  # the root has it from `_request_body`
     try:
-        attempts = state.router.resolve(requested)
+        attempts = rt.router.resolve(requested)
     except TfgwError as exc:
         span.fail(exc)
         raise
@@ -170,7 +169,7 @@ def resolve(state: GatewayState, trace: RequestTrace, body: dict[str, Any]) -> l
 
 
 async def call_provider(
-    state: GatewayState,
+    rt: Runtime,
     trace: RequestTrace,
     attempts: list[Attempt],
     body: dict[str, Any],
@@ -183,8 +182,7 @@ async def call_provider(
     """Call through the router; every run of an attempt is its own CLIENT span. `send` gets the
     client's `body` and the `headers` to pass on; the span is made of `view`, the chat-completions
     form of a body in another API's format."""
-    assert state.router is not None
-    models = state.settings.models
+    models = rt.settings.models
 
     async def attempt(run: Try) -> tuple[Span, T]:
         target = run.attempt
@@ -216,7 +214,7 @@ async def call_provider(
         trace.provider_ns += time.time_ns() - span.start
         return span, result
 
-    return await state.router.call(attempts, attempt)
+    return await rt.router.call(attempts, attempt)
 
 
 def respond(trace: RequestTrace, span: Span, reply: Reply) -> Response:
@@ -232,7 +230,7 @@ def respond(trace: RequestTrace, span: Span, reply: Reply) -> Response:
 
 
 async def relay(
-    state: GatewayState,
+    rt: Runtime,
     trace: RequestTrace,
     llm: Span,
     stream: Stream,
@@ -278,7 +276,7 @@ async def relay(
         raise
     finally:
         span.attributes[sc.STREAM_CHUNKS] = fold.chunks
-        state.keys.spend_tokens(key, total_tokens(fold.usage))
+        rt.keys.spend_tokens(key, total_tokens(fold.usage))
         try:
             await stream.aclose()
         finally:
@@ -293,7 +291,7 @@ class Sends(Protocol):
 
 
 async def answer(
-    state: GatewayState,
+    rt: Runtime,
     trace: RequestTrace,
     key: KeySettings | None,
     attempts: list[Attempt],
@@ -308,14 +306,14 @@ async def answer(
     send its whole answer, counting the key's tokens (`call_provider` for `view` and `headers`)."""
     if body.get("stream"):
         span, stream = await call_provider(
-            state, trace, attempts, body, "chat", sends.open_stream, view=view, headers=headers
+            rt, trace, attempts, body, "chat", sends.open_stream, view=view, headers=headers
         )
-        frames = relay(state, trace, span, stream, key, wire)
+        frames = relay(rt, trace, span, stream, key, wire)
         return Response(frames, content_type="text/event-stream", headers=SSE_HEADERS)
     span, reply = await call_provider(
-        state, trace, attempts, body, "chat", sends.create, view=view, headers=headers
+        rt, trace, attempts, body, "chat", sends.create, view=view, headers=headers
     )
-    state.keys.spend_tokens(key, total_tokens(reply.data.get("usage")))
+    rt.keys.spend_tokens(key, total_tokens(reply.data.get("usage")))
     return respond(trace, span, reply)
 
 
@@ -349,10 +347,10 @@ def too_large(settings: Settings) -> PayloadTooLargeError:
     )
 
 
-async def request_body(state: GatewayState, trace: RequestTrace) -> dict[str, Any]:
+async def request_body(rt: Runtime, trace: RequestTrace) -> dict[str, Any]:
     """The request's JSON object; the model it names is on the root span before anything checks
     the rest, so a request refused as invalid still says what it asked for."""
-    body = await json_body(state.settings)
+    body = await json_body(rt.settings)
     if isinstance(requested := body.get("model"), str):
         trace.root.attributes[sc.MODEL_REQUESTED] = requested
     return body
