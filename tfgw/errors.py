@@ -165,3 +165,23 @@ def _is_openai_error(body: bytes) -> bool:
     except orjson.JSONDecodeError:
         return False
     return isinstance(data, dict) and isinstance(data.get("error"), dict) and "message" in data["error"]
+
+
+class BudgetExceededError(RateLimitError):
+    """A key has spent its daily or monthly budget: refused until the budget resets (`retry_after`,
+    seconds). The message names the key, the budget, the spend and the limit, and the reset time."""
+
+    code = "budget_exceeded"
+
+
+class GuardrailError(BadRequestError):
+    """A `[[guardrails]]` rule with `action = "block"` matched. The message names the rule, the
+    stage and the patterns that matched, never the matched text; `verdicts` are the guardrail
+    verdicts up to and including this one, for the trace."""
+
+    code = "guardrail_blocked"
+
+    def __init__(self, rule: str, stage: str, patterns: tuple[str, ...], verdicts: tuple[Any, ...] = ()):
+        super().__init__(f"Blocked by guardrail {rule!r} ({stage}: {', '.join(patterns)}).")
+        self.rule, self.stage, self.patterns = rule, stage, patterns
+        self.verdicts = verdicts
