@@ -448,3 +448,14 @@ def test_unhealthy_after_zero_turns_health_off_and_cooldown_is_the_routers() -> 
     assert run(brief, "prio") == ["b/m-b"]
     clock.now += 2.0
     assert run(brief, "prio") == ["a/m-a"]
+
+
+def test_a_clients_own_provider_model_names_leave_no_state() -> None:
+    r = governed(Clock())
+    for i in range(5):
+        assert run(r, f"a/made-up-{i}", frozenset({f"a/made-up-{i}"})) == [f"a/made-up-{i}"]
+        assert run(r, f"b/made-up-{i}") == [f"b/made-up-{i}"]
+    assert (r._health, r._latency) == ({}, {})
+    for _ in range(3):  # a direct name the config gives as a fallback is kept
+        run(r, "c/direct", frozenset({"c/direct"}))
+    assert r.plan("one").skipped == ("c/direct",)

@@ -202,6 +202,9 @@ class Router:
             if all(t.provider in providers for t in model.targets)
         }
         self._routes = {name: self._fix(route) for name, route in self._routes.items()}
+        #: the targets the config names, the only ones whose health and latency are kept (a client's
+        #: own provider/model names are not: they are the client's, unbounded)
+        self._tracked = self._configured_targets()
 
     def names(self) -> list[str]:
         return list(self.models)
@@ -306,6 +309,15 @@ class Router:
             return route
         return replace(route, fixed=plan)
 
+    def _configured_targets(self) -> frozenset[tuple[str, str]]:
+        targets = {(a.provider.name, a.model) for route in self._routes.values() for a in route.targets}
+        for model in self.models.values():
+            for name in model.fallbacks:
+                provider, _, target = name.partition("/")
+                if name not in self.models and target:
+                    targets.add((provider, target))
+        return frozenset(targets)
+
     def _direct(self, name: str) -> Attempt:
         attempt = self._directs.get(name)
         if attempt is not None:
@@ -360,7 +372,7 @@ class Router:
         health = self._health.pop(key, None)
         if health is not None and health.failures >= self._after:
             self._unhealthy -= 1
-        if seconds is not None:
+        if seconds is not None and key in self._tracked:
             self._sample(key, seconds)
 
     def _failed(self, attempt: Attempt, exc: ProviderError, seconds: float) -> None:
@@ -368,6 +380,8 @@ class Router:
             self._answered(attempt, None)
             return
         key = (attempt.provider.name, attempt.model)
+        if key not in self._tracked:
+            return
         if isinstance(exc, ProviderTimeoutError):  # it was at least this slow
             self._sample(key, seconds)
         health = self._health.setdefault(key, _Health())
