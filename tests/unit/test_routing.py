@@ -5,6 +5,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from types import MappingProxyType
+from typing import Any
 
 import orjson
 import pytest
@@ -182,7 +183,7 @@ def governed(clock: Clock) -> Router:
     return Router(settings, providers, clock=clock)
 
 
-def summary(plan: routing.Plan) -> dict[str, object]:
+def summary(plan: routing.Plan) -> dict[str, Any]:
     """A plan as a whole value: its attempts as (target, alias, holds a probe claim)."""
     return {
         **plan._asdict(),
