@@ -81,7 +81,7 @@ def test_chat_request() -> None:
         ],
         "temperature": 0,
     }
-    assert CHAT == before
+    assert before == CHAT
     assert out["messages"][2] is CHAT["messages"][2]  # only the containers on a changed path are copied
     assert out["messages"][1]["content"][1] is CHAT["messages"][1]["content"][1]
 
@@ -113,7 +113,7 @@ def test_messages_request() -> None:
             },
         ],
     }
-    assert MESSAGES == before
+    assert before == MESSAGES
     assert texts.rewrite_request("messages", {"system": "s", "messages": []}, mark) == {
         "system": "<s>",
         "messages": [],
@@ -135,7 +135,7 @@ def test_responses_request() -> None:
             {"type": "function_call_output", "call_id": "c", "output": "<42>"},
         ],
     }
-    assert RESPONSES == before
+    assert before == RESPONSES
     assert out["input"][3] is RESPONSES["input"][3]
     assert texts.rewrite_request("responses", {"input": "hi"}, mark) == {"input": "<hi>"}
 
