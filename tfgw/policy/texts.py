@@ -20,6 +20,10 @@ body is never changed in place, only the containers on the path to a changed tex
 when `f` changes nothing (returns the very string it was given) the body itself comes back.
 Anything not shaped as the format says (a missing key, a number where a string goes) is skipped:
 validating the body is the route's business.
+
+Streams (`StreamTexts`): which SSE events of a streamed answer carry text and of which content
+block, which end a block, and which carry its full text again (the Responses `.done` events and
+the completed response); the guard that decides what text goes out subclasses it.
 """
 
 from __future__ import annotations
