@@ -1,0 +1,357 @@
+"""The table the limits count in: one file, `<state dir>/limits.bin`, that every worker maps.
+
+`tfgw serve` opens the table in the parent before it forks its workers, so they all map the same
+pages (`mmap`, MAP_SHARED, file-backed: a process that opens the file later, `tfgw keys list` or a
+second gateway, sees the same pages too). What the counts mean, the rules, is `tfgw.policy.limits`;
+this module is the stored format, the lock and the arithmetic of the window.
+
+Format, version 1, little-endian (never change what a field of a version means; a new layout is a
+new version, and a reader of another version starts a fresh table):
+
+    header, 64 bytes: magic b"TFGWLIM\\0", u32 version, u32 header size (64), u32 slot size (1088),
+                      u32 capacity (the number of slots), zeros
+    capacity slots of 1088 bytes each:
+        16 bytes  the slot's key: BLAKE2b-128 of the key's name; zeros: empty; 0xff * 16: freed
+        i64       second: the newest Unix second the window has been moved to
+        i64 i64   requests and tokens in the window (the sum of its buckets)
+        i64 i64   day (days since the epoch, UTC) and the micro-USD spent in it
+        i64 i64   month (year * 12 + month - 1, UTC) and the micro-USD spent in it
+        60 * (i64 requests, i64 tokens): the window, one bucket a second; second s counts in
+                  bucket s % 60 and leaves the window when the clock reaches s + 60
+        zeros to the slot's end
+
+A slot is found by open addressing (start at the key mod capacity, step by one; a lookup stops at an
+empty slot, skips freed ones). Slots are never freed while they count anything: when the table is
+full, `reclaim` frees the slots whose window is empty and whose month is over, which loses nothing.
+
+A file that is not such a table (another magic, version, slot size or length) is moved aside to
+`limits.bin.bad` and a fresh table made, with one warning; it never stops the gateway.
+
+The lock is `flock(LOCK_EX)` on the file (`LOCK_SH` for a reader), taken for each change and
+dropped straight after; a forked child re-opens the file for a lock of its own (an `flock` belongs
+to an open file description, which fork shares). Threads of one process would share that lock, so a
+table is used by one thread of a process (a worker's event loop), as the gateway does.
+
+Why `flock` and not a `multiprocessing.Lock` made before the fork (measured on the project's 2-core
+machine, uncontended lock and unlock: `multiprocessing.Lock` 0.06-0.1 us, `flock` 0.6-1.1 us,
+`lockf` 0.9-1.5 us): the kernel drops an `flock` when its holder dies, where a worker killed holding
+a semaphore would stop every other worker for good; a second `tfgw serve` on the same state dir and
+`tfgw keys list` can take it too, so two gateways sharing a state dir count together, safely,
+instead of one having to refuse to start; and it needs nothing handed from the parent to the
+workers. Its cost is under a fifth of an admit and settle (`tfgw.policy.limits`).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import functools
+import hashlib
+import logging
+import mmap
+import os
+import struct
+import weakref
+from pathlib import Path
+from types import TracebackType
+
+__all__ = [
+    "CAPACITY",
+    "FILE_NAME",
+    "VERSION",
+    "WINDOW",
+    "CounterTable",
+    "key_id",
+    "table_path",
+]
+
+log = logging.getLogger("tfgw.limits")
+
+FILE_NAME = "limits.bin"
+MAGIC = b"TFGWLIM\x00"
+VERSION = 1
+#: seconds in the window (and buckets in a slot's ring)
+WINDOW = 60
+#: slots a new table has: keys counted at once, with the idle ones reclaimed when it fills
+CAPACITY = 4096
+
+HEADER = struct.Struct("<8sIIII")
+HEADER_SIZE = 64
+HEAD = struct.Struct("<16s7q")  # key, then COUNTS
+COUNTS = struct.Struct("<7q")  # second, requests, tokens, day, day spent, month, month spent
+WINDOW_COUNTS = struct.Struct("<3q")  # second, requests, tokens
+SPEND = struct.Struct("<4q")  # day, day spent, month, month spent
+BUCKET = struct.Struct("<2q")  # requests, tokens
+RING = HEAD.size  # where a slot's buckets start
+RING_SIZE = WINDOW * BUCKET.size
+SLOT_SIZE = 1088  # HEAD (72) + 60 buckets (960), padded to 17 cache lines
+EMPTY = bytes(16)
+FREED = b"\xff" * 16
+_COUNTS_AT, _SPEND_AT = 16, 40  # where COUNTS and SPEND start in a slot
+
+#: (second, requests, tokens, micro-USD spent today, this month): a slot as `advance` reads it
+Counts = tuple[int, int, int, int, int]
+
+
+def table_path(state_dir: Path) -> Path:
+    """The table's file in a state dir (`TracingSettings.state_path(...)`)."""
+    return state_dir / FILE_NAME
+
+
+@functools.lru_cache(maxsize=4096)
+def key_id(name: str) -> bytes:
+    """A slot's key: BLAKE2b-128 of the key's name."""
+    return hashlib.blake2b(name.encode(), digest_size=16).digest()
+
+
+class CounterTable:
+    """The mapped table. Use it as a context manager (`with table:`) for the lock; every other
+    method expects the lock held. Offsets are a slot's byte offset in the file."""
+
+    def __init__(self, path: Path, fd: int, mm: mmap.mmap, *, writable: bool) -> None:
+        self.path, self._fd, self.mm, self.writable = path, fd, mm, writable
+        self.capacity = HEADER.unpack_from(mm, 0)[4]
+        self._lock_mode = fcntl.LOCK_EX if writable else fcntl.LOCK_SH
+        self._slots: dict[str, tuple[bytes, int]] = {}  # name: (key, offset), checked at each use
+        os.register_at_fork(after_in_child=functools.partial(_reopen_in_child, weakref.ref(self)))
+
+    # -- opening -----------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path, *, capacity: int = CAPACITY) -> CounterTable:
+        """Open the table for counting, making it (or a fresh one, for a file that is not a table)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = HEADER_SIZE + capacity * SLOT_SIZE
+        for _ in range(8):  # each pass either opens the table or moves a bad file aside
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if not _is_the_file(fd, path):
+                    continue  # replaced while we waited for the lock
+                if os.fstat(fd).st_size == 0:
+                    os.ftruncate(fd, size)
+                    os.pwrite(fd, HEADER.pack(MAGIC, VERSION, HEADER_SIZE, SLOT_SIZE, capacity), 0)
+                elif (problem := _problem(fd)) is not None:
+                    _move_aside(path, problem)
+                    continue
+                mm = mmap.mmap(fd, os.fstat(fd).st_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                table, fd = cls(path, fd, mm, writable=True), -1
+                return table
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        raise OSError(errno.EAGAIN, "the limits table kept being replaced while it was opened", str(path))
+
+    @classmethod
+    def open_existing(cls, path: Path) -> CounterTable | None:
+        """Open the table to read it, if there is one (None: no file, or not a table)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if os.fstat(fd).st_size == 0:
+                return None  # being made
+            if (problem := _problem(fd)) is not None:
+                log.warning("%s: %s; counting from zero", path, problem)
+                return None
+            mm = mmap.mmap(fd, os.fstat(fd).st_size, mmap.MAP_SHARED, mmap.PROT_READ)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            table, fd = cls(path, fd, mm, writable=False), -1
+            return table
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self.mm.close()
+            os.close(self._fd)
+            self._fd = -1
+
+    def _reopen(self) -> None:
+        """In a forked child: a lock of its own (the inherited descriptor's lock is the parent's)."""
+        flags = (os.O_RDWR if self.writable else os.O_RDONLY) | os.O_CLOEXEC
+        try:
+            fd = os.open(f"/proc/self/fd/{self._fd}", flags)  # the same file even if since replaced
+        except OSError:
+            fd = os.open(self.path, flags)
+        os.close(self._fd)
+        self._fd = fd
+
+    # -- the lock ----------------------------------------------------------------------------------
+
+    def __enter__(self) -> CounterTable:
+        fcntl.flock(self._fd, self._lock_mode)
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    # -- slots -------------------------------------------------------------------------------------
+
+    def slot(self, name: str, *, create: bool = True) -> int | None:
+        """The offset of `name`'s slot, made (zeroed) if there is none and `create`; None when there
+        is none, or the table is full (see `reclaim`)."""
+        known = self._slots.get(name)
+        if known is not None and self.mm[known[1] : known[1] + 16] == known[0]:
+            return known[1]
+        ident = key_id(name)
+        offset = self._probe(ident, create)
+        if offset is not None:
+            self._slots[name] = (ident, offset)
+        return offset
+
+    def _probe(self, ident: bytes, create: bool) -> int | None:
+        index, freed = int.from_bytes(ident[:8], "little") % self.capacity, None
+        for _ in range(self.capacity):
+            offset = HEADER_SIZE + index * SLOT_SIZE
+            found = self.mm[offset : offset + 16]
+            if found == ident:
+                return offset
+            if found == EMPTY:
+                return self._claim(freed if freed is not None else offset, ident) if create else None
+            if found == FREED and freed is None:
+                freed = offset
+            index = (index + 1) % self.capacity
+        return self._claim(freed, ident) if create and freed is not None else None
+
+    def _claim(self, offset: int, ident: bytes) -> int:
+        self.mm[offset : offset + SLOT_SIZE] = bytes(SLOT_SIZE)
+        self.mm[offset : offset + 16] = ident
+        return offset
+
+    def reclaim(self, now_s: int, month: int) -> int:
+        """Free the slots that count nothing at `now_s` (window empty, month over); how many."""
+        freed = 0
+        for index in range(self.capacity):
+            offset = HEADER_SIZE + index * SLOT_SIZE
+            ident, second, _, _, _, _, slot_month, _ = HEAD.unpack_from(self.mm, offset)
+            if ident not in (EMPTY, FREED) and second <= now_s - WINDOW and slot_month != month:
+                self.mm[offset : offset + 16] = FREED
+                freed += 1
+        self._slots.clear()
+        return freed
+
+    # -- counting ----------------------------------------------------------------------------------
+
+    def advance(self, offset: int, now_s: int, day: int, month: int) -> Counts:
+        """Move the slot's window to `now_s`, emptying the buckets that left it, and read it: the
+        second to count in, the requests and tokens in the window, the micro-USD spent in `day` and
+        in `month`. A clock that went back less than a window counts in the newest second; further
+        back (or a second from a damaged file far ahead), the window starts again."""
+        second, requests, tokens, slot_day, day_spent, slot_month, month_spent = COUNTS.unpack_from(
+            self.mm, offset + _COUNTS_AT
+        )
+        gap = now_s - second
+        if gap > 0 or gap <= -WINDOW:
+            if gap >= WINDOW or gap < 0:
+                ring = offset + RING
+                self.mm[ring : ring + RING_SIZE] = bytes(RING_SIZE)
+                requests = tokens = 0
+            else:
+                requests, tokens = self._expire(offset, second, now_s, requests, tokens)
+            second = now_s
+            WINDOW_COUNTS.pack_into(self.mm, offset + _COUNTS_AT, second, requests, tokens)
+        return (
+            second,
+            requests,
+            tokens,
+            day_spent if slot_day == day else 0,
+            month_spent if slot_month == month else 0,
+        )
+
+    def _expire(self, offset: int, second: int, now_s: int, requests: int, tokens: int) -> tuple[int, int]:
+        for s in range(second + 1, now_s + 1):
+            bucket = offset + RING + (s % WINDOW) * BUCKET.size
+            gone_requests, gone_tokens = BUCKET.unpack_from(self.mm, bucket)
+            if gone_requests or gone_tokens:
+                requests, tokens = requests - gone_requests, tokens - gone_tokens
+                BUCKET.pack_into(self.mm, bucket, 0, 0)
+        return max(requests, 0), max(tokens, 0)
+
+    def count(self, offset: int, counts: Counts, second: int, requests: int, tokens: int) -> tuple[int, int]:
+        """Add requests and tokens to the bucket of `second`, in the window `advance` just read as
+        `counts` (a bucket never goes below zero); returns the window's (requests, tokens) after."""
+        mm = self.mm
+        bucket = offset + RING + second % WINDOW * BUCKET.size
+        old_requests, old_tokens = BUCKET.unpack_from(mm, bucket)
+        new_requests, new_tokens = old_requests + requests, old_tokens + tokens
+        if new_requests < 0 or new_tokens < 0:
+            new_requests, new_tokens = max(new_requests, 0), max(new_tokens, 0)
+        BUCKET.pack_into(mm, bucket, new_requests, new_tokens)
+        in_requests = counts[1] + new_requests - old_requests
+        in_tokens = counts[2] + new_tokens - old_tokens
+        WINDOW_COUNTS.pack_into(mm, offset + _COUNTS_AT, counts[0], in_requests, in_tokens)
+        return in_requests, in_tokens
+
+    def spend(self, offset: int, counts: Counts, day: int, month: int, micro_usd: int) -> tuple[int, int]:
+        """Add micro-USD to `day` and `month` (`counts`: what `advance` just read); returns the
+        spend of both after."""
+        day_spent, month_spent = counts[3] + micro_usd, counts[4] + micro_usd
+        SPEND.pack_into(self.mm, offset + _SPEND_AT, day, day_spent, month, month_spent)
+        return day_spent, month_spent
+
+    def expiry(self, offset: int, second: int, amount: int, column: int) -> int:
+        """The Unix second at which `amount` requests (`column` 0) or tokens (1) will have left the
+        window (advanced to `second`)."""
+        gone = 0
+        for s in range(second - WINDOW + 1, second + 1):
+            gone += BUCKET.unpack_from(self.mm, offset + RING + (s % WINDOW) * BUCKET.size)[column]
+            if gone >= amount:
+                return s + WINDOW
+        return second + WINDOW
+
+    def read(self, offset: int, now_s: int, day: int, month: int) -> Counts:
+        """What `advance` returns, without moving the window (for readers)."""
+        second, _, _, slot_day, day_spent, slot_month, month_spent = COUNTS.unpack_from(
+            self.mm, offset + _COUNTS_AT
+        )
+        requests = tokens = 0
+        if -WINDOW < now_s - second < WINDOW:
+            for s in range(max(second, now_s) - WINDOW + 1, second + 1):
+                r, t = BUCKET.unpack_from(self.mm, offset + RING + (s % WINDOW) * BUCKET.size)
+                requests, tokens = requests + r, tokens + t
+        day_spent = day_spent if slot_day == day else 0
+        return second, requests, tokens, day_spent, month_spent if slot_month == month else 0
+
+
+def _reopen_in_child(ref: weakref.ref[CounterTable]) -> None:
+    table = ref()
+    if table is not None and table._fd >= 0:
+        table._reopen()
+
+
+def _is_the_file(fd: int, path: Path) -> bool:
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _problem(fd: int) -> str | None:
+    """Why the open file is not a table this code can count in; None when it is one."""
+    size = os.fstat(fd).st_size
+    head = os.pread(fd, HEADER.size, 0)
+    if len(head) < HEADER.size or head[:8] != MAGIC:
+        return "not a tfgw limits table"
+    _, version, header_size, slot_size, capacity = HEADER.unpack(head)
+    if version != VERSION:
+        return f"a limits table of version {version} (this tfgw reads version {VERSION})"
+    if (header_size, slot_size) != (HEADER_SIZE, SLOT_SIZE) or capacity <= 0:
+        return f"a damaged limits table header (header {header_size}, slot {slot_size}, {capacity} slots)"
+    if size != HEADER_SIZE + capacity * SLOT_SIZE:
+        return f"a limits table of the wrong length ({size} bytes for {capacity} slots)"
+    return None
+
+
+def _move_aside(path: Path, problem: str) -> None:
+    bad = path.with_name(path.name + ".bad")
+    os.replace(path, bad)
+    log.warning("%s: %s; moved it to %s and started a fresh table", path, problem, bad.name)
