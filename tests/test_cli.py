@@ -9,9 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from tfgw.cli import app
 from tfgw.config import load
 from tfgw.keys import hash_key
+from tfgw.policy.counters import table_path
+from tfgw.policy.limits import Limits
 
 
 def tfgw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -120,9 +124,13 @@ def test_keys_add_list_revoke_keep_the_rest_of_the_file() -> None:
     listed = tfgw("keys", "list", "--json")
     assert listed.returncode == 0
     assert key not in listed.stdout
+    unused = (
+        '"budget_usd_day":null,"budget_usd_month":null,'
+        '"usage":{"rpm":0,"tpm":0,"usd_day":0.0,"usd_month":0.0}'
+    )
     assert listed.stdout == (
-        f'[{{"name":"ci","hash":"{hash_key(key)[:15]}…","rpm":60,"tpm":null}},'
-        f'{{"name":"batch","hash":"{load("tfgw.toml").keys[1].hash[:15]}…","rpm":null,"tpm":1000}}]\n'
+        f'[{{"name":"ci","hash":"{hash_key(key)[:15]}…","rpm":60,"tpm":null,{unused}}},'
+        f'{{"name":"batch","hash":"{load("tfgw.toml").keys[1].hash[:15]}…","rpm":null,"tpm":1000,{unused}}}]\n'
     )
 
     duplicate = tfgw("keys", "add", "ci")
@@ -136,6 +144,61 @@ def test_keys_add_list_revoke_keep_the_rest_of_the_file() -> None:
     assert Path("tfgw.toml").read_text().startswith(original)
     missing = tfgw("keys", "revoke", "ci")
     assert (missing.returncode, missing.stderr) == (2, "tfgw: tfgw.toml: keys: no key named 'ci'\n")
+
+
+KEYS_WITH_LIMITS = f"""[tracing]
+dir = "data/traces"
+
+[[keys]]
+name = "ci"
+hash = "{hash_key("tfgw-ci")}"
+rpm = 600
+tpm = 200000
+budget_usd_day = 5.0
+budget_usd_month = 100.0
+
+[[keys]]
+name = "batch"
+hash = "{hash_key("tfgw-batch")}"
+"""
+
+
+def test_keys_list_shows_the_usage_next_to_each_limit_and_budget() -> None:
+    """What the gateway counted in the state dir (beside the traces), read through the CLI; before
+    the gateway has counted anything, zeros (and no file is made)."""
+    Path("tfgw.toml").write_text(KEYS_WITH_LIMITS)
+    settings = load("tfgw.toml")
+    state = table_path(settings.tracing.state_path(settings.server.state_dir))
+    assert state == Path("data/state/limits.bin")
+    runner = CliRunner()
+    before = runner.invoke(app, ["keys", "list", "--json"])
+    assert (before.exit_code, before.stdout) == (0, _keys_json(0, 0, 0.0) + "\n")
+    assert not state.exists()
+
+    limits = Limits(settings.keys, state)
+    for _ in range(12):
+        limits.settle(limits.admit(settings.keys[0], 100), 125, 0.1025)
+    limits.close()
+    listed = runner.invoke(app, ["keys", "list"], env={"COLUMNS": "120"})
+    hashes = [k.hash[:15] + "…" for k in settings.keys]
+    assert (listed.exit_code, listed.stdout) == (
+        0,
+        " name   hash              rpm     tpm          today           this month       \n"
+        f" ci     {hashes[0]}  12/600  1500/200000  $1.23 of $5.00  $1.23 of $100.00 \n"
+        f" batch  {hashes[1]}  0       0            $0.00           $0.00            \n",
+    )
+    as_json = runner.invoke(app, ["keys", "list", "--json"])
+    assert (as_json.exit_code, as_json.stdout) == (0, _keys_json(12, 1500, 1.23) + "\n")
+
+
+def _keys_json(requests: int, tokens: int, usd: float) -> str:
+    ci, batch = (hash_key(k)[:15] + "…" for k in ("tfgw-ci", "tfgw-batch"))
+    return (
+        f'[{{"name":"ci","hash":"{ci}","rpm":600,"tpm":200000,"budget_usd_day":5.0,"budget_usd_month":100.0,'
+        f'"usage":{{"rpm":{requests},"tpm":{tokens},"usd_day":{usd},"usd_month":{usd}}}}},'
+        f'{{"name":"batch","hash":"{batch}","rpm":null,"tpm":null,"budget_usd_day":null,"budget_usd_month":null,'
+        '"usage":{"rpm":0,"tpm":0,"usd_day":0.0,"usd_month":0.0}}]'
+    )
 
 
 def test_the_cli_starts_without_loading_grpc_or_protobuf() -> None:

@@ -11,10 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from tfgw.cli.options import CONFIG, config_path
-from tfgw.config import load
+from tfgw.config import KeySettings, load
 from tfgw.config_file import append_table, remove_table
 from tfgw.errors import ConfigError
 from tfgw.keys import generate_key, hash_key
+from tfgw.policy.counters import table_path
+from tfgw.policy.limits import Usage, read_usage
 
 app = typer.Typer(
     help="Gateway keys: clients send them as 'Authorization: Bearer <key>'.", no_args_is_help=True
@@ -45,16 +47,54 @@ def add(
 def list_(
     config: Path | None = CONFIG, json: bool = typer.Option(False, "--json", help="Print JSON.")
 ) -> None:
-    """List the keys (names and limits; never the keys)."""
-    keys = load(config_path(config), resolve_secrets=False).keys
-    rows = [{"name": k.name, "hash": k.hash[:15] + "…", "rpm": k.rpm, "tpm": k.tpm} for k in keys]
+    """List the keys: their limits and what each has used in the last minute, today and this month
+    (UTC). Never the keys themselves."""
+    settings = load(config_path(config), resolve_secrets=False)
+    path = table_path(settings.tracing.state_path(settings.server.state_dir))
+    used = read_usage(path, [k.name for k in settings.keys])
+    rows = [_row(k, used[k.name]) for k in settings.keys]
     if json:
         print(orjson.dumps(rows).decode())
         return
-    table = Table("name", "hash", "rpm", "tpm", box=None)
-    for row in rows:
-        table.add_row(str(row["name"]), str(row["hash"]), str(row["rpm"] or "-"), str(row["tpm"] or "-"))
+    table = Table("name", "hash", "rpm", "tpm", "today", "this month", box=None)
+    for key, row in zip(settings.keys, rows, strict=True):
+        usage = used[key.name]
+        table.add_row(
+            key.name,
+            str(row["hash"]),
+            _count(usage.requests, key.rpm),
+            _count(usage.tokens, key.tpm),
+            _spend(usage.spent_usd_day, key.budget_usd_day),
+            _spend(usage.spent_usd_month, key.budget_usd_month),
+        )
     Console().print(table if rows else "no keys: the gateway accepts any caller on loopback")
+
+
+def _row(key: KeySettings, usage: Usage) -> dict[str, object]:
+    return {
+        "name": key.name,
+        "hash": key.hash[:15] + "…",
+        "rpm": key.rpm,
+        "tpm": key.tpm,
+        "budget_usd_day": key.budget_usd_day,
+        "budget_usd_month": key.budget_usd_month,
+        "usage": {
+            "rpm": usage.requests,
+            "tpm": usage.tokens,
+            "usd_day": usage.spent_usd_day,
+            "usd_month": usage.spent_usd_month,
+        },
+    }
+
+
+def _count(used: int, limit: int | None) -> str:
+    """`12/600`; `12` without a limit."""
+    return str(used) if limit is None else f"{used}/{limit}"
+
+
+def _spend(used: float, budget: float | None) -> str:
+    """`$1.23 of $5.00`; `$1.23` without a budget."""
+    return f"${used:.2f}" if budget is None else f"${used:.2f} of ${budget:.2f}"
 
 
 @app.command("revoke")
