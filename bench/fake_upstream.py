@@ -9,9 +9,10 @@ framed by Content-Length. Every answer is built once at start-up and written wit
   if the body asks for `"stream": true`, a canned SSE stream of 20 chunks and `data: [DONE]`,
   sent with chunked transfer encoding (plus a usage chunk when `"include_usage": true`);
 * `POST /v1/messages` -> a canned Anthropic `message` (with usage); with `"stream": true`, the
-  Anthropic event sequence: `message_start`, `content_block_start`, `ping`, 20
-  `content_block_delta` text deltas, `content_block_stop`, `message_delta` (with usage) and
-  `message_stop`, in chunked transfer encoding, one HTTP chunk per event;
+  Anthropic event sequence: `message_start`, `content_block_start`, `ping`, 18
+  `content_block_delta` text deltas (the chat stream's 18 content chunks, word for word),
+  `content_block_stop`, `message_delta` (with usage) and `message_stop`, in chunked transfer
+  encoding, one HTTP chunk per event;
 * `GET /healthz` -> 200 `ok`; anything else -> 404.
 
 With `--pace-ms N` a stream is written as real providers stream it instead: the head with the
@@ -48,7 +49,9 @@ CLAUDE_MODEL = "claude-sonnet-4-5-20250929"
 MESSAGE_ID = "msg_01XFDUDYJgAACzvnptvVoYEL"
 REPLY_TEXT = "Hello! I hope you are having a wonderful day today."
 STREAM_CHUNKS = 20
-TEXT_DELTAS = 20  # content_block_delta events of a streamed message
+#: content_block_delta events of a streamed message: as many as the chat stream's content chunks,
+#: with the same words, so both APIs answer the same question with the same text in as many events
+TEXT_DELTAS = STREAM_CHUNKS - 2
 
 STREAM_RE = re.compile(rb'"stream"\s*:\s*true')
 INCLUDE_USAGE_RE = re.compile(rb'"include_usage"\s*:\s*true')
