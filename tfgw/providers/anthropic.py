@@ -30,7 +30,7 @@ import orjson
 from tfgw.config import ProviderSettings
 from tfgw.errors import BadRequestError, ProviderError, UpstreamStatusError
 from tfgw.providers.base import Call, Chunk, NativeMessages, Provider, Reply, StreamBatch, wants_usage
-from tfgw.providers.http import HttpClient, PassThrough, SseStream, sse_events
+from tfgw.providers.http import JSON_STRING, HttpClient, PassThrough, SseStream, named_events, sse_events
 
 __all__ = [
     "AnthropicProvider",
@@ -61,6 +61,12 @@ TEXT_DELTA_START = b'{"type":"content_block_delta"'
 #: how a text block starts, empty, as Anthropic sends it: nothing for the span
 TEXT_BLOCK_START = b'{"type":"content_block_start"'
 TEXT_BLOCK_EMPTY = b'"content_block":{"type":"text","text":""}}'
+#: a text delta as Anthropic sends it, byte for byte but for its index and text: what a stream passed
+#: on reads as its text alone (`StreamTranslator.text_events`); any other shape goes to `text_of`
+TEXT_DELTA_EVENT = (
+    rb'event: content_block_delta\ndata: \{"type":"content_block_delta","index":(?:0|[1-9][0-9]*),'
+    rb'"delta":\{"type":"text_delta","text":(' + JSON_STRING + rb")\}\}\n\n"
+)
 _DATA_URL = re.compile(r"data:([^;,]+);base64,(.*)", re.DOTALL)
 
 
@@ -295,6 +301,7 @@ class StreamTranslator:
     terminal = "message_stop"
     ignored = frozenset(("ping", "content_block_stop"))
     ends = frozenset((terminal,))
+    text_events: re.Pattern[bytes] | None = named_events(TEXT_DELTA_EVENT)
 
     def __init__(self, model_requested: str, *, created: int | None = None) -> None:
         self.id = ""

@@ -22,12 +22,14 @@ from tfgw.providers.base import Chunk, Stream, StreamBatch
 from tfgw.secrets import scrub
 
 __all__ = [
+    "JSON_STRING",
     "EventReader",
     "HttpClient",
     "PassThrough",
     "Proxies",
     "SseStream",
     "create_session",
+    "named_events",
     "proxy_for",
     "sse_events",
 ]
@@ -223,6 +225,9 @@ class EventReader(Protocol):
     ignored: frozenset[str]
     #: events that say only that the stream is complete (`finished`): never parsed either
     ends: frozenset[str]
+    #: how a block of named one-line events is read when the API's plain text event has one exact
+    #: shape (`named_events`): that event's text as a JSON string, any other event's name and data
+    text_events: re.Pattern[bytes] | None
     finished: bool
 
     @property
@@ -248,27 +253,29 @@ class PassThrough(SseStream):
 
     async def batches(self) -> AsyncIterator[StreamBatch]:
         failed: ProviderError | None = None
-        reader = self.reader
-        ignored, ends = reader.ignored, reader.ends
+        texts = self.reader.text_events
+        names, loads = _NAMES, orjson.loads
         async for data, block in self.reads():
             chunks: list[Chunk] = []
-            for event, raw in sse_events(block):
-                if event in ignored:
-                    continue
-                if (text := reader.text_of(raw)) is not None:
-                    if text:
-                        chunks.append(text)
-                    continue
-                if event in ends:
-                    reader.finished = True
-                    continue
-                if raw == b"[DONE]":
-                    continue
-                try:
-                    chunks += reader.feed(event, self.parse(raw))
-                except ProviderError as exc:  # an error event, or one that is not JSON
-                    failed = failed or exc
+            if texts is not None and block.startswith(b"event: ") and _NAMED_EVENTS.fullmatch(block):
+                for text, name, raw in texts.findall(block):  # a plain text event: its text alone
+                    try:
+                        if not text:
+                            self.read(names.get(name) or _name(name), raw, chunks)
+                        elif text != b'""':
+                            chunks.append(loads(text))
+                    except orjson.JSONDecodeError:
+                        failed = failed or self.invalid()
+                    except ProviderError as exc:  # an error event, or one that is not JSON
+                        failed = failed or exc
+            else:
+                for event, raw in sse_events(block):
+                    try:
+                        self.read(event, raw, chunks)
+                    except ProviderError as exc:
+                        failed = failed or exc
             yield data, chunks
+        reader = self.reader
         if failed is not None:
             failed.relayed = True  # the client has had the event the failure came from
         elif not reader.finished:
@@ -278,10 +285,28 @@ class PassThrough(SseStream):
         if failed is not None:
             raise failed
 
+    def read(self, event: str | None, raw: bytes, chunks: list[Chunk]) -> None:
+        """Read one event for the span into `chunks`; an error event, or one that is not JSON,
+        raises `ProviderError`."""
+        reader = self.reader
+        if event in reader.ignored:
+            return
+        if (text := reader.text_of(raw)) is not None:
+            if text:
+                chunks.append(text)
+            return
+        if event in reader.ends:
+            reader.finished = True
+        elif raw != b"[DONE]":
+            chunks.extend(reader.feed(event, self.parse(raw)))
+
 
 #: a block of nothing but named events of one data line each, as Anthropic and Responses send them
 _NAMED_EVENTS = re.compile(rb"(?:event: [^\n]*\ndata: [^\n]*\n\n)+")
-_NAMED_EVENT = re.compile(rb"event: ([^\n]*)\ndata: ([^\n]*)\n\n")
+_NAMED_EVENT_SOURCE = rb"event: ([^\n]*)\ndata: ([^\n]*)\n\n"
+_NAMED_EVENT = re.compile(_NAMED_EVENT_SOURCE)
+#: a JSON string on one line, quotes included (the unrolled form: no backtracking to speak of)
+JSON_STRING = rb'"[^"\\\n]*(?:\\.[^"\\\n]*)*"'
 #: event names as str, decoded once (an API has a dozen; a provider inventing more is not cached)
 _NAMES: dict[bytes, str] = {}
 MAX_NAMES = 64
@@ -292,6 +317,14 @@ def _name(raw: bytes) -> str:
     if len(_NAMES) < MAX_NAMES:
         _NAMES[raw] = name
     return name
+
+
+def named_events(text_event: bytes) -> re.Pattern[bytes]:
+    """An `EventReader.text_events`: `text_event` matches an API's plain text event whole, `event:`
+    line to blank line, and its one group is the event's text as a JSON string (`JSON_STRING`);
+    it must match only events `text_of` reads as that text. Every other named event is matched as
+    `(name, data)` (the groups a match leaves unset are b"")."""
+    return re.compile(text_event + rb"|" + _NAMED_EVENT_SOURCE)
 
 
 def sse_events(block: bytes) -> list[tuple[str | None, bytes]]:

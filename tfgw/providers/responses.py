@@ -4,16 +4,34 @@ other. The provider's side of the pair; the client's side is `tfgw.formats.respo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from tfgw.errors import ProviderError
+from tfgw.providers.http import JSON_STRING, named_events
 
 __all__ = ["ResponsesReader", "from_response"]
 
 Json = dict[str, Any]
+
+#: fields of a text delta other than `delta`, each a string of printable ASCII without escapes, an
+#: integer or `[]`: JSON whatever they hold, so the event is JSON exactly when its `delta` is
+_FIELDS = rb'(?:,"(?!delta")[a-z_]+":(?:"[ !#-\[\]-~]*"|0|-?[1-9][0-9]*|\[\]))*'
+#: a `response.output_text.delta` event of such fields in any order around its `delta`: what a
+#: stream passed on reads as its text alone (`ResponsesReader.text_events`); any other goes to
+#: `text_of`
+TEXT_DELTA_EVENT = (
+    rb'event: response\.output_text\.delta\ndata: \{"type":"response\.output_text\.delta"'
+    + _FIELDS
+    + rb',"delta":('
+    + JSON_STRING
+    + rb")"
+    + _FIELDS
+    + rb"\}\n\n"
+)
 
 
 def from_response(response: Mapping[str, Any]) -> Json:
@@ -82,6 +100,7 @@ class ResponsesReader:
         )
     )
     ends: frozenset[str] = frozenset()  # its terminal event carries the usage
+    text_events: re.Pattern[bytes] | None = named_events(TEXT_DELTA_EVENT)
 
     def __init__(self) -> None:
         self.finished = False
