@@ -30,6 +30,9 @@ SECTIONS = {
     "providers": "`[providers.NAME]`",
     "models": "`[[models]]`",
     "targets": "`[[models]]`",  # the `targets = [{...}]` of a model
+    "cache": "`[[models]]`",  # the `cache = {...}` of a model
+    "guardrails": "`[[guardrails]]`",
+    "routing": "`[routing]`",
     "tracing": "`[tracing]`",
     "otel": "`[otel.targets.NAME]`",
 }
@@ -58,11 +61,14 @@ def _allowed_keys(call: ast.Call, local: dict[str, ast.expr]) -> tuple[str, ...]
 
 
 def loader_keys() -> dict[str, set[str]]:
-    """{loader method: keys its `table(...)` calls allow}, read from tfgw/config.py."""
-    tree = ast.parse(CONFIG_PY.read_text(encoding="utf-8"))
-    validator = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "_Validator")
+    """{loader method: keys its `table(...)` calls allow}, read from tfgw/config.py and the
+    governance sections' checks in tfgw/config_policy.py."""
+    methods = []
+    for path, name in ((CONFIG_PY, "_Validator"), (CONFIG_PY.with_name("config_policy.py"), "PolicyChecks")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        methods += next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name).body
     found: dict[str, set[str]] = {}
-    for method in validator.body:
+    for method in methods:
         if not isinstance(method, ast.FunctionDef):
             continue
         local = {

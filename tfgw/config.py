@@ -35,6 +35,7 @@ __all__ = [
     "OtelTargetSettings",
     "Price",
     "ProviderSettings",
+    "RoutingSettings",
     "ServerSettings",
     "Settings",
     "Target",
@@ -140,6 +141,14 @@ class ModelSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """`[routing]`: when a target is let rest. 0 `unhealthy_after`: never."""
+
+    unhealthy_after: int = 3  # retryable failures in a row that make a target unhealthy
+    cooldown: float = 30.0  # seconds an unhealthy target is skipped before one request probes it
+
+
+@dataclass(frozen=True, slots=True)
 class TracingSettings:
     dir: str = "~/.local/share/tfgw/traces"
     project: str = "default"
@@ -191,6 +200,7 @@ class Settings:
     providers: Mapping[str, ProviderSettings] = field(default_factory=lambda: _EMPTY)
     models: Mapping[str, ModelSettings] = field(default_factory=lambda: _EMPTY)
     guardrails: tuple[GuardrailSettings, ...] = ()
+    routing: RoutingSettings = RoutingSettings()
     tracing: TracingSettings = TracingSettings()
     otel_targets: Mapping[str, OtelTargetSettings] = field(default_factory=lambda: _EMPTY)
 
@@ -265,7 +275,7 @@ class _Validator(PolicyChecks):
     """Checks the parsed TOML against the schema and builds the settings objects."""
 
     def settings(self, data: dict[str, Any]) -> Settings:
-        sections = ("server", "keys", "providers", "models", "guardrails", "tracing", "otel")
+        sections = ("server", "keys", "providers", "models", "guardrails", "routing", "tracing", "otel")
         root = self.table(data, (), sections)
         providers = self.providers(root.get("providers", {}))
         models = self.models(root.get("models", []), providers)
@@ -276,6 +286,7 @@ class _Validator(PolicyChecks):
             providers=providers,
             models=models,
             guardrails=self.guardrails(root.get("guardrails", [])),
+            routing=self.routing(root.get("routing", {})),
             tracing=self.tracing(root.get("tracing", {})),
             otel_targets=self.otel(root.get("otel", {})),
         )
@@ -440,6 +451,14 @@ class _Validator(PolicyChecks):
                 )
             )
         return tuple(targets)
+
+    def routing(self, value: Any) -> RoutingSettings:
+        path = ("routing",)
+        t = self.table(value, path, ("unhealthy_after", "cooldown"))
+        return RoutingSettings(
+            unhealthy_after=self.positive(t, path, "unhealthy_after", int, 3, zero=True),
+            cooldown=self.positive(t, path, "cooldown", float, 30.0),
+        )
 
     def tracing(self, value: Any) -> TracingSettings:
         path = ("tracing",)

@@ -17,7 +17,6 @@ the Retry-After arithmetic (tests/unit/test_routing.py: test_retries_wait_for_th
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,16 +31,9 @@ from tests.e2e.conftest import GATEWAY_KEY, OPENAI_KEY
 from tests.e2e.gateway import Gateway
 from tests.e2e.traces import TraceFiles
 from tests.fakes.upstream import FakeUpstream
-from tfgw.gateway import stages
 from tfgw.keys import hash_key
 
 HELLO = [{"role": "user", "content": "hello there world"}]
-
-#: the `model.resolve` span says what routing decided only once `stages.resolve` writes the plan
-WIRED = "plan_attributes" in inspect.getsource(stages.resolve)
-wired = pytest.mark.xfail(
-    not WIRED, reason="stages.resolve does not write routing.plan_attributes yet", strict=True
-)
 
 
 def routing_config(upstream: str, traces: Path) -> str:
@@ -134,7 +126,6 @@ def test_weighted_calls_follow_the_weights(http: httpx.Client, up: FakeUpstream)
     assert 690 <= counts["w-three"] <= 810, counts
 
 
-@wired
 def test_priority_falls_to_the_second_target_and_the_trace_says_so(
     http: httpx.Client, up: FakeUpstream, routed_traces: TraceFiles
 ) -> None:
@@ -160,7 +151,6 @@ def test_priority_falls_to_the_second_target_and_the_trace_says_so(
     ]
 
 
-@wired
 def test_latency_prefers_the_faster_model_after_measuring_both(
     http: httpx.Client, up: FakeUpstream, routed_traces: TraceFiles
 ) -> None:
@@ -179,7 +169,6 @@ def test_latency_prefers_the_faster_model_after_measuring_both(
     }
 
 
-@wired
 def test_fallback_order_and_reasons_are_on_the_trace(
     http: httpx.Client, up: FakeUpstream, routed_traces: TraceFiles
 ) -> None:

@@ -6,10 +6,13 @@ import pytest
 
 from tests.conftest import REPO
 from tfgw.config import (
+    CacheSettings,
+    GuardrailSettings,
     KeySettings,
     ModelSettings,
     Price,
     ProviderSettings,
+    RoutingSettings,
     ServerSettings,
     Target,
     Timeouts,
@@ -62,7 +65,10 @@ def test_example_config_covers_every_section_and_parses(monkeypatch: pytest.Monk
     settings = load(REPO / "configs" / "tfgw.example.toml")
     assert settings.server == ServerSettings(host="127.0.0.1", port=8787, workers=1, max_body_bytes=10485760,
                                              graceful_timeout=30.0)  # fmt: skip
-    assert settings.keys == (KeySettings(name="ci", hash="sha256:" + "0" * 64, rpm=600, tpm=200000),)
+    assert settings.keys == (
+        KeySettings(name="ci", hash="sha256:" + "0" * 64, rpm=600, tpm=200000, budget_usd_day=5.0,
+                    budget_usd_month=100.0),
+    )  # fmt: skip
     assert sorted(settings.providers) == ["anthropic", "azure", "groq", "mock", "openai"]
     assert settings.providers["azure"].api_version == "2024-10-21"
     assert dict(settings.providers["openai"].headers) == {"OpenAI-Organization": "org-example"}
@@ -80,7 +86,14 @@ def test_example_config_covers_every_section_and_parses(monkeypatch: pytest.Monk
         price=Price(2.5, 10.0),
         retries=1,
         timeout=Timeouts(connect=5.0, first_token=60.0, total=600.0),
+        strategy="weighted",
+        cache=CacheSettings(ttl=300.0),
     )
+    assert settings.routing == RoutingSettings(unhealthy_after=3, cooldown=30.0)
+    assert settings.guardrails == (
+        GuardrailSettings(name="no-pii", kind="pii", patterns=("email", "credit_card"),
+                          stages=("input", "output"), action="redact", models=("*",)),
+    )  # fmt: skip
     assert settings.otel_targets["arize"].api_key == "secret-value-of-ARIZE_API_KEY"
     assert settings.otel_targets["collector"].protocol == "http/protobuf"
 
@@ -95,7 +108,7 @@ def test_example_config_covers_every_section_and_parses(monkeypatch: pytest.Monk
         ),
         (  # parsed and used nowhere until the NATS bus exists: refused like any unknown table
             '[bus]\nkind = "local"\n',
-            "t.toml:1: bus: unknown key (allowed: server, keys, providers, models, guardrails, "
+            "t.toml:1: bus: unknown key (allowed: server, keys, providers, models, guardrails, routing, "
             "tracing, otel)",
         ),
         ('[server]\nport = "8787"\n', "t.toml:2: server.port: expected an integer, got a string"),

@@ -113,7 +113,7 @@ class GatewayState:
             )
         settings = replace(settings, server=old.server, tracing=old.tracing, otel_targets=old.otel_targets)
         assert self.session is not None, "reloads start with serving"
-        self.runtime = Runtime.build(settings, self.session)
+        self.runtime = Runtime.build(settings, self.session, self.runtime)
         log.info("config reloaded from %s", settings.path)
 
     def begin(self, name: str) -> tuple[Runtime, RequestTrace]:

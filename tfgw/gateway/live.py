@@ -46,10 +46,19 @@ class Runtime:
     router: Router
 
     @classmethod
-    def build(cls, settings: Settings, session: aiohttp.ClientSession) -> Runtime:
-        """The runtime of `settings`, its providers calling through `session`."""
+    def build(
+        cls, settings: Settings, session: aiohttp.ClientSession, previous: Runtime | None = None
+    ) -> Runtime:
+        """The runtime of `settings`, its providers calling through `session`; what the `previous`
+        config's router learnt of the targets both name is kept (their health and latency)."""
         providers = build_providers(settings.providers, session, settings.secrets())
-        return cls(settings, KeyRing(settings.keys), providers, Router(settings, providers))
+        routing = settings.routing
+        router = Router(
+            settings, providers, unhealthy_after=routing.unhealthy_after, cooldown=routing.cooldown
+        )
+        if previous is not None:
+            router.inherit(previous.router)
+        return cls(settings, KeyRing(settings.keys), providers, router)
 
 
 def restart_only(old: Settings, new: Settings) -> list[str]:

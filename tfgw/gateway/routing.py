@@ -209,6 +209,13 @@ class Router:
     def names(self) -> list[str]:
         return list(self.models)
 
+    def inherit(self, old: Router) -> None:
+        """Keep what `old` (the router of the config before a reload) learnt of the targets both
+        configs name: their health and their latency."""
+        self._health = {k: v for k, v in old._health.items() if k in self._tracked}
+        self._latency = {k: v for k, v in old._latency.items() if k in self._tracked}
+        self._unhealthy = sum(1 for h in self._health.values() if h.failures >= self._after)
+
     def resolve(self, name: Any) -> list[Attempt]:
         """Every attempt for a requested model name, in the order they are tried."""
         return self.plan(name).attempts

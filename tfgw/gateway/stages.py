@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 from tfgw.config import KeySettings, Settings
 from tfgw.errors import BadRequestError, PayloadTooLargeError, ProviderError, TfgwError
 from tfgw.formats import messages as messages_format
-from tfgw.gateway.routing import Attempt, Try
+from tfgw.gateway.routing import Attempt, Try, plan_attributes
 from tfgw.providers import Provider, Stream
 from tfgw.providers.base import NO_HEADERS, Call, Reply
 from tfgw.tracing import semconv as sc
@@ -153,19 +153,14 @@ def resolve(rt: Runtime, trace: RequestTrace, body: dict[str, Any]) -> list[Atte
     if isinstance(requested, str):
         span.attributes[sc.MODEL_REQUESTED] = requested  # the root has it from `_request_body`
     try:
-        attempts = rt.router.resolve(requested)
+        plan = rt.router.plan(requested)
     except TfgwError as exc:
         span.fail(exc)
         raise
     finally:
         span.close()
-    first = attempts[0]
-    span.attributes[sc.ROUTE_PROVIDER] = first.provider.name
-    span.attributes[sc.ROUTE_MODEL] = first.model
-    span.attributes[sc.ROUTE_ATTEMPT] = 1
-    if len(attempts) > 1:
-        span.attributes[sc.ROUTE_FALLBACKS] = [f"{a.provider.name}/{a.model}" for a in attempts[1:]]
-    return attempts
+    plan_attributes(plan, span.attributes)
+    return plan.attempts
 
 
 async def call_provider(
