@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tfgw.errors import ConfigError, TfgwError
 from tfgw.policy.counters import CounterTable, key_id, table_path
 
 T = 1_760_000_000  # a Unix second; T % 60 == 20
 DAY, MONTH = T // 86_400, 2025 * 12 + 9
+NO_LIMITS = (1 << 62,) * 4
 
 
 @pytest.fixture
@@ -57,28 +59,42 @@ def test_a_slot_is_found_by_name_and_made_once(path: Path, table: CounterTable) 
 
 def test_a_full_table_has_no_slot_until_reclaim_frees_the_idle_ones(path: Path) -> None:
     table = CounterTable.open(path, capacity=2)
+    table.take("a", T, DAY, MONTH, 0, NO_LIMITS)  # a counts; b is idle
     with table:
         a, b = table.slot("a"), table.slot("b")
-        assert a is not None and b is not None
-        table.count(a, table.advance(a, T, DAY, MONTH), T, 1, 0)  # a counts; b is idle
         assert table.slot("c") is None
         assert table.reclaim(T, MONTH) == 1
         assert table.slot("c") == b
-        assert table.slot("a") == a
-        assert table.reclaim(T + 60, MONTH + 1) == 2  # a's window and month are over
-        assert table.slot("d") is not None
+    table.take("c", T, DAY, MONTH, 0, NO_LIMITS)  # both count
+    with table:
+        with pytest.raises(TfgwError, match=r"limits.bin: the limits table is full \(2 keys counting"):
+            table.claim("d", T, MONTH)
+        assert table.reclaim(T + 60, MONTH + 1) == 2  # their windows and month are over
+        assert table.claim("d", T + 60, MONTH + 1) in (a, b)
     table.close()
 
 
+def test_take_counts_a_request_only_under_every_limit(table: CounterTable) -> None:
+    limits = (2, 100, 1_000, 2_000)  # rpm, tpm, micro-USD a day, a month
+    assert table.take("ci", T, DAY, MONTH, 60, limits)[1:] == ((T, 1, 60, 0, 0), True)
+    assert table.take("ci", T, DAY, MONTH, 50, limits)[1:] == ((T, 1, 60, 0, 0), False)  # tpm
+    assert table.take("ci", T, DAY, MONTH, 40, limits)[1:] == ((T, 2, 100, 0, 0), True)
+    assert table.take("ci", T, DAY, MONTH, 0, limits)[1:] == ((T, 2, 100, 0, 0), False)  # rpm
+    assert table.take("ci", T + 60, DAY, MONTH, 500, limits)[1:] == ((T + 60, 1, 500, 0, 0), True)
+    table.settle("ci", T + 60, DAY, MONTH, T + 60, 500, 0, 1_000)
+    assert table.take("ci", T + 120, DAY, MONTH, 0, limits)[1:] == ((T + 120, 0, 0, 1_000, 1_000), False)
+    table.settle("ci", T + 120, DAY + 1, MONTH, T + 120, 0, 0, 1_000)
+    assert table.take("ci", T + 120, DAY + 1, MONTH, 0, limits)[1:] == ((T + 120, 0, 0, 1_000, 2_000), False)
+    assert table.take("ci", T + 120, DAY + 2, MONTH + 1, 0, limits)[1:] == ((T + 120, 1, 0, 0, 0), True)
+
+
 def test_the_window_holds_a_second_for_60_seconds(table: CounterTable) -> None:
+    assert table.take("ci", T, DAY, MONTH, 100, NO_LIMITS)[1:] == ((T, 1, 100, 0, 0), True)
+    assert table.take("ci", T + 30, DAY, MONTH, 50, NO_LIMITS)[1:] == ((T + 30, 2, 150, 0, 0), True)
+    assert table.take("ci", T + 30, DAY, MONTH, 0, NO_LIMITS)[1:] == ((T + 30, 3, 150, 0, 0), True)
     with table:
         offset = table.slot("ci")
         assert offset is not None
-        counts = table.advance(offset, T, DAY, MONTH)
-        assert counts == (T, 0, 0, 0, 0)
-        assert table.count(offset, counts, T, 1, 100) == (1, 100)
-        counts = table.advance(offset, T + 30, DAY, MONTH)
-        assert table.count(offset, counts, T + 30, 2, 50) == (3, 150)
         assert table.advance(offset, T + 59, DAY, MONTH) == (T + 59, 3, 150, 0, 0)
         assert table.expiry(offset, T + 59, 1, 0) == T + 60  # one request leaves at T + 60
         assert table.expiry(offset, T + 59, 150, 1) == T + 90  # 150 tokens have left at T + 90
@@ -91,33 +107,31 @@ def test_the_window_holds_a_second_for_60_seconds(table: CounterTable) -> None:
 def test_a_clock_that_goes_back_counts_in_the_newest_second_or_restarts_the_window(
     table: CounterTable,
 ) -> None:
-    with table:
-        offset = table.slot("ci")
-        assert offset is not None
-        counts = table.advance(offset, T, DAY, MONTH)
-        table.count(offset, counts, counts[0], 1, 10)
-        assert table.advance(offset, T - 5, DAY, MONTH) == (T, 1, 10, 0, 0)
-        assert table.advance(offset, T - 60, DAY, MONTH) == (T - 60, 0, 0, 0, 0)
+    assert table.take("ci", T, DAY, MONTH, 10, NO_LIMITS)[1] == (T, 1, 10, 0, 0)
+    assert table.take("ci", T - 5, DAY, MONTH, 10, NO_LIMITS)[1] == (T, 2, 20, 0, 0)
+    assert table.take("ci", T - 60, DAY, MONTH, 10, NO_LIMITS)[1] == (T - 60, 1, 10, 0, 0)
+
+
+def test_settle_replaces_the_estimate_in_its_second_or_counts_the_tokens_now(table: CounterTable) -> None:
+    table.take("ci", T, DAY, MONTH, 100, NO_LIMITS)
+    assert table.settle("ci", T + 10, DAY, MONTH, T, 100, 30, 0) == (T + 10, 1, 30, 0, 0)
+    assert table.take("ci", T + 10, DAY, MONTH, 100, NO_LIMITS)[1] == (T + 10, 2, 130, 0, 0)
+    # 70 s later its second has left the window: its tokens count now
+    assert table.settle("ci", T + 80, DAY, MONTH, T + 10, 100, 70, 2_500) == (T + 80, 0, 70, 2_500, 2_500)
 
 
 def test_a_bucket_never_goes_below_zero(table: CounterTable) -> None:
-    with table:
-        offset = table.slot("ci")
-        assert offset is not None
-        counts = table.advance(offset, T, DAY, MONTH)
-        assert table.count(offset, counts, T, 1, 100) == (1, 100)
-        counts = table.advance(offset, T, DAY, MONTH)
-        assert table.count(offset, counts, T, 0, -400) == (1, 0)
+    table.take("ci", T, DAY, MONTH, 100, NO_LIMITS)
+    assert table.settle("ci", T, DAY, MONTH, T, 500, 0, 0) == (T, 1, 0, 0, 0)
 
 
 def test_spend_counts_per_day_and_month(table: CounterTable) -> None:
+    table.take("ci", T, DAY, MONTH, 0, NO_LIMITS)
+    assert table.settle("ci", T, DAY, MONTH, T, 0, 0, 1_250_000) == (T, 1, 0, 1_250_000, 1_250_000)
+    assert table.settle("ci", T, DAY, MONTH, T, 0, 0, 5) == (T, 1, 0, 1_250_005, 1_250_005)
     with table:
         offset = table.slot("ci")
         assert offset is not None
-        counts = table.advance(offset, T, DAY, MONTH)
-        assert table.spend(offset, counts, DAY, MONTH, 1_250_000) == (1_250_000, 1_250_000)
-        counts = table.advance(offset, T, DAY, MONTH)
-        assert table.spend(offset, counts, DAY, MONTH, 5) == (1_250_005, 1_250_005)
         assert table.advance(offset, T + 86_400, DAY + 1, MONTH) == (T + 86_400, 0, 0, 0, 1_250_005)
         assert table.read(offset, T, DAY, MONTH + 1)[3:] == (1_250_005, 0)
 
@@ -172,10 +186,8 @@ def test_an_empty_file_is_made_a_table_without_a_word(path: Path, caplog: pytest
 
 def test_the_file_keeps_the_counts_for_the_next_opener(path: Path) -> None:
     first = CounterTable.open(path)
-    with first:
-        offset = first.slot("ci")
-        assert offset is not None
-        first.count(offset, first.advance(offset, T, DAY, MONTH), T, 3, 30)
+    for _ in range(3):
+        first.take("ci", T, DAY, MONTH, 10, NO_LIMITS)
     first.close()
     reader = CounterTable.open_existing(path)
     assert reader is not None and not reader.writable
@@ -215,14 +227,20 @@ def test_two_tables_on_one_file_lock_each_other_out(path: Path, table: CounterTa
     """A second gateway on the same state dir counts in the same table, under the same lock."""
     second = CounterTable.open(path)
     fd = os.open(path, os.O_RDONLY)
-    with table:
-        with pytest.raises(BlockingIOError):
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        offset = table.slot("ci")
-        assert offset is not None
-        table.count(offset, table.advance(offset, T, DAY, MONTH), T, 1, 0)
-    with second:
-        assert second.slot("ci", create=False) == offset
-        assert second.advance(offset, T, DAY, MONTH) == (T, 1, 0, 0, 0)
+    with table, pytest.raises(BlockingIOError):
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     os.close(fd)
+    assert table.take("ci", T, DAY, MONTH, 0, NO_LIMITS)[1] == (T, 1, 0, 0, 0)
+    assert second.take("ci", T, DAY, MONTH, 0, NO_LIMITS)[1] == (T, 2, 0, 0, 0)
     second.close()
+
+
+def test_a_state_dir_that_cannot_hold_the_table_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "file" / "limits.bin"
+    with pytest.raises(ConfigError) as refused:
+        CounterTable.open(path)
+    assert (refused.value.message, refused.value.exit_code) == (
+        f"{path}: server.state_dir: cannot open the limits table: {path.parent}: File exists",
+        2,
+    )

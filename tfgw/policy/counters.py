@@ -3,7 +3,10 @@
 `tfgw serve` opens the table in the parent before it forks its workers, so they all map the same
 pages (`mmap`, MAP_SHARED, file-backed: a process that opens the file later, `tfgw keys list` or a
 second gateway, sees the same pages too). What the counts mean, the rules, is `tfgw.policy.limits`;
-this module is the stored format, the lock and the arithmetic of the window.
+this module is the stored format, the lock and the arithmetic of the window. A request's two
+changes are one hold of the lock each: `take` compares the slot with the key's thresholds and counts
+the request only if it is under all of them (the comparison is here so that no other process can
+count in between), and `settle` puts its real tokens and cost in.
 
 Format, version 1, little-endian (never change what a field of a version means; a new layout is a
 new version, and a reader of another version starts a fresh table):
@@ -38,7 +41,8 @@ machine, uncontended lock and unlock: `multiprocessing.Lock` 0.06-0.1 us, `flock
 a semaphore would stop every other worker for good; a second `tfgw serve` on the same state dir and
 `tfgw keys list` can take it too, so two gateways sharing a state dir count together, safely,
 instead of one having to refuse to start; and it needs nothing handed from the parent to the
-workers. Its cost is under a fifth of an admit and settle (`tfgw.policy.limits`).
+workers. Its two locks are about a sixth of what an admit and its settle cost
+(`tfgw.policy.limits`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ import struct
 import weakref
 from pathlib import Path
 from types import TracebackType
+
+from tfgw.errors import ConfigError, TfgwError
 
 __all__ = [
     "CAPACITY",
@@ -91,6 +97,10 @@ _COUNTS_AT, _SPEND_AT = 16, 40  # where COUNTS and SPEND start in a slot
 
 #: (second, requests, tokens, micro-USD spent today, this month): a slot as `advance` reads it
 Counts = tuple[int, int, int, int, int]
+#: what `take` compares with: (rpm, tpm, micro-USD a day, a month)
+Thresholds = tuple[int, int, int, int]
+#: what `take` returns: the slot's offset, its counts, whether the request was counted
+Taken = tuple[int, Counts, bool]
 
 
 def table_path(state_dir: Path) -> Path:
@@ -105,8 +115,9 @@ def key_id(name: str) -> bytes:
 
 
 class CounterTable:
-    """The mapped table. Use it as a context manager (`with table:`) for the lock; every other
-    method expects the lock held. Offsets are a slot's byte offset in the file."""
+    """The mapped table. `take` and `settle`, the two changes a request makes, hold the lock
+    themselves; around every other method, `with table:` takes it. Offsets are a slot's byte
+    offset in the file."""
 
     def __init__(self, path: Path, fd: int, mm: mmap.mmap, *, writable: bool) -> None:
         self.path, self._fd, self.mm, self.writable = path, fd, mm, writable
@@ -119,7 +130,17 @@ class CounterTable:
 
     @classmethod
     def open(cls, path: Path, *, capacity: int = CAPACITY) -> CounterTable:
-        """Open the table for counting, making it (or a fresh one, for a file that is not a table)."""
+        """Open the table for counting, making it (or a fresh one, for a file that is not a table).
+        A state dir that cannot hold it is a `ConfigError` naming `[server] state_dir`."""
+        try:
+            return cls._open(path, capacity)
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename and exc.filename != str(path) else ""
+            message = f"cannot open the limits table: {where}{exc.strerror or exc}"
+            raise ConfigError(str(path), message, key="server.state_dir") from exc
+
+    @classmethod
+    def _open(cls, path: Path, capacity: int) -> CounterTable:
         path.parent.mkdir(parents=True, exist_ok=True)
         size = HEADER_SIZE + capacity * SLOT_SIZE
         for _ in range(8):  # each pass either opens the table or moves a bad file aside
@@ -214,13 +235,13 @@ class CounterTable:
             if found == ident:
                 return offset
             if found == EMPTY:
-                return self._claim(freed if freed is not None else offset, ident) if create else None
+                return self._make(freed if freed is not None else offset, ident) if create else None
             if found == FREED and freed is None:
                 freed = offset
             index = (index + 1) % self.capacity
-        return self._claim(freed, ident) if create and freed is not None else None
+        return self._make(freed, ident) if create and freed is not None else None
 
-    def _claim(self, offset: int, ident: bytes) -> int:
+    def _make(self, offset: int, ident: bytes) -> int:
         self.mm[offset : offset + SLOT_SIZE] = bytes(SLOT_SIZE)
         self.mm[offset : offset + 16] = ident
         return offset
@@ -238,6 +259,90 @@ class CounterTable:
         return freed
 
     # -- counting ----------------------------------------------------------------------------------
+
+    def take(self, name: str, now_s: int, day: int, month: int, tokens: int, limits: Thresholds) -> Taken:
+        """Count a request of `tokens` (estimated) for `name` at `now_s` if its slot is under each
+        of `limits`, in one hold of the lock (the rules of `tfgw.policy.limits`: fewer requests than
+        rpm; no tokens, or tokens plus these within tpm; less spent than each budget). Returns the
+        slot's offset, its counts (after the request if it was counted, as found if not), and
+        whether it was."""
+        fd, mm = self._fd, self.mm
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            offset = self.slot(name) or self.claim(name, now_s, month)
+            counts = self.advance(offset, now_s, day, month)
+            second, requests, in_tokens, day_spent, month_spent = counts
+            rpm, tpm, day_budget, month_budget = limits
+            if (
+                requests >= rpm
+                or (in_tokens > 0 and in_tokens + tokens > tpm)
+                or day_spent >= day_budget
+                or month_spent >= month_budget
+            ):
+                return offset, counts, False
+            bucket = offset + RING + second % WINDOW * BUCKET.size
+            bucket_requests, bucket_tokens = BUCKET.unpack_from(mm, bucket)
+            BUCKET.pack_into(mm, bucket, bucket_requests + 1, bucket_tokens + tokens)
+            WINDOW_COUNTS.pack_into(mm, offset + _COUNTS_AT, second, requests + 1, in_tokens + tokens)
+            return offset, (second, requests + 1, in_tokens + tokens, day_spent, month_spent), True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def settle(
+        self,
+        name: str,
+        now_s: int,
+        day: int,
+        month: int,
+        taken: int,
+        estimate: int,
+        tokens: int,
+        micro_usd: int,
+    ) -> Counts:
+        """Settle a request `take` counted in second `taken` with `estimate` tokens: while that
+        second is in the window its estimate becomes `tokens`, after, `tokens` count now; and
+        `micro_usd` is added to `day` and `month`. Returns the counts after."""
+        fd = self._fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            offset = self.slot(name) or self.claim(name, now_s, month)
+            counts = self.advance(offset, now_s, day, month)
+            if counts[0] - WINDOW < taken <= counts[0]:
+                counts = self._add(offset, counts, taken, tokens - estimate)
+            else:
+                counts = self._add(offset, counts, counts[0], tokens)
+            if micro_usd:
+                second, requests, in_tokens, day_spent, month_spent = counts
+                day_spent, month_spent = day_spent + micro_usd, month_spent + micro_usd
+                SPEND.pack_into(self.mm, offset + _SPEND_AT, day, day_spent, month, month_spent)
+                counts = second, requests, in_tokens, day_spent, month_spent
+            return counts
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _add(self, offset: int, counts: Counts, second: int, tokens: int) -> Counts:
+        """Add tokens to the bucket of `second` (in the window `counts` were read from); a bucket
+        never goes below zero."""
+        bucket = offset + RING + second % WINDOW * BUCKET.size
+        requests, old = BUCKET.unpack_from(self.mm, bucket)
+        new = old + tokens if old + tokens > 0 else 0
+        BUCKET.pack_into(self.mm, bucket, requests, new)
+        newest, in_requests, in_tokens, day_spent, month_spent = counts
+        in_tokens += new - old
+        WINDOW_COUNTS.pack_into(self.mm, offset + _COUNTS_AT, newest, in_requests, in_tokens)
+        return newest, in_requests, in_tokens, day_spent, month_spent
+
+    def claim(self, name: str, now_s: int, month: int) -> int:
+        """`name`'s slot, made room for by `reclaim` if the table is full (the lock held); raises
+        when no slot can be freed."""
+        offset = self.slot(name)
+        if offset is None:
+            self.reclaim(now_s, month)
+            offset = self.slot(name)
+        if offset is None:
+            busy = f"{self.capacity} keys counting this minute or this month"
+            raise TfgwError(f"{self.path}: the limits table is full ({busy})")
+        return offset
 
     def advance(self, offset: int, now_s: int, day: int, month: int) -> Counts:
         """Move the slot's window to `now_s`, emptying the buckets that left it, and read it: the
@@ -273,28 +378,6 @@ class CounterTable:
                 requests, tokens = requests - gone_requests, tokens - gone_tokens
                 BUCKET.pack_into(self.mm, bucket, 0, 0)
         return max(requests, 0), max(tokens, 0)
-
-    def count(self, offset: int, counts: Counts, second: int, requests: int, tokens: int) -> tuple[int, int]:
-        """Add requests and tokens to the bucket of `second`, in the window `advance` just read as
-        `counts` (a bucket never goes below zero); returns the window's (requests, tokens) after."""
-        mm = self.mm
-        bucket = offset + RING + second % WINDOW * BUCKET.size
-        old_requests, old_tokens = BUCKET.unpack_from(mm, bucket)
-        new_requests, new_tokens = old_requests + requests, old_tokens + tokens
-        if new_requests < 0 or new_tokens < 0:
-            new_requests, new_tokens = max(new_requests, 0), max(new_tokens, 0)
-        BUCKET.pack_into(mm, bucket, new_requests, new_tokens)
-        in_requests = counts[1] + new_requests - old_requests
-        in_tokens = counts[2] + new_tokens - old_tokens
-        WINDOW_COUNTS.pack_into(mm, offset + _COUNTS_AT, counts[0], in_requests, in_tokens)
-        return in_requests, in_tokens
-
-    def spend(self, offset: int, counts: Counts, day: int, month: int, micro_usd: int) -> tuple[int, int]:
-        """Add micro-USD to `day` and `month` (`counts`: what `advance` just read); returns the
-        spend of both after."""
-        day_spent, month_spent = counts[3] + micro_usd, counts[4] + micro_usd
-        SPEND.pack_into(self.mm, offset + _SPEND_AT, day, day_spent, month, month_spent)
-        return day_spent, month_spent
 
     def expiry(self, offset: int, second: int, amount: int, column: int) -> int:
         """The Unix second at which `amount` requests (`column` 0) or tokens (1) will have left the
