@@ -165,7 +165,7 @@ def test_a_file_that_is_not_a_table_is_moved_aside_and_a_fresh_one_made(
         assert CounterTable.open_existing(path) is None
         table = CounterTable.open(path, capacity=4)
     assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: {problem}; counting from zero",
+        f"{path}: {problem}; read as zeros",
         f"{path}: {problem}; moved it to limits.bin.bad and started a fresh table",
     ]
     assert path.with_name("limits.bin.bad").read_bytes() == content

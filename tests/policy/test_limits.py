@@ -232,6 +232,7 @@ def test_day_and_month_reset_at_midnight_utc_on_the_31st(
     clock.now += 1
     assert outcomes(limits, ci, 1) == ["ok"]
     assert limits.usage("ci") == Usage(requests=2)
+    limits.close()
 
 
 def test_the_month_budget_holds_past_the_day(path: Path) -> None:
@@ -248,6 +249,7 @@ def test_the_month_budget_holds_past_the_day(path: Path) -> None:
         86_400,
     )
     assert limits.usage("ci") == Usage(requests=1, spent_usd_day=0.0, spent_usd_month=1.0)
+    limits.close()
 
 
 # -- restarts, reloads, the file --------------------------------------------------------------------
@@ -299,6 +301,7 @@ def test_a_corrupt_or_foreign_file_starts_a_fresh_table_and_says_so(
     ]
     if content:
         assert path.with_name("limits.bin.bad").read_bytes() == content
+    limits.close()
 
 
 def test_a_full_table_frees_the_idle_slots(path: Path) -> None:
@@ -314,6 +317,7 @@ def test_a_full_table_frees_the_idle_slots(path: Path) -> None:
     limits.reload([key("c")])
     assert outcomes(limits, key("c", rpm=1), 1) == ["ok"]
     assert [limits.usage(n) for n in "abc"] == [Usage(), Usage(), Usage(requests=1)]
+    limits.close()
 
 
 def test_read_usage_reads_what_the_gateway_counted_without_making_a_file(

@@ -176,7 +176,7 @@ class CounterTable:
             if os.fstat(fd).st_size == 0:
                 return None  # being made
             if (problem := _problem(fd)) is not None:
-                log.warning("%s: %s; counting from zero", path, problem)
+                log.warning("%s: %s; read as zeros", path, problem)
                 return None
             mm = mmap.mmap(fd, os.fstat(fd).st_size, mmap.MAP_SHARED, mmap.PROT_READ)
             fcntl.flock(fd, fcntl.LOCK_UN)
