@@ -16,7 +16,9 @@ import orjson
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "ConfigError",
+    "GuardrailError",
     "ModelNotFoundError",
     "NotFoundError",
     "PayloadTooLargeError",

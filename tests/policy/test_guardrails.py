@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tfgw.config import GuardrailSettings
 from tfgw.errors import GuardrailError
@@ -14,12 +16,6 @@ from tfgw.formats.messages import MessageEvents
 from tfgw.formats.responses import ResponseEvents
 from tfgw.policy import texts
 from tfgw.policy.guardrails import HOLD_BACK, Guardrails, Rule, RuleSet, Verdict
-
-try:
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-except ImportError:  # pragma: no cover - hypothesis is in the test extras
-    given = None
 
 
 def rule(
@@ -463,24 +459,22 @@ def test_stream_every_split_in_three_equals_the_one_shot_redaction(fmt: str) -> 
         assert streamed_text(fmt, run(guard, FRAMES[fmt](pieces))) == expected, pieces
 
 
-if given is not None:
-
-    @settings(max_examples=200, deadline=None)
-    @given(
-        before=st.text(alphabet="ab .,@-+0123456789xyz\n", max_size=40),
-        after=st.text(alphabet="ab .,@-+0123456789xyz\n", max_size=40),
-        cuts=st.lists(st.integers(min_value=0, max_value=120), max_size=8),
-        fmt=st.sampled_from(list(FRAMES)),
-    )
-    def test_stream_property_any_split_equals_the_one_shot_redaction(
-        before: str, after: str, cuts: list[int], fmt: str
-    ) -> None:
-        text = f"{before} mail jane.doe@example.com {after}"
-        points = sorted({c for c in cuts if 0 < c < len(text)})
-        pieces = [text[a:b] for a, b in zip((0, *points), (*points, len(text)), strict=True)]
-        guard = rules(PII, rule("keywords", "mail", name="kw")).stream(fmt)
-        assert guard is not None
-        one_shot = rules(PII, rule("keywords", "mail", name="kw")).check_output(
-            "chat", {"choices": [{"message": {"content": text}}]}
-        )[0]["choices"][0]["message"]["content"]
-        assert streamed_text(fmt, run(guard, FRAMES[fmt](pieces))) == one_shot
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.text(alphabet="ab .,@-+0123456789xyz\n", max_size=40),
+    after=st.text(alphabet="ab .,@-+0123456789xyz\n", max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=120), max_size=8),
+    fmt=st.sampled_from(list(FRAMES)),
+)
+def test_stream_property_any_split_equals_the_one_shot_redaction(
+    before: str, after: str, cuts: list[int], fmt: str
+) -> None:
+    text = f"{before} mail jane.doe@example.com {after}"
+    points = sorted({c for c in cuts if 0 < c < len(text)})
+    pieces = [text[a:b] for a, b in zip((0, *points), (*points, len(text)), strict=True)]
+    guard = rules(PII, rule("keywords", "mail", name="kw")).stream(fmt)
+    assert guard is not None
+    one_shot = rules(PII, rule("keywords", "mail", name="kw")).check_output(
+        "chat", {"choices": [{"message": {"content": text}}]}
+    )[0]["choices"][0]["message"]["content"]
+    assert streamed_text(fmt, run(guard, FRAMES[fmt](pieces))) == one_shot

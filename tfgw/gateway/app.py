@@ -32,23 +32,26 @@ from tfgw.config import Settings
 from tfgw.errors import BadRequestError, TfgwError
 from tfgw.formats.messages import ERROR_TYPES as ANTHROPIC_ERROR_TYPES
 from tfgw.gateway import messages, responses
+from tfgw.gateway.auth import limited
 from tfgw.gateway.live import POLL_S, ConfigWatcher, Runtime, restart_only
+from tfgw.gateway.policy import admit_and_guard
 from tfgw.gateway.stages import (
     ANTHROPIC,
+    EMBEDDINGS,
     JSON,
     OPENAI,
     Wire,
     answer,
     authenticate,
-    call_provider,
     client_headers,
     request_body,
     request_span,
     resolve,
-    respond,
     too_large,
-    total_tokens,
 )
+from tfgw.policy.cache import ResponseCache
+from tfgw.policy.counters import table_path
+from tfgw.policy.limits import Limits
 from tfgw.providers import Provider, Stream, create_session
 from tfgw.providers.base import Call, Reply
 from tfgw.tracing import semconv as sc
@@ -77,6 +80,8 @@ class GatewayState:
     #: reloads the config when its file changes or on SIGHUP (`tfgw serve` with a config file)
     watcher: ConfigWatcher | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    cache: ResponseCache | None = None
+    limits: Limits | None = None
 
     @property
     def settings(self) -> Settings:
@@ -84,7 +89,8 @@ class GatewayState:
 
     async def start(self) -> None:
         self.session = create_session()
-        self.runtime = Runtime.build(self.initial, self.session)
+        self.cache = ResponseCache(self.initial.server.cache_max_bytes)
+        self.runtime = Runtime.build(self.initial, self.session, self.cache, self._limits(self.initial))
         if self.settings.tracing.enabled:
             self.trace_log = TraceLog(self.settings.tracing, targets=self.exports.targets)
             self.trace_log.start()
@@ -99,6 +105,8 @@ class GatewayState:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.limits is not None:
+            self.limits.close()
         if self.session is not None:
             await self.session.close()
         if self.trace_log is not None:
@@ -112,9 +120,20 @@ class GatewayState:
                 "config reloaded; %s changed and take effect only after a restart", ", ".join(changed)
             )
         settings = replace(settings, server=old.server, tracing=old.tracing, otel_targets=old.otel_targets)
-        assert self.session is not None, "reloads start with serving"
-        self.runtime = Runtime.build(settings, self.session, self.runtime)
+        assert self.session is not None and self.cache is not None, "reloads start with serving"
+        self.cache.clear()  # an answer cached under the old config may not be the new one's
+        limits = self._limits(settings)
+        self.runtime = Runtime.build(settings, self.session, self.cache, limits, self.runtime)
         log.info("config reloaded from %s", settings.path)
+
+    def _limits(self, settings: Settings) -> Limits | None:
+        """The shared limits table with `settings`' keys, opened when a key first has a limit."""
+        if self.limits is not None:
+            self.limits.reload(settings.keys)
+        elif any(limited(key) for key in settings.keys):
+            state = settings.tracing.state_path(settings.server.state_dir)
+            self.limits = Limits(settings.keys, table_path(state))
+        return self.limits
 
     def begin(self, name: str) -> tuple[Runtime, RequestTrace]:
         """The runtime the request being handled keeps to its end, and its trace, with the
@@ -247,8 +266,9 @@ def _openai_routes(app: Quart, state: GatewayState) -> None:
             body = await request_body(rt, trace)
             if not isinstance(body.get("messages"), list) or not body["messages"]:
                 raise BadRequestError("'messages' must be a non-empty array", param="messages")
+            body, account = admit_and_guard(rt, trace, key, "chat", body)
             attempts = resolve(rt, trace, body)
-            return await answer(rt, trace, key, attempts, body, _CHAT)
+            return await answer(rt, trace, key, attempts, body, _CHAT, account=account)
 
     @app.post("/v1/embeddings")
     async def embeddings() -> Response:
@@ -258,10 +278,9 @@ def _openai_routes(app: Quart, state: GatewayState) -> None:
             body = await request_body(rt, trace)
             if "input" not in body:
                 raise BadRequestError("'input' is required", param="input")
+            body, account = admit_and_guard(rt, trace, key, "embeddings", body)
             attempts = resolve(rt, trace, body)
-            span, reply = await call_provider(rt, trace, attempts, body, "embeddings", _embed)
-            rt.keys.spend_tokens(key, total_tokens(reply.data.get("usage")))
-            return respond(trace, span, reply)
+            return await answer(rt, trace, key, attempts, body, _EMBED, wire=EMBEDDINGS, account=account)
 
 
 class _Chat:
@@ -277,5 +296,14 @@ class _Chat:
 _CHAT = _Chat()
 
 
-async def _embed(provider: Provider, call: Call) -> Reply:
-    return await provider.embeddings(call)
+class _Embed:
+    """Embeddings: a whole answer, never a stream (`answer` streams only a body that asks)."""
+
+    async def create(self, provider: Provider, call: Call) -> Reply:
+        return await provider.embeddings(call)
+
+    async def open_stream(self, provider: Provider, call: Call) -> Stream:
+        raise BadRequestError("embeddings cannot be streamed", param="stream")
+
+
+_EMBED = _Embed()

@@ -22,8 +22,11 @@ import aiohttp
 
 from tfgw.config import Settings, load
 from tfgw.errors import ConfigError
-from tfgw.gateway.auth import KeyRing
+from tfgw.gateway.auth import KeyRing, limited
 from tfgw.gateway.routing import Router
+from tfgw.policy.cache import ResponseCache
+from tfgw.policy.guardrails import Guardrails
+from tfgw.policy.limits import Limits
 from tfgw.providers import Provider, build_providers
 
 __all__ = ["POLL_S", "ConfigWatcher", "Runtime", "restart_only"]
@@ -44,10 +47,22 @@ class Runtime:
     keys: KeyRing
     providers: Mapping[str, Provider]
     router: Router
+    guardrails: Guardrails
+    #: the worker's response cache, one for every config (a reload empties it)
+    cache: ResponseCache
+    #: the limits and budgets every worker counts together (None while no key has any)
+    limits: Limits | None
+    #: the names of the keys that have a limit or a budget
+    limited: frozenset[str]
 
     @classmethod
     def build(
-        cls, settings: Settings, session: aiohttp.ClientSession, previous: Runtime | None = None
+        cls,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        cache: ResponseCache,
+        limits: Limits | None,
+        previous: Runtime | None = None,
     ) -> Runtime:
         """The runtime of `settings`, its providers calling through `session`; what the `previous`
         config's router learnt of the targets both name is kept (their health and latency)."""
@@ -58,7 +73,9 @@ class Runtime:
         )
         if previous is not None:
             router.inherit(previous.router)
-        return cls(settings, KeyRing(settings.keys), providers, router)
+        guardrails = Guardrails(settings.guardrails)
+        counted = frozenset(key.name for key in settings.keys if limited(key))
+        return cls(settings, KeyRing(settings.keys), providers, router, guardrails, cache, limits, counted)
 
 
 def restart_only(old: Settings, new: Settings) -> list[str]:

@@ -18,6 +18,7 @@ from quart import Quart, Response
 from tfgw.errors import BadRequestError
 from tfgw.formats import messages as translate
 from tfgw.formats.messages import MessagesStream
+from tfgw.gateway.policy import admit_and_guard
 from tfgw.gateway.stages import (
     ANTHROPIC,
     JSON,
@@ -49,11 +50,20 @@ def routes(app: Quart, state: GatewayState) -> None:
         rt, trace = state.begin(f"POST {PREFIX}")
         with request_span(trace):
             key = authenticate(rt, trace)
-            body = await request_body(rt, trace)
+            body, account = admit_and_guard(rt, trace, key, "messages", await request_body(rt, trace))
             chat = _Messages(body, translate.to_chat_request)
             attempts = resolve(rt, trace, body)
             return await answer(
-                rt, trace, key, attempts, body, chat, wire=ANTHROPIC, view=chat.view, headers=_passed_on()
+                rt,
+                trace,
+                key,
+                attempts,
+                body,
+                chat,
+                wire=ANTHROPIC,
+                view=chat.view,
+                headers=_passed_on(),
+                account=account,
             )
 
     @app.post(f"{PREFIX}/count_tokens")

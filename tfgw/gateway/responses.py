@@ -15,6 +15,7 @@ import orjson
 from quart import Quart, Response
 
 from tfgw.formats import responses as translate
+from tfgw.gateway.policy import admit_and_guard
 from tfgw.gateway.stages import (
     RESPONSES,
     ChatForm,
@@ -40,10 +41,12 @@ def routes(app: Quart, state: GatewayState) -> None:
         rt, trace = state.begin(f"POST {PATH}")
         with request_span(trace):
             key = authenticate(rt, trace)
-            body = await request_body(rt, trace)
+            body, account = admit_and_guard(rt, trace, key, "responses", await request_body(rt, trace))
             chat = _Responses(body, translate.to_chat_request)
             attempts = resolve(rt, trace, body)
-            return await answer(rt, trace, key, attempts, body, chat, wire=RESPONSES, view=chat.view)
+            return await answer(
+                rt, trace, key, attempts, body, chat, wire=RESPONSES, view=chat.view, account=account
+            )
 
 
 class _Responses(ChatForm):

@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from tfgw.config import KeySettings, Settings
 from tfgw.errors import BadRequestError, PayloadTooLargeError, ProviderError, TfgwError
 from tfgw.formats import messages as messages_format
+from tfgw.gateway.policy import Account, Answering, StreamPolicy
 from tfgw.gateway.routing import Attempt, Try, plan_attributes
 from tfgw.providers import Provider, Stream
 from tfgw.providers.base import NO_HEADERS, Call, Reply
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANTHROPIC",
+    "EMBEDDINGS",
     "OPENAI",
     "RESPONSES",
     "SSE_HEADERS",
@@ -66,6 +68,8 @@ class Wire:
 
     error_body: Callable[[TfgwError], bytes]
     stream_error: Callable[[TfgwError], bytes]
+    #: the API's name where policy reads bodies and answers: chat | messages | responses
+    api: str
 
 
 def _openai_error(exc: TfgwError) -> bytes:
@@ -83,10 +87,11 @@ def _responses_stream_error(exc: TfgwError) -> bytes:
     return b"event: error\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-OPENAI = Wire(_openai_error, _openai_stream_error)
+OPENAI = Wire(_openai_error, _openai_stream_error, "chat")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-RESPONSES = Wire(_openai_error, _responses_stream_error)
-ANTHROPIC = Wire(messages_format.error_body, messages_format.error_event)
+RESPONSES = Wire(_openai_error, _responses_stream_error, "responses")
+ANTHROPIC = Wire(messages_format.error_body, messages_format.error_event, "messages")
+EMBEDDINGS = Wire(_openai_error, _openai_stream_error, "embeddings")
 
 
 class request_span:
@@ -225,17 +230,18 @@ def respond(trace: RequestTrace, span: Span, reply: Reply) -> Response:
 
 
 async def relay(
-    rt: Runtime,
     trace: RequestTrace,
     llm: Span,
     stream: Stream,
-    key: KeySettings | None,
     wire: Wire = OPENAI,
+    policy: StreamPolicy | None = None,
+    account: Account | None = None,
 ) -> AsyncIterator[bytes]:
     """Send the provider's frames on as they come, what arrived together in one write, folding
     their chunks into the LLM span; time to first token is taken when the first event goes out. A
     failure after the first byte ends the stream with the `wire`'s error event. A client that goes
-    away closes the upstream and still leaves a finished trace."""
+    away closes the upstream and still leaves a finished trace. `policy`: the output guardrails and
+    the cache recording the frames go through; `account`: settled with the stream's usage."""
     assert llm.llm is not None
     call = llm.llm
     fold = StreamFold()
@@ -244,11 +250,13 @@ async def relay(
     root = trace.root
     root.attributes[sc.HTTP_STATUS] = 200
     root.attributes[sc.OVERHEAD_MS] = trace.overhead_ms()
-    first = True
+    first, ok = True, False
     try:
         async for frames, chunks in stream:
             for chunk in chunks:
                 fold.add(chunk)
+            if policy is not None:
+                frames = policy.frames(frames)
             if not frames:
                 continue
             if first and chunks:  # the first event, not a keep-alive comment before it
@@ -257,7 +265,9 @@ async def relay(
                 llm.events.append(Event(sc.FIRST_TOKEN_EVENT, now))
                 span.attributes[sc.STREAM_TTFT] = (now - root.start) / 1e6
             yield frames
-        span.attributes[sc.STREAM_CANCELLED] = False
+        if policy is not None and (rest := policy.flush()):
+            yield rest
+        span.attributes[sc.STREAM_CANCELLED], ok = False, True
     except TfgwError as exc:
         for failed in (span, llm, root):
             failed.fail(exc)
@@ -271,7 +281,10 @@ async def relay(
         raise
     finally:
         span.attributes[sc.STREAM_CHUNKS] = fold.chunks
-        rt.keys.spend_tokens(key, total_tokens(fold.usage))
+        if policy is not None:
+            policy.ended(llm, fold, ok)
+        if account is not None:
+            account.settle(fold.usage, call.price)
         try:
             await stream.aclose()
         finally:
@@ -296,20 +309,101 @@ async def answer(
     wire: Wire = OPENAI,
     view: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] = NO_HEADERS,
+    account: Account | None = None,
 ) -> Response:
-    """The end of every chat-like route: call the provider, then relay its stream as it comes or
-    send its whole answer, counting the key's tokens (`call_provider` for `view` and `headers`)."""
+    """The end of every chat-like route: answer from the cache, or call the provider, then relay
+    its stream as it comes or send its whole answer, through the output guardrails, settling the
+    key's `account` (`call_provider` for `view` and `headers`)."""
+    try:
+        return await _answer(rt, trace, key, attempts, body, sends, wire, view, headers, account)
+    except BaseException:
+        if account is not None:
+            account.settle()  # failed: no tokens, no cost
+        raise
+
+
+async def _answer(
+    rt: Runtime,
+    trace: RequestTrace,
+    key: KeySettings | None,
+    attempts: list[Attempt],
+    body: dict[str, Any],
+    sends: Sends,
+    wire: Wire,
+    view: Mapping[str, Any] | None,
+    headers: Mapping[str, str],
+    account: Account | None,
+) -> Response:
+    operation = "embeddings" if wire is EMBEDDINGS else "chat"
+    policy = Answering.of(rt, trace, wire.api, body, key, client_headers())
+    if policy is not None and policy.hit is not None:
+        if account is not None:
+            account.settle()  # a request all the same: no tokens, no cost
+        return from_cache(
+            rt, trace, policy, operation, body if view is None else view, bool(body.get("stream"))
+        )
     if body.get("stream"):
         span, stream = await call_provider(
-            rt, trace, attempts, body, "chat", sends.open_stream, view=view, headers=headers
+            rt, trace, attempts, body, operation, sends.open_stream, view=view, headers=headers
         )
-        frames = relay(rt, trace, span, stream, key, wire)
+        guard = policy.stream_guard() if policy is not None else None
+        frames = relay(trace, span, stream, wire, guard, account)
         return Response(frames, content_type="text/event-stream", headers=SSE_HEADERS)
     span, reply = await call_provider(
-        rt, trace, attempts, body, "chat", sends.create, view=view, headers=headers
+        rt, trace, attempts, body, operation, sends.create, view=view, headers=headers
     )
-    rt.keys.spend_tokens(key, total_tokens(reply.data.get("usage")))
+    if account is not None:
+        account.settle(reply.data.get("usage"), span.llm.price if span.llm is not None else None)
+    if policy is not None:
+        try:
+            reply = policy.answer(span, reply)
+        finally:
+            span.close()
     return respond(trace, span, reply)
+
+
+def from_cache(
+    rt: Runtime,
+    trace: RequestTrace,
+    policy: Answering,
+    operation: str,
+    request: Mapping[str, Any],
+    stream: bool,
+) -> Response:
+    """A request answered again from the cache: an LLM span for the answer (`tfgw.cache.hit`, no
+    tokens, no cost), the answer's bytes as they were first sent, a stream as a stream."""
+    hit = policy.hit
+    assert hit is not None
+    provider = rt.providers.get(hit.provider)
+    alias = rt.settings.models.get(request.get("model"))  # type: ignore[arg-type]
+    span = trace.llm(
+        LlmCall(
+            operation=operation,
+            provider=hit.provider,
+            provider_kind=provider.settings.kind if provider is not None else "cache",
+            base_url=provider.settings.base_url if provider is not None else "",
+            model=hit.model,
+            alias=alias.name if alias is not None else None,
+            attempt=1,
+            request=request,
+            price=alias.price if alias is not None else None,
+            stream=stream,
+        )
+    )
+    span.attributes[sc.CACHE_HIT] = True
+    span.attributes[sc.CACHE_AGE] = round(time.time() - hit.stored_at, 3)
+    if not stream:
+        return respond(trace, span, Reply(hit.body, policy.cached_view()))
+    assert span.llm is not None
+    span.llm.response = policy.cached_view()
+    trace.root.attributes[sc.HTTP_STATUS] = 200
+    trace.root.attributes[sc.OVERHEAD_MS] = trace.overhead_ms()
+
+    def done() -> None:
+        span.close()
+        trace.finish()
+
+    return Response(policy.replay(done), content_type="text/event-stream", headers=SSE_HEADERS)
 
 
 class ChatForm:

@@ -118,6 +118,8 @@ class Cached:
     model: str
     provider: str
     stored_at: float
+    #: the answer's chat-completions view, for the span of a hit (its output; usage zeroed there)
+    view: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +242,7 @@ class StreamRecorder:
         provider: str,
         content_type: str = "text/event-stream",
         stored_at: float | None = None,
+        view: Mapping[str, Any] | None = None,
     ) -> Cached | None:
         """The stream as one `Cached` (`stored_at` defaults to now), or None if it overflowed."""
         if self.overflowed:
@@ -252,6 +255,7 @@ class StreamRecorder:
             model=model,
             provider=provider,
             stored_at=time.time() if stored_at is None else stored_at,
+            view=view,
         )
 
 

@@ -94,3 +94,23 @@ ROUTE_CANDIDATES = "tfgw.route.candidates"
 ROUTE_SKIPPED = "tfgw.route.skipped"
 ROUTE_FALLBACK_SOURCES = "tfgw.route.fallback_sources"
 ROUTE_ALL_UNHEALTHY = "tfgw.route.all_unhealthy"
+
+# -- policy: guardrails and the response cache (tfgw.gateway.policy) ----------------------------
+GUARDRAIL_NAME = "tfgw.guardrail.name"
+GUARDRAIL_STAGE = "tfgw.guardrail.stage"
+GUARDRAIL_ACTION = "tfgw.guardrail.action"
+GUARDRAIL_OUTCOME = "tfgw.guardrail.outcome"
+GUARDRAIL_MATCHES = "tfgw.guardrail.matches"
+GUARDRAIL_PATTERNS = "tfgw.guardrail.patterns"
+CACHE_HIT = "tfgw.cache.hit"
+CACHE_AGE = "tfgw.cache.age_s"
+
+# -- limits and budgets of a key, on `auth` (tfgw.gateway.policy.Account) ------------------------
+LIMIT_RPM = "tfgw.limit.rpm"
+LIMIT_RPM_REMAINING = "tfgw.limit.rpm_remaining"
+LIMIT_TPM = "tfgw.limit.tpm"
+LIMIT_TPM_REMAINING = "tfgw.limit.tpm_remaining"
+BUDGET_DAY = "tfgw.budget.day_usd"
+BUDGET_DAY_REMAINING = "tfgw.budget.day_remaining_usd"
+BUDGET_MONTH = "tfgw.budget.month_usd"
+BUDGET_MONTH_REMAINING = "tfgw.budget.month_remaining_usd"
