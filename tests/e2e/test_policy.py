@@ -30,6 +30,7 @@ EMAIL = "jane.doe@example.com"
 CARD = "4111 1111 1111 1111"  # passes the Luhn check
 LIMITED_KEY = "tfgw-e2e-limited-key-0123456789"
 THRIFTY_KEY = "tfgw-e2e-thrifty-key-0123456789"
+TOKENED_KEY = "tfgw-e2e-tokened-key-0123456789"
 
 
 def policy_config(upstream: str, traces: Path) -> str:
@@ -384,6 +385,11 @@ name = "limited"
 hash = "{hash_key(LIMITED_KEY)}"
 rpm = 20
 
+[[keys]]
+name = "tokened"
+hash = "{hash_key(TOKENED_KEY)}"
+tpm = 30
+
 [providers.up]
 kind = "openai"
 base_url = "{upstream}/v1"
@@ -395,29 +401,62 @@ targets = [{{ provider = "up", model = "gpt-4o-mini" }}]
 """
 
 
-def test_rpm_holds_exactly_across_two_workers_under_50_concurrent_clients(
+def burst(gateway: Gateway, key: str, count: int = 50) -> tuple[list[tuple[int, int]], float]:
+    """`count` concurrent requests of `key`: each one's status and Retry-After (0 if none), and how
+    long the burst took."""
+
+    def one(_: int) -> tuple[int, int]:
+        answer = httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            json={"model": "gpt", "messages": ask("hello there world")},
+            headers={"authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        return answer.status_code, int(answer.headers.get("retry-after") or 0)
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        results = list(pool.map(one, range(count)))
+    return results, time.monotonic() - started
+
+
+def test_rpm_and_tpm_hold_exactly_across_two_workers_under_50_concurrent_clients(
     shared_upstream: FakeUpstream, up: FakeUpstream, tmp_path: Path
 ) -> None:
+    """rpm = 20: exactly 20 of 50 get through. tpm = 30, each request estimated at 4 tokens ("hello
+    there world" at four characters a token) while in flight: exactly 7 get through (7 * 4 = 28;
+    an eighth would make 32), whichever worker each lands on."""
     config = tmp_path / "tfgw.toml"
     config.write_text(limits_config(shared_upstream.url, tmp_path / "traces"))
-    up.delay(0.05)  # every admitted request is in flight while the others are admitted
+    up.delay(1.0)  # every admitted request is still in flight while the others are admitted
     with Gateway(config, "--workers", "2", env=ENV) as gateway:
-
-        def one(_: int) -> tuple[int, str | None]:
-            answer = httpx.post(
-                f"{gateway.url}/v1/chat/completions",
-                json={"model": "gpt", "messages": ask("hi")},
-                headers={"authorization": f"Bearer {LIMITED_KEY}"},
-                timeout=30,
-            )
-            return answer.status_code, answer.headers.get("retry-after")
-
-        started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(50) as pool:
-            results = list(pool.map(one, range(50)))
-        took = time.monotonic() - started
-    assert Counter(status for status, _ in results) == {200: 20, 429: 30}
+        by_rpm, took = burst(gateway, LIMITED_KEY)
+        by_tpm, _ = burst(gateway, TOKENED_KEY)
+    assert Counter(status for status, _ in by_rpm) == {200: 20, 429: 30}
     # the first admitted request leaves the one-minute window 60 s after its second began
-    waits = [int(wait or 0) for status, wait in results if status == 429]
+    waits = [wait for status, wait in by_rpm if status == 429]
     assert all(60 - took - 1 <= wait <= 60 for wait in waits), (waits, took)
-    assert len(up.requests) == 20
+    assert Counter(status for status, _ in by_tpm) == {200: 7, 429: 43}
+    assert all(1 <= wait <= 60 for status, wait in by_tpm if status == 429)
+    assert len(up.requests) == 27
+
+
+def test_input_rules_on_an_anthropic_body_passed_on(
+    gw: Gateway, up: FakeUpstream, policy_traces: TraceFiles
+) -> None:
+    with anthropic.Anthropic(base_url=gw.url, api_key=GATEWAY_KEY, max_retries=0) as claude:
+        raw = claude.messages.with_raw_response.create(
+            model="guarded-claude",
+            max_tokens=64,
+            system=f"The user is {EMAIL}.",
+            messages=[{"role": "user", "content": [{"type": "text", "text": f"write to {EMAIL}"}]}],
+        )
+    assert raw.parse().content[0].text == "echo: write to [REDACTED:email]"  # type: ignore[union-attr]
+    (sent,) = [r.body for r in up.requests]
+    assert sent is not None
+    assert (sent["system"], sent["messages"][0]["content"][0]["text"]) == (
+        "The user is [REDACTED:email].",
+        "write to [REDACTED:email]",
+    )
+    policy_traces.spans(raw.headers["x-tfgw-trace-id"])  # written
+    assert EMAIL.encode() not in policy_traces.everything()

@@ -460,3 +460,16 @@ def test_a_clients_own_provider_model_names_leave_no_state() -> None:
     for _ in range(3):  # a direct name the config gives as a fallback is kept
         run(r, "c/direct", frozenset({"c/direct"}))
     assert r.plan("one").skipped == ("c/direct",)
+
+
+def test_a_reload_keeps_what_the_router_learnt_of_the_targets_both_configs_name() -> None:
+    clock = Clock()
+    old = governed(clock)
+    for _ in range(3):
+        run(old, "prio", A_DOWN)
+    assert old.plan("prio").skipped == ("a/m-a",)
+    new = governed(clock)  # the config again, as a reload builds it
+    new.inherit(old)
+    assert new.plan("prio").skipped == ("a/m-a",)  # still resting
+    fresh = governed(clock)  # a router that did not inherit starts with every target healthy
+    assert fresh.plan("prio").skipped == ()
