@@ -3,7 +3,9 @@
 `wrk` (the Debian package) is used when it is on PATH: a Lua script sets the method, body and
 content type, and `--latency` prints the percentiles that are parsed here. Otherwise a Python
 aiohttp loop with N concurrent workers (one keep-alive connection each) runs for the same duration
-and records every request's latency.
+and records every request's latency. `headers` are sent with every request; with `numbered`, the
+body's one `%s` is each request's own number instead (`<wrk thread>-<serial>`), so no two requests
+of a run are the same (a response cache sees every one as new).
 
 Both are closed-loop generators: a worker sends its next request only when the previous answer
 has arrived, so a stall delays the requests that would have been sent during it and they are never
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import re
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,6 +47,17 @@ LUA_SCRIPT = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = {body}
+"""
+LUA_NUMBERED = """\
+local head, tail, serial, threads = {head}, {tail}, 0, 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+request = function()
+  serial = serial + 1
+  return wrk.format(nil, nil, nil, head .. string.format("%d-%09d", id or 0, serial) .. tail)
+end
 """
 
 UNITS_TO_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -76,13 +91,23 @@ def check_bounds(url: str, concurrency: int, duration: float) -> None:
 
 
 def run_load(
-    url: str, body: bytes, concurrency: int, duration: float, tool: Tool = "auto", threads: int = 1
+    url: str,
+    body: bytes,
+    concurrency: int,
+    duration: float,
+    tool: Tool = "auto",
+    threads: int = 1,
+    headers: Mapping[str, str] | None = None,
+    numbered: bool = False,
 ) -> LoadResult:
     """Load `url` with `concurrency` connections for `duration` seconds and return what was seen."""
     check_bounds(url, concurrency, duration)
+    if numbered and body.count(b"%s") != 1:
+        raise LoadError("a numbered body holds exactly one %s")
+    sent = {"Content-Type": "application/json", **(headers or {})}
     if tool == "wrk" or (tool == "auto" and shutil.which("wrk")):
-        return run_wrk(url, body, concurrency, duration, threads)
-    return run_python(url, body, concurrency, duration)
+        return run_wrk(url, body, concurrency, duration, threads, sent, numbered)
+    return run_python(url, body, concurrency, duration, sent, numbered)
 
 
 # --- wrk -----------------------------------------------------------------------------------------
@@ -93,11 +118,28 @@ def lua_string(data: bytes) -> str:
     return '"' + "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\{b}" for b in data) + '"'
 
 
-def run_wrk(url: str, body: bytes, concurrency: int, duration: float, threads: int) -> LoadResult:
+def lua_script(body: bytes, headers: Mapping[str, str], numbered: bool) -> str:
+    head, _, tail = body.partition(b"%s")
+    script = LUA_SCRIPT.format(body=lua_string(body))
+    script += "".join(
+        f"wrk.headers[{lua_string(k.encode())}] = {lua_string(v.encode())}\n" for k, v in headers.items()
+    )
+    return script + (LUA_NUMBERED.format(head=lua_string(head), tail=lua_string(tail)) if numbered else "")
+
+
+def run_wrk(
+    url: str,
+    body: bytes,
+    concurrency: int,
+    duration: float,
+    threads: int,
+    headers: Mapping[str, str],
+    numbered: bool = False,
+) -> LoadResult:
     threads = max(1, min(threads, concurrency))
     with tempfile.TemporaryDirectory(prefix="tfgw-bench-") as tmp:
         script = Path(tmp) / "post.lua"
-        script.write_text(LUA_SCRIPT.format(body=lua_string(body)))
+        script.write_text(lua_script(body, headers, numbered))
         command = [
             "wrk",
             f"--threads={threads}",
@@ -169,13 +211,17 @@ class Tally:
 
 
 async def worker(
-    session: aiohttp.ClientSession, url: str, body: bytes, deadline: float, tally: Tally
+    session: aiohttp.ClientSession,
+    url: str,
+    bodies: Iterator[bytes],
+    headers: Mapping[str, str],
+    deadline: float,
+    tally: Tally,
 ) -> None:
-    headers = {"Content-Type": "application/json"}
     while time.perf_counter() < deadline and len(tally.latencies) < MAX_PYTHON_SAMPLES:
         start = time.perf_counter()
         try:
-            async with session.post(url, data=body, headers=headers) as resp:
+            async with session.post(url, data=next(bodies), headers=headers) as resp:
                 await resp.read()
                 ok = resp.status < 400
         except (TimeoutError, aiohttp.ClientError):
@@ -186,14 +232,16 @@ async def worker(
             tally.errors += 1
 
 
-async def python_load(url: str, body: bytes, concurrency: int, duration: float) -> tuple[Tally, float]:
+async def python_load(
+    url: str, bodies: Iterator[bytes], headers: Mapping[str, str], concurrency: int, duration: float
+) -> tuple[Tally, float]:
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     tally = Tally(latencies=[])
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as session:
         start = time.perf_counter()
         deadline = start + duration
-        workers = [worker(session, url, body, deadline, tally) for _ in range(concurrency)]
+        workers = [worker(session, url, bodies, headers, deadline, tally) for _ in range(concurrency)]
         await asyncio.wait_for(asyncio.gather(*workers), timeout=duration + REQUEST_TIMEOUT_S + 5)
         elapsed = time.perf_counter() - start
     return tally, elapsed
@@ -207,13 +255,23 @@ def percentile_ms(sorted_seconds: list[float], pct: float) -> float:
     return sorted_seconds[rank - 1] * 1000.0
 
 
-def run_python(url: str, body: bytes, concurrency: int, duration: float) -> LoadResult:
+def run_python(
+    url: str,
+    body: bytes,
+    concurrency: int,
+    duration: float,
+    headers: Mapping[str, str] | None = None,
+    numbered: bool = False,
+) -> LoadResult:
+    head, _, tail = body.partition(b"%s")
+    bodies = (head + b"0-%09d" % n + tail for n in itertools.count(1)) if numbered else itertools.repeat(body)
+    load = python_load(url, bodies, headers or {"Content-Type": "application/json"}, concurrency, duration)
     try:
         import uvloop
 
-        tally, elapsed = uvloop.run(python_load(url, body, concurrency, duration))
+        tally, elapsed = uvloop.run(load)
     except ImportError:
-        tally, elapsed = asyncio.run(python_load(url, body, concurrency, duration))
+        tally, elapsed = asyncio.run(load)
     latencies = sorted(tally.latencies)
     done = len(latencies) + tally.errors
     return LoadResult(

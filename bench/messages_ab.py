@@ -30,12 +30,10 @@ import datetime
 import http.client
 import json
 import math
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import timeit
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -47,6 +45,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fake_upstream
+from callgrind import WARMUP, dumped_instructions, serve_under_callgrind, valgrind_command, zero
 from floor import Endpoint, FloorRun, aggregate, checkout, conditions, ratio, row_value, start_upstream
 from load import MAX_DURATION_S, LoadError, run_load
 from run import (
@@ -61,13 +60,11 @@ from run import (
     cpu_seconds,
     fmt,
     free_port,
-    get_status,
     log_tail,
     machine,
     progress,
     run_command,
     running,
-    start,
     start_gateway,
     tfgw_command,
 )
@@ -241,41 +238,16 @@ def differences(rows: list[dict[str, Any]], events: dict[str, int]) -> list[dict
 
 # --- instructions (--callgrind) ------------------------------------------------------------------
 
-CALLGRIND_READY_S = 300.0  # Python starts ~50 times slower under callgrind
-CALLGRIND_WARMUP = 20
-SUMMARY_RE = re.compile(rb"^summary:\s+(\d+)", re.MULTILINE)
-
 
 def start_callgrind(
     args: argparse.Namespace, directory: Path, upstream: Endpoint, processes: list[Any]
 ) -> Endpoint:
     """`tfgw serve` under `valgrind --tool=callgrind`, its dumps in `directory` (`--tfgw` must name
     the Python process itself: set PYTHONPATH to measure another tree)."""
-    port, log = free_port(), directory / "tfgw-callgrind.log"
-    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={directory / 'callgrind.%p'}"]
-    command += [*tfgw_command(args.tfgw), "serve", "--config", str(write_config(directory, port, upstream))]
-    process = start([*command, "--port", str(port)], log)
-    processes.append(process)
-    deadline = time.monotonic() + CALLGRIND_READY_S
-    while get_status(port, "/healthz") != 200:
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise BenchError(f"tfgw under callgrind did not answer GET /healthz:\n{log_tail(log)}")
-        time.sleep(0.5)
-    return Endpoint(port, process.pid, log)
-
-
-def dumped_instructions(gateway: Endpoint, dump: Path) -> int:
-    """Dump the counts since the last zeroing; their total (`summary:`) once `dump` is complete."""
-    subprocess.run(
-        ["callgrind_control", "--dump", str(gateway.pid)], check=True, capture_output=True, timeout=120
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = dump.read_bytes() if dump.exists() else b""
-        if (match := SUMMARY_RE.search(text)) and b"\ntotals:" in text:  # totals: the last line
-            return int(match.group(1))
-        time.sleep(0.2)
-    raise BenchError(f"callgrind wrote no complete {dump.name} within 60 s")
+    port = free_port()
+    serve = [*tfgw_command(args.tfgw), "serve", "--config", str(write_config(directory, port, upstream))]
+    command = [*valgrind_command(directory), *serve, "--port", str(port)]
+    return serve_under_callgrind(command, port, directory / "tfgw-callgrind.log", processes)
 
 
 def callgrind_rows(gateway: Endpoint, directory: Path, kinds: list[str], count: int) -> list[dict[str, Any]]:
@@ -284,9 +256,8 @@ def callgrind_rows(gateway: Endpoint, directory: Path, kinds: list[str], count: 
     for kind in kinds:
         chat = 0.0
         for path in PATHS:
-            probe(gateway.port, path, kind == "stream", CALLGRIND_WARMUP)
-            zero = ["callgrind_control", "--zero", str(gateway.pid)]
-            subprocess.run(zero, check=True, capture_output=True, timeout=120)
+            probe(gateway.port, path, kind == "stream", WARMUP)
+            zero(gateway)
             probe(gateway.port, path, kind == "stream", count)
             dump = directory / f"callgrind.{gateway.pid}.{len(rows) + 1}"
             per_request = dumped_instructions(gateway, dump) / count
