@@ -25,7 +25,10 @@ Row keys (absent values are None, never 0):
 | `tokens_in`, `tokens_out` | summed over LLM/EMBEDDING spans that report them |
 | `cost` | USD summed over LLM spans (`llm.cost.total`) |
 | `stream` | bool |
-| `attempts` | number of LLM/EMBEDDING spans (provider attempts) |
+| `attempts` | number of LLM/EMBEDDING spans (provider attempts: more than one is a retry or a |
+|  | fallback) |
+| `finish_reason` | why the answer ended (`llm.finish_reason`, else the first of |
+|  | `gen_ai.response.finish_reasons`) on the attempt that answered: `stop`, `length`, ... |
 | `spans` | number of spans |
 | `project` | `openinference.project.name` of the resource |
 """
@@ -92,6 +95,7 @@ def summarize_decoded(
         "cost": totals.cost,
         "stream": totals.stream,
         "attempts": totals.attempts,
+        "finish_reason": totals.finish_reason,
         "spans": len(spans),
         "project": project,
     }
@@ -112,6 +116,7 @@ class _Totals:
     cost: Any = None
     stream: bool = False
     attempts: int = 0
+    finish_reason: Any = None
 
     def add(self, span: Mapping[str, Any], a: Mapping[str, Any]) -> None:
         failed = (span.get("status") or {}).get("code") == otlp.STATUS_ERROR
@@ -137,6 +142,7 @@ class _Totals:
             )
             response_model = a.get(semconv.GEN_RESPONSE_MODEL) or a.get(semconv.LLM_MODEL)
             self.response_model = response_model or a.get(semconv.EMBEDDING_MODEL)
+            self.finish_reason = a.get(semconv.LLM_FINISH) or _first(a.get(semconv.GEN_FINISH_REASONS))
         elif self.provider is None:
             self.provider = a.get(semconv.ROUTE_PROVIDER) or a.get(semconv.GEN_PROVIDER)
         self.tokens_in = _add(self.tokens_in, a.get(semconv.TOKENS_PROMPT, a.get(semconv.GEN_INPUT_TOKENS)))
@@ -144,6 +150,10 @@ class _Totals:
             self.tokens_out, a.get(semconv.TOKENS_COMPLETION, a.get(semconv.GEN_OUTPUT_TOKENS))
         )
         self.cost = _add(self.cost, a.get(semconv.COST_TOTAL))
+
+
+def _first(values: Any) -> Any:
+    return values[0] if isinstance(values, list | tuple) and values else None
 
 
 def _add(total: Any, value: Any) -> Any:
