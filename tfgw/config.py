@@ -47,7 +47,10 @@ __all__ = [
     "parse",
 ]
 
-PROVIDER_KINDS = ("openai", "azure", "anthropic", "mock")
+PROVIDER_KINDS = ("openai", "azure", "anthropic", "mock", "recorded")
+#: what a `recorded` provider does with a request it has no recording of: "error", or "forward:NAME"
+ON_MISS = re.compile(r"error|forward:(?P<provider>.+)")
+PACES = ("none", "recorded")
 STRATEGIES = ("weighted", "priority", "latency")
 OTEL_KINDS = ("arize", "middleware", "otlp")
 OTEL_PROTOCOLS = ("grpc", "http/protobuf", "http/json")
@@ -106,6 +109,11 @@ class ProviderSettings:
     #: the provider serves the Responses API itself (`{base_url}/responses`, `openai` only):
     #: `/v1/responses` is passed on as it is instead of translated to chat completions
     responses: bool = False
+    #: `recorded` only: the trace files and directories answered from (absolute, or relative to
+    #: the working directory), what a request with no recording gets, and the pace of answers
+    traces: tuple[str, ...] = ()
+    on_miss: str = "error"
+    pace: str = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +224,10 @@ DEFAULT_BASE_URLS = {
     "openai": OPENAI_API,
     "anthropic": "https://api.anthropic.com",
     "mock": "mock://",
+    "recorded": "",
 }
+#: the keys only a `recorded` provider has, and the only ones it has besides `kind`
+RECORDED_KEYS = ("traces", "on_miss", "pace")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -351,10 +362,16 @@ class _Validator(PolicyChecks):
         ).items():
             path = ("providers", name)
             allowed = ("kind", "base_url", "api_key", "api_version", "headers", "stream_usage", "responses")
-            t = self.table(item, path, allowed)
+            t = self.table(item, path, (*allowed, *RECORDED_KEYS))
             kind = self.choice(t, path, "kind", PROVIDER_KINDS, None)
             if kind is None:
                 raise self.fail((*path, "kind"), f"is required (one of {', '.join(PROVIDER_KINDS)})")
+            if kind == "recorded":
+                providers[name] = self._recorded(t, path)
+                continue
+            for key in RECORDED_KEYS:
+                if key in t:
+                    raise self.fail((*path, key), f"is only for kind 'recorded', not {kind!r}")
             base_url = self.value(t, path, "base_url", str, DEFAULT_BASE_URLS.get(kind))
             if base_url is None:
                 raise self.fail((*path, "base_url"), f"is required for kind {kind!r}")
@@ -373,7 +390,43 @@ class _Validator(PolicyChecks):
                 stream_usage=self.value(t, path, "stream_usage", bool, True),
                 responses=self._responses(t, path, kind, base_url),
             )
+        self._forwards(providers)
         return MappingProxyType(providers)
+
+    def _recorded(self, t: dict[str, Any], path: KeyPath) -> ProviderSettings:
+        """A `recorded` provider: `kind`, `traces` (relative to the config file's directory),
+        `on_miss` and `pace`, nothing else."""
+        for key in t:
+            if key not in ("kind", *RECORDED_KEYS):
+                raise self.fail((*path, key), "is not used by kind 'recorded' (it has traces, on_miss, pace)")
+        traces = self.str_list(t, path, "traces")
+        if not traces:
+            raise self.fail((*path, "traces"), "is required for kind 'recorded' (trace files or directories)")
+        here = Path(self.file).parent
+        on_miss = self.value(t, path, "on_miss", str, "error")
+        if ON_MISS.fullmatch(on_miss) is None:
+            raise self.fail((*path, "on_miss"), f"must be 'error' or 'forward:<provider>', got {on_miss!r}")
+        return ProviderSettings(
+            name=str(path[-1]),
+            kind="recorded",
+            base_url="",
+            traces=tuple(str(here / Path(p).expanduser()) for p in traces),
+            on_miss=on_miss,
+            pace=self.choice(t, path, "pace", PACES, "none") or "none",
+        )
+
+    def _forwards(self, providers: Mapping[str, ProviderSettings]) -> None:
+        """Every `on_miss = "forward:NAME"` names another provider, one that is not `recorded`."""
+        for name, ps in providers.items():
+            match = ON_MISS.fullmatch(ps.on_miss)
+            target = match.group("provider") if match else None
+            if target is None:
+                continue
+            where = ("providers", name, "on_miss")
+            if target not in providers:
+                raise self.fail(where, f"forwards to unknown provider {target!r} (no [providers.{target}])")
+            if providers[target].kind == "recorded":
+                raise self.fail(where, f"forwards to {target!r}, a recorded provider: name a real one")
 
     def _responses(self, t: dict[str, Any], path: KeyPath, kind: str, base_url: str) -> bool:
         """Whether an `openai` provider takes the Responses API itself: OpenAI's own API does."""

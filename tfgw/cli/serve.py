@@ -14,7 +14,7 @@ from tfgw import __version__
 from tfgw.cli.options import CONFIG, read_settings
 from tfgw.config import Settings, demo_settings, find_config, is_loopback, load
 from tfgw.config_file import write_atomic
-from tfgw.errors import ConfigError
+from tfgw.errors import ConfigError, InputError
 from tfgw.export.status import target_status
 from tfgw.export.targets import enabled_targets, target_names
 from tfgw.tracing.exports import Exports
@@ -99,6 +99,16 @@ def serve(
         "--reload/--no-reload",
         help="Reload the config when its file changes (default [server] reload: on); SIGHUP always reloads.",
     ),
+    recorded: bool = typer.Option(
+        False,
+        "--recorded",
+        help="Answer every configured model from the trace files PATH... (files, directories, .gz) "
+        "instead of its providers, no network; with no config, one model for each name recorded. "
+        "The config is not reloaded.",
+    ),
+    paths: list[Path] | None = typer.Argument(
+        None, metavar="[PATH]...", help="With --recorded: the trace files and directories answered from."
+    ),
 ) -> None:
     """Run the gateway."""
     from tfgw.gateway.server import bind
@@ -106,7 +116,8 @@ def serve(
 
     if demo:
         _warn_demo_ignores(find_config(config))
-    settings = demo_settings() if demo else read_settings(config)
+    settings = demo_settings() if demo else _settings(config, recorded, paths or [])
+    served, answering = _recorded(settings, recorded, paths or [])
     if reload is not None:
         settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, reload=reload))
     host = host or settings.server.host
@@ -119,12 +130,12 @@ def serve(
     exports = Exports(tuple(names), functools.partial(target_status, settings, names))
     hconfig, sockets = bind(settings, host, port)
     bound = sockets.insecure_sockets[0].getsockname()
-    models = ", ".join(settings.models) or "none"
+    models = ", ".join(served.models) or "none"
     source = "demo" if demo else settings.path
     exporting = f", exporting to: {', '.join(targets)}" if targets else ""
     print(
-        f"tfgw {__version__} listening on http://{host}:{bound[1]} "
-        f"({workers} worker{'s' * (workers > 1)}, config: {source}, models: {models}{exporting})",
+        f"tfgw {__version__} listening on http://{host}:{bound[1]} ({workers} worker{'s' * (workers > 1)}, "
+        f"config: {source}, models: {models}{answering}{exporting})",
         flush=True,
     )
     supervisor = None
@@ -134,11 +145,48 @@ def serve(
         supervisor = ExporterSupervisor(settings, targets, demo=demo)
         supervisor.start()
     try:
-        code = run(settings, hconfig, sockets, workers, exports=exports)
+        code = run(served, hconfig, sockets, workers, exports=exports)
     finally:
         if supervisor is not None:
             supervisor.stop()
     raise typer.Exit(code)
+
+
+def _settings(config: Path | None, recorded: bool, paths: list[Path]) -> Settings:
+    """The config `tfgw serve` runs (`--recorded` runs without one too: `Settings()`)."""
+    if paths and not recorded:
+        raise InputError(f"{paths[0]}: a PATH is only taken with --recorded (tfgw serve --recorded PATH...)")
+    if recorded and not paths:
+        raise InputError("--recorded: give at least one PATH (a trace file or directory) to answer from")
+    if recorded and find_config(config) is None:
+        return Settings()
+    return read_settings(config)
+
+
+def _recorded(settings: Settings, recorded: bool, paths: list[Path]) -> tuple[Settings, str]:
+    """What the workers serve (`--recorded`: every model answered from `paths`), and what the
+    start line says of it. Every recorded provider's files are read now, once: the workers, forked
+    later, find them loaded (`tfgw.providers.recordings.LOADED`); a file that cannot serve answers
+    is said here."""
+    from tfgw.providers.recorded import recorded_settings, unusable_files
+    from tfgw.providers.recordings import LOADED
+
+    served = recorded_settings(None if settings.path is None else settings, paths) if recorded else settings
+    said = ""
+    for ps in served.providers.values():
+        if ps.kind != "recorded":
+            continue
+        recordings = LOADED.get(ps.traces)
+        for line in unusable_files(recordings):
+            print(f"tfgw: warning: {line}", file=sys.stderr)
+        if not len(recordings):
+            what = "--recorded " + " ".join(map(str, paths)) if recorded else f"providers.{ps.name}.traces"
+            message = f"{what}: no recorded answers in {len(recordings.files)} trace file(s)"
+            if recorded:
+                raise InputError(message)
+            print(f"tfgw: warning: {message}", file=sys.stderr)
+        said += f", {ps.name}: {len(recordings)} recorded answers"
+    return served, said
 
 
 def _refuse_open_bind(settings: Settings, host: str) -> None:

@@ -21,13 +21,23 @@ def build_providers(
     settings: Mapping[str, ProviderSettings], session: aiohttp.ClientSession, secrets: tuple[str, ...]
 ) -> dict[str, Provider]:
     """One adapter per configured provider, all sharing one HTTP session. Every provider's client
-    scrubs all configured secrets from error bodies, not only its own."""
+    scrubs all configured secrets from error bodies, not only its own. A `recorded` provider is
+    built last, with the provider its `on_miss = "forward:NAME"` names."""
     providers: dict[str, Provider] = {}
     for name, ps in settings.items():
+        if ps.kind == "recorded":
+            continue
         if ps.kind == "mock":
             providers[name] = MockProvider(ps)
             continue
         client = HttpClient(session, name, secrets)
         kind = {"openai": OpenAIProvider, "azure": AzureProvider, "anthropic": AnthropicProvider}[ps.kind]
         providers[name] = kind(ps, client)
+    for name, ps in settings.items():
+        if ps.kind == "recorded":
+            # imported here: the recorded provider reads the client formats, which import this package
+            from tfgw.providers.recorded import RecordedProvider
+
+            forward = providers.get(ps.on_miss.removeprefix("forward:")) if ps.on_miss != "error" else None
+            providers[name] = RecordedProvider(ps, forward=forward)
     return providers
