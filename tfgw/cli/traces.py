@@ -1,9 +1,9 @@
-"""`tfgw traces tail | list | show | stats`: the trace log, read (never written).
+"""`tfgw traces tail | list | show | stats | diff`: the trace log, read (never written).
 
 The log is `--dir`, else `[tracing] dir` of the config found the usual way, else
 `~/.local/share/tfgw/traces` when there is no config at all. Every `--json` prints JSON lines,
-one object per line, except `stats --json`, which prints one object. Bad option values exit 2
-with a one-line message naming the option.
+one object per line, except `stats --json` and `diff --json`, which print one object. Bad option
+values exit 2 with a one-line message naming the option. `diff` exits 1 when a `--fail-if` holds.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -28,6 +29,7 @@ from tfgw.cli.check import check
 from tfgw.cli.options import CONFIG, read_settings
 from tfgw.config import TracingSettings, find_config
 from tfgw.errors import InputError, NotFoundError
+from tfgw.tracing.diff import Side, Source, breaches, collect, compare, parse_condition
 from tfgw.tracing.reader import (
     Follower,
     Trace,
@@ -39,6 +41,7 @@ from tfgw.tracing.reader import (
     warn_stderr,
 )
 from tfgw.tracing.stats import aggregate, summarize_groups
+from tfgw.views.diff import breach_line, diff_header, diff_table
 from tfgw.views.rows import row_header, row_line, rows_table
 from tfgw.views.spans import span_lines, span_tree, waterfall
 from tfgw.views.stats import stats_table
@@ -47,7 +50,8 @@ from tfgw.views.terminal import console, print_wide, timestamp
 __all__ = ["UsageError", "app", "log_dir", "parse_since", "row_filter"]
 
 app = typer.Typer(
-    help="Read the trace log: follow it live, list requests, show one trace, stats.", no_args_is_help=True
+    help="Read the trace log: follow it live, list requests, show one trace, stats, diff two runs.",
+    no_args_is_help=True,
 )
 
 app.command("check")(check)
@@ -71,6 +75,13 @@ class GroupBy(StrEnum):
     model = "model"
     provider = "provider"
     key = "key"
+
+
+class DiffBy(StrEnum):
+    model = "model"
+    provider = "provider"
+    key = "key"
+    route = "route"
 
 
 DIR = typer.Option(
@@ -276,3 +287,94 @@ def stats(
     out = console()
     out.print(f"{report['all']['requests']} requests since {timestamp(since_ns)} ({since}) in {directory}")
     print_wide(out, stats_table(report))
+
+
+LOG_WINDOW = "log:"
+
+
+@app.command("diff")
+def diff(
+    a: str = typer.Argument(
+        ...,
+        metavar="A",
+        help="The baseline: a trace file (.jsonl, .json, .gz), a directory of them, or log:SINCE[..UNTIL], "
+        "the requests of the trace log that started in that window (each bound a duration ago, 30s, 15m, "
+        "1h, 2d, 1w, or a time, 2026-12-01T09:30; either may be left out).",
+    ),
+    b: str = typer.Argument(..., metavar="B", help="What is compared with A, in the same forms."),
+    by: DiffBy = typer.Option(DiffBy.model, "--by", help="Compare per model, provider, key or route."),
+    fail_if: list[str] = typer.Option(
+        [],
+        "--fail-if",
+        help="Exit 1 if this holds for a group or for all requests: '<metric> <op> <value>', such as "
+        "'cost_per_request > +10%' (a change of B against A), 'error_rate > 0.01' (B's value), "
+        "'p95_latency > +250ms'. Repeatable.",
+    ),
+    dir: Path | None = DIR,
+    config: Path | None = CONFIG,
+    json: bool = typer.Option(
+        False, "--json", help="One JSON object: {by, a, b, all, groups, fail_if, failed}."
+    ),
+) -> None:
+    """Two runs side by side, per group and for all requests: requests, error rate, latency
+    p50/p95/p99, TTFT p50/p95, tokens in and out per request, cost per request and in all,
+    finish reasons and fallbacks, with the change of B against A. A gate for CI with --fail-if."""
+    conditions = [parse_condition(text) for text in fail_if]
+    now = time.time_ns()
+    sides = [
+        _diff_side(name, arg, partial(log_dir, dir, config), now, by) for name, arg in (("A", a), ("B", b))
+    ]
+    report = compare(sides[0], sides[1], by.value)
+    failed = breaches(report, conditions)
+    report |= {"fail_if": [c.text for c in conditions], "failed": failed}
+    if json:
+        _json_lines([report])
+    else:
+        out = console()
+        for line in diff_header(report):
+            out.print(line, soft_wrap=True)
+        print_wide(out, diff_table(report))
+    for breach in failed:
+        print(f"tfgw: {breach_line(breach)}", file=sys.stderr)
+    if failed:
+        raise typer.Exit(1)
+    if conditions:
+        print(f"tfgw: --fail-if: none of {len(conditions)} held", file=sys.stderr)
+
+
+def _diff_side(name: str, arg: str, directory: Callable[[], Path], now: int, by: DiffBy) -> Side:
+    """One side read and grouped; its errors (and a side without requests) name the argument."""
+    source = _diff_source(name, arg, directory, now)
+    try:
+        side = collect(source, by.value)
+    except InputError as exc:
+        raise UsageError(f"{name}: {exc.message}") from exc
+    if not side.groups:
+        raise UsageError(f"{name}: {arg}: no requests to compare")
+    return side
+
+
+def _diff_source(name: str, arg: str, directory: Callable[[], Path], now: int) -> Source:
+    """A path, or `log:SINCE[..UNTIL]`: a window of the trace log."""
+    if not arg.startswith(LOG_WINDOW):
+        return Source(arg, path=Path(arg))
+    since, _, until = arg[len(LOG_WINDOW) :].partition("..")
+    since_ns, until_ns = (_window_bound(name, arg, bound, now) for bound in (since, until))
+    if since_ns is not None and until_ns is not None and since_ns >= until_ns:
+        raise UsageError(f"{name}: {arg}: the window ends before it starts")
+    return Source(arg, log=directory(), since_ns=since_ns, until_ns=until_ns)
+
+
+def _window_bound(name: str, arg: str, bound: str, now: int) -> int | None:
+    """A duration ago (`2h`) or a time (`2026-12-01T09:30`, local unless it names its zone)."""
+    if not bound:
+        return None
+    if SINCE.fullmatch(bound):
+        return now - parse_since(bound) * 1_000_000_000
+    try:
+        return int(datetime.fromisoformat(bound).timestamp() * 1_000_000_000)
+    except ValueError:
+        raise UsageError(
+            f"{name}: {arg}: expected log:SINCE[..UNTIL], each a duration ago (30s, 15m, 1h, 2d, 1w) "
+            f"or a time (2026-12-01T09:30), got {bound!r}"
+        ) from None
