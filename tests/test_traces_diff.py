@@ -448,6 +448,25 @@ def test_files_gz_and_a_collectors_file_read_as_the_directory_does(
     assert report_of(run, str(plain), str(mixed)) == expected
 
 
+def test_damaged_lines_of_a_gz_file_are_skipped_with_a_warning(
+    run: Run, logs: tuple[str, str], tmp_path: Path
+) -> None:
+    packed = tmp_path / "a.jsonl.gz"
+    good = b"".join(orjson.dumps(line) + b"\n" for line in LINES_A)
+    packed.write_bytes(gzip.compress(good[:-1] + b"\n{not json\n[1]\n" + orjson.dumps(LINES_A[0])[:40]))
+    code, out, err = tfgw(run, "traces", "diff", str(packed), logs[1], "--json")
+    assert (code, orjson.loads(out)["a"]["requests"], err) == (
+        0,
+        5,
+        f"""\
+tfgw: warning: {packed}:6: invalid JSON, line skipped
+tfgw: warning: {packed}:7: not an OTLP/JSON trace request, line skipped
+tfgw: warning: {packed}:8: torn last line skipped (no newline at the end)
+""",
+    )
+    del good
+
+
 def test_windows_of_the_log(run: Run, tmp_path: Path) -> None:
     """`log:SINCE..UNTIL` by times (UTC here, or named zones) and by durations ago."""
     both = tmp_path / "log"

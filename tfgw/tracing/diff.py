@@ -49,7 +49,7 @@ import orjson
 
 from tfgw.errors import InputError
 from tfgw.tracing import otlp
-from tfgw.tracing.otlp.files import STDIN_NAME, is_torn, open_trace_file, trace_files
+from tfgw.tracing.otlp.files import is_torn, open_trace_file, trace_files
 from tfgw.tracing.reader import Warn, file_rows, read_rows, warn_stderr
 from tfgw.tracing.rows import summarize
 from tfgw.tracing.stats import Aggregate
@@ -98,8 +98,8 @@ DIGITS, CHANGE_DIGITS = 12, 9
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where a side's requests come from: trace files (a file, a directory, `.gz`) or the log's
-    requests that started in [since_ns, until_ns) (either bound None: open)."""
+    """Where a side's requests come from: trace files (`path`: a file, a directory, `.gz`) or, with
+    `log`, the requests of that trace log that started in [since_ns, until_ns) (None: open)."""
 
     label: str  # as the user wrote it
     path: Path | None = None
@@ -197,19 +197,19 @@ def collect(source: Source, by: str, *, warn: Warn = warn_stderr) -> Side:
 
 
 def _rows(source: Source, warn: Warn) -> Iterator[dict[str, Any]]:
-    if source.path is None:
+    if source.log is not None:
         until = source.until_ns
-        for row in read_rows(source.log or Path("."), since_ns=source.since_ns, warn=warn):
+        for row in read_rows(source.log, since_ns=source.since_ns, warn=warn):
             if until is None or row["time"] < until:
                 yield row
         return
-    if str(source.path) == "-":
+    if source.path is None or str(source.path) == "-":
         raise InputError(f"{source.label}: standard input cannot be one side of a diff: name a file")
     names = trace_files([source.path])
     if not names:
         raise InputError(f"{source.label}: no trace files here (*.jsonl, *.json, or either .gz)")
     for name in names:
-        if name.endswith(".gz") or name == STDIN_NAME:
+        if name.endswith(".gz"):
             yield from _compressed_rows(name, warn)
         else:
             yield from file_rows(Path(name), warn=warn)
