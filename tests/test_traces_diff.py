@@ -197,6 +197,55 @@ def test_on_a_terminal_worse_is_red_and_better_green(run: Run, logs: tuple[str, 
     ])  # fmt: skip
 
 
+def test_requests_without_a_key_are_a_group_of_their_own(run: Run, tmp_path: Path) -> None:
+    write_log(tmp_path / "a", [trace_line(Request(1)), trace_line(Request(2, key=None))])
+    write_log(tmp_path / "b", [trace_line(Request(3, key=None, status=502))])
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert tfgw(run, "traces", "diff", a, b, "--by", "key", "--fail-if", "error_rate > 0.5") == (1, f"""\
+A: {a}: 2 requests, 2024-01-01 00:00:00.000 to 2024-01-01 00:00:00.000
+B: {b}: 1 requests, 2024-01-01 00:00:00.000 to 2024-01-01 00:00:00.000
+key  metric                          A         B   change
+-    requests                        1         1     0.0%
+     error_rate                   0.0%    100.0%     +inf
+     p50_latency              800.0 ms  800.0 ms     0.0%
+     p95_latency              800.0 ms  800.0 ms     0.0%
+     p99_latency              800.0 ms  800.0 ms     0.0%
+     tokens_in_per_request        12.0         -        -
+     tokens_out_per_request       48.0         -        -
+     cost_per_request        $0.000510         -        -
+     cost_total              $0.000510         -        -
+     finish_reason.stop         100.0%         -        -
+     fallback_rate                0.0%      0.0%     0.0%
+
+ci   requests                        1         0  -100.0%
+     error_rate                   0.0%         -        -
+     p50_latency              800.0 ms         -        -
+     p95_latency              800.0 ms         -        -
+     p99_latency              800.0 ms         -        -
+     tokens_in_per_request        12.0         -        -
+     tokens_out_per_request       48.0         -        -
+     cost_per_request        $0.000510         -        -
+     cost_total              $0.000510         -        -
+     finish_reason.stop         100.0%         -        -
+     fallback_rate                0.0%         -        -
+
+all  requests                        2         1   -50.0%
+     error_rate                   0.0%    100.0%     +inf
+     p50_latency              800.0 ms  800.0 ms     0.0%
+     p95_latency              800.0 ms  800.0 ms     0.0%
+     p99_latency              800.0 ms  800.0 ms     0.0%
+     tokens_in_per_request        12.0         -        -
+     tokens_out_per_request       48.0         -        -
+     cost_per_request        $0.000510         -        -
+     cost_total              $0.001020         -        -
+     finish_reason.stop         100.0%         -        -
+     fallback_rate                0.0%      0.0%     0.0%
+""", """\
+tfgw: --fail-if 'error_rate > 0.5' holds for all requests: 0.0% -> 100.0% (+inf)
+tfgw: --fail-if 'error_rate > 0.5' holds for key -: 0.0% -> 100.0% (+inf)
+""")  # fmt: skip
+
+
 # -- --json ----------------------------------------------------------------------------------------
 
 

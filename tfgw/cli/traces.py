@@ -306,6 +306,7 @@ def diff(
     fail_if: list[str] = typer.Option(
         [],
         "--fail-if",
+        metavar="EXPR",
         help="Exit 1 if this holds for a group or for all requests: '<metric> <op> <value>', such as "
         "'cost_per_request > +10%' (a change of B against A), 'error_rate > 0.01' (B's value), "
         "'p95_latency > +250ms'. Repeatable.",
