@@ -43,7 +43,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -316,7 +316,7 @@ class Condition:
     text: str
     metric: str
     op: str
-    kind: str
+    kind: Literal["value", "delta", "change"]
     threshold: float
 
     def holds(self, pair: Mapping[str, Any]) -> bool:
@@ -328,7 +328,7 @@ class Condition:
         elif a is None:
             return False
         else:
-            actual = b - a if self.kind == "delta" else _change(a, b)
+            actual = _round(b - a, DIGITS) if self.kind == "delta" else _change(a, b)
         return OPERATORS[self.op](actual, self.threshold)
 
 
@@ -350,7 +350,7 @@ def parse_condition(text: str) -> Condition:
         raise _bad(text, f"{unit!r} is for latency and ttft metrics, not {metric}")
     if unit == "%" and not sign and not share:
         raise _bad(text, f"{metric} is not a share: write a change with its sign, such as +10%")
-    kind = "value" if not sign else "change" if unit == "%" else "delta"
+    kind: Literal["value", "delta", "change"] = "value" if not sign else "change" if unit == "%" else "delta"
     if unit == "%":
         number /= 100
     elif unit == "s":
