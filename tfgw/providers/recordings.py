@@ -26,10 +26,12 @@ longest run of the same messages from the start) and the first field where they 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -70,10 +72,14 @@ _CLIENT_KINDS = (KIND_CLIENT, "SPAN_KIND_CLIENT")
 _FAILED = (2, "STATUS_CODE_ERROR")
 _ROUTES = {"POST /v1/messages": messages_format.to_chat_request,
            "POST /v1/responses": responses_format.to_chat_request}  # fmt: skip
+_OPERATIONS = ("chat", "embeddings")
+_FORMS = {"POST /v1/messages": MESSAGE, "POST /v1/responses": RESPONSE}
 _NEEDLE = b'"' + sc.GEN_OPERATION.encode() + b'"'
 #: a span's place: file index << 40 | line number << 16 | the span's index in its line
 _LINE_SHIFT, _FILE_SHIFT = 16, 40
 _DIGEST = 8  # bytes of one message's fingerprint
+FIRST_TOKEN: Final = sc.FIRST_TOKEN_EVENT
+_CHUNKS: Final = frozenset((sc.STREAM_CHUNKS,))
 
 
 def normalise(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,14 +116,15 @@ def request_key(normalised: Mapping[str, Any]) -> bytes:
 
 
 def message_prints(normalised: Mapping[str, Any]) -> bytes:
-    """A short digest of each message, end to end: how far two conversations are the same."""
+    """A short digest of each message, end to end: how far two conversations are the same. The
+    digests are this process's `hash()`es (salted per process): they are never stored."""
     messages = normalised.get("messages")
     if not isinstance(messages, list):
         return b""
-    return b"".join(hashlib.blake2b(_canonical(m), digest_size=_DIGEST).digest() for m in messages)
+    return array("q", [hash(_canonical(m)) for m in messages]).tobytes()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Recording:
     """One recorded answer. `answer` is the span's `output.value` as it was written; `form` which
     API's shape it has (a span of another route recorded that route's body); `ttft` the seconds
@@ -153,7 +160,6 @@ class Recordings:
 
     files: list[str]
     by_key: dict[bytes, Recording | list[Recording]] = field(default_factory=dict)
-    by_model: dict[str, list[Recording]] = field(default_factory=dict)
     #: the model each requested name was served by (the first recording's), for `--recorded`
     models: dict[str, str] = field(default_factory=dict)
     #: files whose LLM spans hold no request (written with `exclude_request_data`): their count
@@ -161,10 +167,18 @@ class Recordings:
     #: embeddings spans without their vectors (tfgw records the inputs, not the vectors)
     no_vectors: int = 0
     spans: int = 0  # every span read
+    count: int = 0  # recordings
     _turns: dict[bytes, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self.by_model.values())
+        return self.count
+
+    def __iter__(self) -> Iterator[Recording]:
+        for found in self.by_key.values():
+            if isinstance(found, list):
+                yield from found
+            else:
+                yield found
 
     def find(self, normalised: Mapping[str, Any], stream: bool) -> Recording | None:
         """The recording of this request: the next of several, one of the same mode first."""
@@ -185,18 +199,15 @@ class Recordings:
             existing.append(recording)
         else:
             self.by_key[key] = [existing, recording]
-        self.by_model.setdefault(recording.model, []).append(recording)
+        self.count += 1
         if provider_model and recording.model not in self.models:
             self.models[recording.model] = provider_model
 
     def closest(self, normalised: Mapping[str, Any]) -> tuple[str, str] | None:
         """`(where, path)`: the recording closest to this request (`file:line`) and the first field
         where they differ, e.g. `messages[1].content`; None when nothing is recorded."""
-        pool: Iterable[Recording] = self.by_model.get(str(normalised.get("model")), ())
-        if not pool:
-            pool = itertools.chain.from_iterable(self.by_model.values())
-        prints = message_prints(normalised)
-        best = max(pool, key=lambda r: _likeness(r.prints, prints), default=None)
+        model, prints = str(normalised.get("model")), message_prints(normalised)
+        best = max(self, key=lambda r: (r.model == model, *_likeness(r.prints, prints)), default=None)
         if best is None:
             return None
         file, line = self.files[best.where >> _FILE_SHIFT], (best.where >> _LINE_SHIFT) & 0xFFFFFF
@@ -213,8 +224,9 @@ class Recordings:
         if raw is None:
             return None
         spans = [span for _, span in spans_of(orjson.loads(raw))]
-        attrs = _attributes(spans[ordinal])
-        view = _view(orjson.loads(_string(attrs.get(sc.INPUT_VALUE)) or "{}"), spans[ordinal], spans)
+        span = spans[ordinal]
+        body = orjson.loads(_string(_attributes(span).get(sc.INPUT_VALUE)) or "{}")
+        view = _view(body, _route(span, spans))
         return normalise(view) if view is not None else None
 
 
@@ -260,9 +272,16 @@ def load(paths: Sequence[str | Path]) -> Recordings:
     cannot be read is a `TraceFileError` naming it."""
     files = trace_files(paths)
     recordings = Recordings(files)
-    for index, name in enumerate(files):
-        with open_trace_file(name) as lines:
-            _read(recordings, index, name, lines)
+    # a million parsed spans make no reference cycles: collecting them all the while only costs
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for index, name in enumerate(files):
+            with open_trace_file(name) as lines:
+                _read(recordings, index, name, lines)
+    finally:
+        if collecting:
+            gc.enable()
     return recordings
 
 
@@ -280,17 +299,28 @@ def _read(recordings: Recordings, index: int, name: str, lines: Iterator[bytes])
             continue
         if not isinstance(line, dict):
             continue
-        spans = [span for _, span in spans_of(line)]
-        recordings.spans += len(spans)
-        for ordinal, span in enumerate(spans):
-            if span.get("kind") in _CLIENT_KINDS and ordinal <= 0xFFFF:
-                where = index << _FILE_SHIFT | min(number, 0xFFFFFF) << _LINE_SHIFT | ordinal
-                _span(recordings, name, where, span, spans)
+        try:
+            spans = [span for _, span in spans_of(line)]
+            recordings.spans += len(spans)
+            for ordinal, span in enumerate(spans):
+                if span.get("kind") in _CLIENT_KINDS and ordinal <= 0xFFFF:
+                    where = index << _FILE_SHIFT | min(number, 0xFFFFFF) << _LINE_SHIFT | ordinal
+                    _span(recordings, name, where, span, spans)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            log.warning("%s:%d: skipped: not an OTLP/JSON line tfgw can read", name, number)
 
 
-def _attributes(span: Mapping[str, Any]) -> dict[str, Any]:
-    """A span's attributes by key, their `AnyValue`s as they are (decoded only when read)."""
-    return {kv.get("key"): kv.get("value") for kv in span.get("attributes") or ()}
+#: the attributes of an LLM span the index reads (of a span not named as tfgw names them)
+_READ: Final = frozenset((sc.GEN_OPERATION, sc.INPUT_VALUE, sc.OUTPUT_VALUE))
+
+
+def _attributes(span: Mapping[str, Any], keys: frozenset[str] = _READ) -> dict[str, Any]:
+    """Those of a span's attributes the index reads, their `AnyValue`s as they are."""
+    found = {}
+    for kv in span.get("attributes") or ():
+        if (key := kv["key"]) in keys:
+            found[key] = kv["value"]
+    return found
 
 
 def _string(value: Any) -> str | None:
@@ -298,41 +328,79 @@ def _string(value: Any) -> str | None:
 
 
 def _span(recordings: Recordings, name: str, where: int, span: Mapping[str, Any], spans: list[Any]) -> None:
-    attrs = _attributes(span)
-    operation = _string(attrs.get(sc.GEN_OPERATION))
-    if operation not in ("chat", "embeddings") or (span.get("status") or {}).get("code") in _FAILED:
+    if (span.get("status") or {}).get("code") in _FAILED:
         return
-    request = _string(attrs.get(sc.INPUT_VALUE))
+    # tfgw names an LLM span `{operation} {model}`: read so, only two attributes need finding
+    operation, _, provider_model = (span.get("name") or "").partition(" ")
+    if operation in _OPERATIONS:
+        request, answer = _texts(span["attributes"])
+    else:
+        attrs = _attributes(span)
+        operation, provider_model = _string(attrs.get(sc.GEN_OPERATION)) or "", ""
+        request, answer = _string(attrs.get(sc.INPUT_VALUE)), _string(attrs.get(sc.OUTPUT_VALUE))
+        if operation not in _OPERATIONS:
+            return
     if request is None:
         recordings.excluded[name] = recordings.excluded.get(name, 0) + 1
         return
-    answer = _string(attrs.get(sc.OUTPUT_VALUE))
     if answer is None:
         recordings.no_vectors += operation == "embeddings"
         return
     try:
-        body, data = orjson.loads(request), orjson.loads(answer)
+        body = orjson.loads(request)
     except orjson.JSONDecodeError:
         return
-    form = _form(data, operation)
-    view = _view(body, span, spans) if isinstance(body, dict) else None
+    route = _route(span, spans)
+    first = _first_token(span) if operation == "chat" else None
+    form = _form(answer, operation, route, first is not None)
+    view = _view(body, route) if isinstance(body, dict) else None
     if form is None or view is None:
         return
     normalised = normalise(view)
-    model = normalised.get("model")
-    stream = operation == "chat" and (attrs.get(sc.GEN_STREAM) or {}).get("boolValue") is True
-    ttft, spacing, chunks = _timing(span, spans, stream)
-    recording = Recording(answer, form, stream, str(model), message_prints(normalised), where,
-                          ttft, spacing, chunks)  # fmt: skip
-    recordings.add(request_key(normalised), recording, _string(attrs.get(sc.GEN_REQUEST_MODEL)))
+    ttft, spacing, chunks = _timing(span, spans, first)
+    recording = Recording(answer, form, first is not None, str(normalised.get("model")),
+                          message_prints(normalised), where, ttft, spacing, chunks)  # fmt: skip
+    recordings.add(request_key(normalised), recording, provider_model)
 
 
-def _view(body: dict[str, Any], span: Mapping[str, Any], spans: list[Any]) -> dict[str, Any] | None:
-    """The chat-completions form of a recorded request: a body of `/v1/messages` or
-    `/v1/responses` (the route is the root span's name) translated as the gateway translates it."""
+def _texts(attributes: list[Any]) -> tuple[str | None, str | None]:
+    """`input.value` and `output.value`, looked for from the end, where tfgw writes them."""
+    request = answer = None
+    for kv in reversed(attributes):
+        key = kv["key"]
+        if key == sc.INPUT_VALUE:
+            request = _string(kv["value"])
+            if answer is not None:
+                break
+        elif key == sc.OUTPUT_VALUE:
+            answer = _string(kv["value"])
+            if request is not None:
+                break
+    return request, answer
+
+
+def _route(span: Mapping[str, Any], spans: list[Any]) -> str:
+    """The name of the span's parent (the root span: its route), when it is on the same line."""
     parent = span.get("parentSpanId")
-    route = next((s.get("name") for s in spans if parent and s.get("spanId") == parent), None)
-    translate = _ROUTES.get(route or "")
+    if parent:
+        for other in spans:
+            if other.get("spanId") == parent:
+                return str(other.get("name") or "")
+    return ""
+
+
+def _first_token(span: Mapping[str, Any]) -> int | None:
+    """When a streamed call's first chunk came (Unix ns); None for a call that did not stream."""
+    for event in span.get("events") or ():
+        if event.get("name") == FIRST_TOKEN:
+            return int(event.get("timeUnixNano") or 0) or None
+    return None
+
+
+def _view(body: dict[str, Any], route: str) -> dict[str, Any] | None:
+    """The chat-completions form of a recorded request: a body of `/v1/messages` or
+    `/v1/responses` translated as the gateway translates it for a chat-completions provider."""
+    translate = _ROUTES.get(route)
     if translate is None:
         return body
     try:
@@ -341,45 +409,35 @@ def _view(body: dict[str, Any], span: Mapping[str, Any], spans: list[Any]) -> di
         return None
 
 
-def _form(data: Any, operation: str) -> int | None:
-    """Which API's shape a recorded answer has, if it is a whole answer."""
-    if not isinstance(data, dict):
-        return None
+def _form(answer: str, operation: str, route: str, stream: bool) -> int | None:
+    """Which API's shape a recorded answer has, or None when it is no whole answer. Read from
+    where it was recorded, not parsed (it is, when served): a stream's answer is the folded
+    `chat.completion` (tfgw's own JSON), with a null finish reason, or no choices, when the client
+    left before the end; a whole answer is in its route's shape."""
     if operation == "embeddings":
-        return EMBEDDINGS if data.get("object") == "list" and data.get("data") else None
-    if data.get("object") == "chat.completion":
-        choices = data.get("choices")
-        ended = isinstance(choices, list) and choices and all(c.get("finish_reason") for c in choices)
-        return CHAT if ended else None
-    if data.get("type") == "message":
-        return MESSAGE
-    if data.get("object") == "response" and data.get("status") in ("completed", "incomplete"):
-        return RESPONSE
-    return None
+        return EMBEDDINGS
+    if stream:
+        return None if '"finish_reason":null' in answer or '"choices":[]' in answer else CHAT
+    return _FORMS.get(route, CHAT)
 
 
 def _timing(
-    span: Mapping[str, Any], spans: list[Any], stream: bool
+    span: Mapping[str, Any], spans: list[Any], first: int | None
 ) -> tuple[float | None, float | None, int | None]:
-    """`(ttft, spacing, chunks)` of a recorded call, in seconds."""
+    """`(ttft, spacing, chunks)` of a recorded call (`first`: its first chunk), in seconds."""
     try:
         start, end = int(span["startTimeUnixNano"]), int(span["endTimeUnixNano"])
     except (KeyError, TypeError, ValueError):
         return None, None, None
-    if not stream:
-        return max(0.0, (end - start) / 1e9), None, None
-    first = next((e for e in span.get("events") or () if e.get("name") == sc.FIRST_TOKEN_EVENT), None)
     if first is None:
-        return None, None, None
-    at = int(first.get("timeUnixNano") or start)
-    own = span.get("spanId")
-    chunks = None
+        return max(0.0, (end - start) / 1e9), None, None
+    own, chunks = span.get("spanId"), None
     for child in spans:
-        if child.get("parentSpanId") == own and child.get("name") == "stream":
-            value = _attributes(child).get(sc.STREAM_CHUNKS) or {}
+        if child.get("name") == "stream" and child.get("parentSpanId") == own:
+            value = _attributes(child, _CHUNKS).get(sc.STREAM_CHUNKS) or {}
             chunks = int(value["intValue"]) if "intValue" in value else None
-    spacing = (end - at) / 1e9 / (chunks - 1) if chunks and chunks > 1 else None
-    return max(0.0, (at - start) / 1e9), spacing, chunks
+    spacing = (end - first) / 1e9 / (chunks - 1) if chunks and chunks > 1 else None
+    return max(0.0, (first - start) / 1e9), spacing, chunks
 
 
 # --------------------------------------------------------------------------------------------------
