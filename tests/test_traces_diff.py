@@ -175,8 +175,8 @@ all                     requests                        5          7   +40.0%
 
 def test_on_a_terminal_worse_is_red_and_better_green(run: Run, logs: tuple[str, str]) -> None:
     """Only errors, latency, TTFT, cost and fallbacks are judged, and only from 1 %."""
-    run[0].setenv("FORCE_COLOR", "1")
-    run[0].setenv("COLUMNS", "100")
+    for name, value in (("FORCE_COLOR", "1"), ("COLUMNS", "100"), ("TERM", "xterm-256color")):
+        run[0].setenv(name, value)
     code, out, _ = tfgw(run, "traces", "diff", *logs, "--by", "provider")
     red, green, end = "\x1b[31m", "\x1b[32m", "\x1b[0m"
     assert (code, out.splitlines()[3:17]) == (0, [
