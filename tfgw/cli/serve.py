@@ -170,18 +170,26 @@ def _recorded(settings: Settings, recorded: bool, paths: list[Path]) -> tuple[Se
     is said here."""
     from tfgw.providers.recorded import recorded_settings, unusable_files
     from tfgw.providers.recordings import LOADED
+    from tfgw.tracing.otlp.files import TraceFileError
 
-    served = recorded_settings(None if settings.path is None else settings, paths) if recorded else settings
+    try:
+        served = recorded_settings(settings if settings.path else None, paths) if recorded else settings
+    except TraceFileError as exc:
+        raise InputError(f"--recorded: {exc.message}") from exc
     said = ""
     for ps in served.providers.values():
         if ps.kind != "recorded":
             continue
-        recordings = LOADED.get(ps.traces)
+        where = "--recorded" if recorded else f"providers.{ps.name}.traces"
+        try:
+            recordings = LOADED.get(ps.traces)
+        except TraceFileError as exc:
+            raise InputError(f"{where}: {exc.message}") from exc
         for line in unusable_files(recordings):
             print(f"tfgw: warning: {line}", file=sys.stderr)
         if not len(recordings):
-            what = "--recorded " + " ".join(map(str, paths)) if recorded else f"providers.{ps.name}.traces"
-            message = f"{what}: no recorded answers in {len(recordings.files)} trace file(s)"
+            shown = " ".join(map(str, paths)) if recorded else ", ".join(ps.traces)
+            message = f"{where} {shown}: no recorded answers in {len(recordings.files)} trace file(s)"
             if recorded:
                 raise InputError(message)
             print(f"tfgw: warning: {message}", file=sys.stderr)

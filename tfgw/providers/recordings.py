@@ -288,7 +288,7 @@ def load(paths: Sequence[str | Path]) -> Recordings:
 def _read(recordings: Recordings, index: int, name: str, lines: Iterator[bytes]) -> None:
     loads = orjson.loads
     for number, raw in enumerate(lines, 1):
-        if _NEEDLE not in raw:  # no LLM span on this line: not worth parsing
+        if _NEEDLE not in raw and raw.endswith(b"\n"):  # no LLM span on this line: not worth parsing
             recordings.spans += raw.count(b'"spanId"')
             continue
         try:
