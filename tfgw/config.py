@@ -226,8 +226,7 @@ DEFAULT_BASE_URLS = {
     "mock": "mock://",
     "recorded": "",
 }
-#: the keys only a `recorded` provider has, and the only ones it has besides `kind`
-RECORDED_KEYS = ("traces", "on_miss", "pace")
+RECORDED_KEYS = ("traces", "on_miss", "pace")  # only a `recorded` provider's, and all it has but `kind`
 
 
 # --------------------------------------------------------------------------------------------------
@@ -361,8 +360,11 @@ class _Validator(PolicyChecks):
             value, ("providers",), tuple(value) if isinstance(value, dict) else ()
         ).items():
             path = ("providers", name)
-            allowed = ("kind", "base_url", "api_key", "api_version", "headers", "stream_usage", "responses")
-            t = self.table(item, path, (*allowed, *RECORDED_KEYS))
+            allowed = (
+                "kind", "base_url", "api_key", "api_version", "headers", "stream_usage", "responses",
+                "traces", "on_miss", "pace",
+            )  # fmt: skip
+            t = self.table(item, path, allowed)
             kind = self.choice(t, path, "kind", PROVIDER_KINDS, None)
             if kind is None:
                 raise self.fail((*path, "kind"), f"is required (one of {', '.join(PROVIDER_KINDS)})")
@@ -394,8 +396,7 @@ class _Validator(PolicyChecks):
         return MappingProxyType(providers)
 
     def _recorded(self, t: dict[str, Any], path: KeyPath) -> ProviderSettings:
-        """A `recorded` provider: `kind`, `traces` (relative to the config file's directory),
-        `on_miss` and `pace`, nothing else."""
+        """`kind`, `traces` (relative to the config file's directory), `on_miss`, `pace` alone."""
         for key in t:
             if key not in ("kind", *RECORDED_KEYS):
                 raise self.fail((*path, key), "is not used by kind 'recorded' (it has traces, on_miss, pace)")

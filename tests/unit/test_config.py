@@ -121,11 +121,12 @@ def test_example_config_covers_every_section_and_parses(monkeypatch: pytest.Monk
         (MINIMAL + 'fallbacks = ["ghost"]\n', "t.toml:10: models[0].fallbacks[0]: unknown model 'ghost'"),
         (
             '[providers.x]\nkind = "bedrock"\n',
-            "t.toml:2: providers.x.kind: must be one of openai, azure, anthropic, mock, got 'bedrock'",
+            "t.toml:2: providers.x.kind: must be one of openai, azure, anthropic, mock, recorded, got"
+            " 'bedrock'",
         ),
         (
             '[providers.x]\nbase_url = "http://h"\n',
-            "t.toml:1: providers.x.kind: is required (one of openai, azure, anthropic, mock)",
+            "t.toml:1: providers.x.kind: is required (one of openai, azure, anthropic, mock, recorded)",
         ),
         (
             '[providers.x]\nkind = "anthropic"\nresponses = true\n',
@@ -181,3 +182,57 @@ def test_responses_defaults_to_openais_own_api(base_url: str, setting: str | Non
     line = f"responses = {setting}\n" if setting else ""
     settings = parse(f'[providers.x]\nkind = "openai"\nbase_url = "{base_url}"\n{line}', "t.toml")
     assert settings.providers["x"].responses is responses
+
+
+RECORDED = """
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+
+[providers.rec]
+kind = "recorded"
+traces = ["recordings/", "/abs/old.jsonl.gz"]
+on_miss = "forward:up"
+pace = "recorded"
+"""
+
+
+def test_a_recorded_provider_reads_its_traces_relative_to_the_config_file() -> None:
+    settings = parse(RECORDED, "conf/tfgw.toml")
+    assert settings.providers["rec"] == ProviderSettings(
+        name="rec",
+        kind="recorded",
+        base_url="",
+        traces=("conf/recordings", "/abs/old.jsonl.gz"),
+        on_miss="forward:up",
+        pace="recorded",
+    )
+    bare = parse('[providers.rec]\nkind = "recorded"\ntraces = ["r.jsonl"]\n', "/etc/tfgw/t.toml")
+    assert bare.providers["rec"] == ProviderSettings(
+        name="rec", kind="recorded", base_url="", traces=("/etc/tfgw/r.jsonl",), on_miss="error", pace="none"
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('[providers.rec]\nkind = "recorded"\n', "t.toml:1: providers.rec.traces: is required for kind"
+         " 'recorded' (trace files or directories)"),
+        ('[providers.rec]\nkind = "recorded"\ntraces = "r/"\n',
+         "t.toml:3: providers.rec.traces: expected an array, got a string"),
+        ('[providers.rec]\nkind = "recorded"\ntraces = ["r/"]\nbase_url = "http://h"\n',
+         "t.toml:4: providers.rec.base_url: is not used by kind 'recorded' (it has traces, on_miss, pace)"),
+        ('[providers.rec]\nkind = "recorded"\ntraces = ["r/"]\non_miss = "retry"\n',
+         "t.toml:4: providers.rec.on_miss: must be 'error' or 'forward:<provider>', got 'retry'"),
+        ('[providers.rec]\nkind = "recorded"\ntraces = ["r/"]\non_miss = "forward:ghost"\n',
+         "t.toml:4: providers.rec.on_miss: forwards to unknown provider 'ghost' (no [providers.ghost])"),
+        ('[providers.rec]\nkind = "recorded"\ntraces = ["r/"]\non_miss = "forward:rec"\n',
+         "t.toml:4: providers.rec.on_miss: forwards to 'rec', a recorded provider: name a real one"),
+        ('[providers.rec]\nkind = "recorded"\ntraces = ["r/"]\npace = "fast"\n',
+         "t.toml:4: providers.rec.pace: must be one of none, recorded, got 'fast'"),
+        ('[providers.up]\nkind = "openai"\ntraces = ["r/"]\n',
+         "t.toml:3: providers.up.traces: is only for kind 'recorded', not 'openai'"),
+    ],
+)  # fmt: skip
+def test_bad_recorded_provider_names_file_line_and_key(source: str, message: str) -> None:
+    assert error_of(source) == message
