@@ -462,3 +462,49 @@ def test_recorded_settings_send_every_model_to_one_recorded_provider(tmp_path: P
     bare = recorded_settings(None, [directory])
     assert {name: m.targets for name, m in bare.models.items()} == {"demo": (replace(
         demo_settings().models["demo"].targets[0], provider="recorded"),)}  # fmt: skip
+
+
+def test_a_stream_recording_answers_a_whole_request_and_a_whole_one_a_stream(tmp_path: Path) -> None:
+    directory = tmp_path / "modes"
+    streamed = {**CHAT_BODY, "stream": True}
+    whole = {**CHAT_BODY, "messages": [{"role": "user", "content": "whole"}]}
+    recorded: dict[str, Any] = {}
+
+    async def record_them(client: Client) -> None:
+        recorded["stream"] = sse_data(
+            await (await client.post("/v1/chat/completions", json=streamed)).get_data()
+        )
+        recorded["whole"] = await (await client.post("/v1/chat/completions", json=whole)).get_json()
+
+    run(traced(directory), record_them)
+    replayed: dict[str, Any] = {}
+
+    async def replay(client: Client) -> None:
+        replayed["whole"] = await (await client.post("/v1/chat/completions", json=CHAT_BODY)).get_json()
+        as_stream = {**whole, "stream": True}
+        replayed["stream"] = sse_data(
+            await (await client.post("/v1/chat/completions", json=as_stream)).get_data()
+        )
+
+    run(replaying(tmp_path, directory), replay)
+    text, finishes, _ = folded(recorded["stream"])
+    assert replayed["whole"]["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finishes[0]}
+    ]
+    message = recorded["whole"]["choices"][0]["message"]["content"]
+    assert folded(replayed["stream"])[:2] == (message, ["stop"])
+
+
+def test_a_miss_whose_closest_recording_is_gone_says_so(tmp_path: Path) -> None:
+    directory, _ = record(tmp_path)
+    index = load([directory])
+    file = only_file(directory)
+    Path(file).unlink()
+    assert index.closest(normalise({**CHAT_BODY, "temperature": 2})) == (f"{file}:1", None)
+    provider = RecordedProvider(ProviderSettings("rec", "recorded", ""), index)
+    with pytest.raises(RecordingNotFoundError) as missed:
+        asyncio.run(provider.chat(Call("demo-1", {**CHAT_BODY, "temperature": 2}, settings_timeouts())))
+    assert missed.value.message == (
+        f"no recorded answer for this request; the closest recording ({file}:1) cannot be read again to"
+        " say where it differs"
+    )

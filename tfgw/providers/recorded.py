@@ -99,6 +99,11 @@ class RecordedProvider(Provider):
                 f"no recorded answer for this request: provider {self.name!r} has no recordings"
             )
         where, path = closest
+        if path is None:
+            return RecordingNotFoundError(
+                f"no recorded answer for this request; the closest recording ({where}) cannot be read"
+                " again to say where it differs"
+            )
         return RecordingNotFoundError(
             f"no recorded answer for this request; the closest recording ({where}) differs at {path}",
             param=path,
@@ -109,8 +114,9 @@ class RecordedProvider(Provider):
         if found is None:
             assert self.forward is not None
             return await self.forward.chat(call)
-        if self.paced and found.ttft:
-            await asyncio.sleep(found.ttft)
+        if self.paced and found.ttft is not None:  # a recorded stream: until its last chunk
+            chunks = max(0, (found.chunks or 1) - 1) if found.stream else 0
+            await asyncio.sleep(found.ttft + (found.spacing or 0.0) * chunks)
         data = found.completion()
         body = found.answer.encode() if found.form == CHAT else orjson.dumps(data)
         return Reply(body, data)

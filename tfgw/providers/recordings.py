@@ -45,7 +45,7 @@ from tfgw.providers.anthropic import from_messages_response
 from tfgw.providers.responses import from_response
 from tfgw.tracing import semconv as sc
 from tfgw.tracing.otlp import KIND_CLIENT, spans_of
-from tfgw.tracing.otlp.files import is_torn, open_trace_file, trace_files
+from tfgw.tracing.otlp.files import TraceFileError, is_torn, open_trace_file, trace_files
 
 __all__ = [
     "IGNORED",
@@ -203,17 +203,21 @@ class Recordings:
         if provider_model and recording.model not in self.models:
             self.models[recording.model] = provider_model
 
-    def closest(self, normalised: Mapping[str, Any]) -> tuple[str, str] | None:
+    def closest(self, normalised: Mapping[str, Any]) -> tuple[str, str | None] | None:
         """`(where, path)`: the recording closest to this request (`file:line`) and the first field
-        where they differ, e.g. `messages[1].content`; None when nothing is recorded."""
+        where they differ, e.g. `messages[1].content` (None when its file cannot be read again);
+        None when nothing is recorded."""
         model, prints = str(normalised.get("model")), message_prints(normalised)
         best = max(self, key=lambda r: (r.model == model, *_likeness(r.prints, prints)), default=None)
         if best is None:
             return None
         file, line = self.files[best.where >> _FILE_SHIFT], (best.where >> _LINE_SHIFT) & 0xFFFFFF
-        recorded = self._request_at(best.where)
+        try:
+            recorded = self._request_at(best.where)
+        except (TraceFileError, orjson.JSONDecodeError, IndexError, KeyError, TypeError):
+            return f"{file}:{line}", None  # changed or gone since it was loaded
         path = first_difference(recorded, normalised) if recorded is not None else None
-        return f"{file}:{line}", path or "(an ignored field)"
+        return f"{file}:{line}", path or "(a field that is not compared)"
 
     def _request_at(self, where: int) -> dict[str, Any] | None:
         """The normalised request of the recording at `where`, read again from its file."""
