@@ -107,7 +107,7 @@ def serve(
         "The config is not reloaded.",
     ),
     paths: list[Path] | None = typer.Argument(
-        None, metavar="[PATH]...", help="With --recorded: the trace files and directories answered from."
+        None, metavar="PATH", help="With --recorded: the trace files and directories answered from."
     ),
 ) -> None:
     """Run the gateway."""
@@ -117,9 +117,9 @@ def serve(
     if demo:
         _warn_demo_ignores(find_config(config))
     settings = demo_settings() if demo else _settings(config, recorded, paths or [])
-    served, answering = _recorded(settings, recorded, paths or [])
     if reload is not None:
         settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, reload=reload))
+    served, answering = _recorded(settings, recorded, paths or [])
     host = host or settings.server.host
     port = settings.server.port if port is None else port
     workers = workers or settings.server.workers
