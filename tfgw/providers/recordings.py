@@ -4,9 +4,10 @@ A `[providers.NAME] kind = "recorded"` provider answers from this index (`tfgw.p
 It is built once, at start, from the files and directories given (read by `tfgw.tracing.otlp`, the
 one reader of trace files: `.gz`, directories, the torn-last-line rule):
 
-- each LLM span (CLIENT, `gen_ai.operation.name` `chat` or `embeddings`) that did not fail, with its
-  request (`input.value`) and its answer (`output.value`, which must have ended: a stream the client
-  left is no answer) is one `Recording`;
+- each LLM span (CLIENT, named `chat {model}` or `embeddings {model}` as tfgw names it, else with
+  `gen_ai.operation.name` `chat` or `embeddings`) that did not fail, with its request (`input.value`)
+  and its answer (`output.value`, which must have ended: a stream the client left is no answer) is
+  one `Recording`; a line without an LLM span is not parsed at all;
 - its key is the normalised chat-completions form of the request (`normalise`): a span of
   `POST /v1/messages` or `POST /v1/responses` holds the client's body in that API's format, which is
   translated as the gateway translates it for a chat-completions provider, so it matches the call
@@ -48,11 +49,18 @@ from tfgw.tracing.otlp import KIND_CLIENT, spans_of
 from tfgw.tracing.otlp.files import TraceFileError, is_torn, open_trace_file, trace_files
 
 __all__ = [
+    "CHAT",
+    "EMBEDDINGS",
     "IGNORED",
+    "LOADED",
+    "MESSAGE",
+    "RESPONSE",
+    "Loaded",
     "Recording",
     "Recordings",
     "first_difference",
     "load",
+    "message_prints",
     "normalise",
     "request_key",
 ]
@@ -449,23 +457,25 @@ def _timing(
 
 
 class Loaded:
-    """Indexes already loaded by this process, by their files' names, sizes and modification times:
-    `tfgw serve` loads them before forking its workers, which find them here instead of reading
-    the files again, and a config reload that names the same unchanged files reuses them."""
+    """Indexes already loaded by this process, by the paths they were loaded from, each kept with
+    its files' names, sizes and modification times: `tfgw serve` loads them before forking its
+    workers, which find them here instead of reading the files again, and a config reload that
+    names the same unchanged files reuses them. Only the latest index of the same paths is kept,
+    and `keep` paths at most."""
 
     def __init__(self, keep: int = 4) -> None:
         self.keep = keep
-        self._indexes: dict[tuple[tuple[str, int, int], ...], Recordings] = {}
+        self._indexes: dict[tuple[str, ...], tuple[tuple[tuple[str, int, int], ...], Recordings]] = {}
 
     def get(self, paths: Sequence[str | Path]) -> Recordings:
-        files = trace_files(paths)
-        signature = tuple(_signature(f) for f in files)
-        found = self._indexes.get(signature)
-        if found is None:
-            found = self._indexes[signature] = load(paths)
-            while len(self._indexes) > self.keep:
-                del self._indexes[next(iter(self._indexes))]
-        return found
+        named = tuple(str(p) for p in paths)
+        signature = tuple(_signature(f) for f in trace_files(paths))
+        found = self._indexes.pop(named, None)
+        index = found[1] if found is not None and found[0] == signature else load(paths)
+        self._indexes[named] = signature, index  # the newest last
+        while len(self._indexes) > self.keep:
+            del self._indexes[next(iter(self._indexes))]
+        return index
 
 
 def _signature(name: str) -> tuple[str, int, int]:
