@@ -508,3 +508,37 @@ def test_a_miss_whose_closest_recording_is_gone_says_so(tmp_path: Path) -> None:
         f"no recorded answer for this request; the closest recording ({file}:1) cannot be read again to"
         " say where it differs"
     )
+
+
+def test_an_anthropic_providers_messages_are_answered_again_in_the_same_shape(tmp_path: Path) -> None:
+    from tests.fakes.upstream import FakeUpstream
+    from tfgw.config import ModelSettings, Target
+
+    directory = tmp_path / "claude"
+    streamed = {**MESSAGES_BODY, "stream": True, "messages": [{"role": "user", "content": "stream it"}]}
+    got: dict[str, list[Any]] = {"recorded": [], "replayed": []}
+
+    def calls(into: list[Any]) -> Callable[[Client], Awaitable[None]]:
+        async def test(client: Client) -> None:
+            headers = {"anthropic-version": "2023-06-01"}
+            into.append(
+                await (await client.post("/v1/messages", json=MESSAGES_BODY, headers=headers)).get_json()
+            )
+            raw = await (await client.post("/v1/messages", json=streamed, headers=headers)).get_data()
+            into.append([event for event in sse_data(raw) if event["type"] != "ping"])
+
+        return test
+
+    with FakeUpstream() as up:
+        claude = ProviderSettings("claude", "anthropic", up.url, api_key="k", api_version="2023-06-01")
+        model = ModelSettings("demo", (Target("claude", "claude-3-5-haiku"),))
+        settings = replace(demo_settings(), providers={"claude": claude}, models={"demo": model})
+        run(traced(directory, settings), calls(got["recorded"]))
+    run(replaying(tmp_path, directory), calls(got["replayed"]))
+    (whole, events), (again, replayed) = got["recorded"], got["replayed"]
+    usage = {k: whole["usage"][k] for k in ("input_tokens", "output_tokens")}
+    assert again == {**whole, "usage": usage}  # the cache counts of 0 are not said again
+    assert [e["type"] for e in replayed] == [e["type"] for e in events]
+    text = "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+    assert "".join(e["delta"].get("text", "") for e in replayed if e["type"] == "content_block_delta") == text
+    assert replayed[-2]["delta"]["stop_reason"] == events[-2]["delta"]["stop_reason"] == "end_turn"
