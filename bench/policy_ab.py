@@ -2,11 +2,11 @@
 of it configured against none.
 
     python bench/policy_ab.py                      # callgrind, 200 requests a path, ~10 minutes
-    python bench/policy_ab.py --json               # the same as one JSON object
-    python bench/policy_ab.py --callgrind 0        # CPU time of sequential requests only, ~1 minute
+    python bench/policy_ab.py --callgrind 0        # CPU time of sequential requests only, ~2 minutes
     python bench/policy_ab.py --load               # also CPU µs/request under load, interleaved
     python bench/policy_ab.py --before HEAD        # against another commit (a `git archive` of it)
     python bench/policy_ab.py --tree /tmp/other    # against a tree holding tfgw/
+    python bench/policy_ab.py --here HEAD          # this checkout's HEAD, not its working tree
 
 One run starts, on 127.0.0.1, `bench/fake_upstream.py` and three `tfgw serve` (one worker, tracing
 on, the model `bench` on an `openai` provider at the fake upstream, one gateway key):
@@ -22,8 +22,8 @@ is imported with PYTHONPATH ahead of the editable install (checked at the start)
 Chat completions, JSON and streamed (with the usage chunk). `--callgrind N` counts the
 instructions of N sequential requests a path, each gateway in its turn under valgrind;
 `--sequential N` requests a path without valgrind, interleaved before none policy hit hit policy
-none before, give CPU µs a request, and `none`'s µs per instruction converts instruction
-differences to µs. `--load` adds wrk (or Python) runs in the same order, CPU of each gateway's
+none before (`--rounds` times), give CPU µs a request, and `none`'s µs per instruction converts
+instruction differences to µs. `--load` adds wrk (or Python) runs in the same order, CPU of each gateway's
 tree around them. Every process is stopped on exit, ^C, SIGTERM and errors.
 """
 
@@ -90,20 +90,10 @@ CACHE_TTL_S = 3600.0
 
 PLAIN_KEY = f'\n[[keys]]\nname = "bench"\nhash = "{hash_key(KEY)}"\n'
 LIMITS = "rpm = 100000000\ntpm = 100000000000\nbudget_usd_day = 1000000.0\n"
-GUARDRAILS = """
-[[guardrails]]
-name = "pii"
-kind = "pii"
-patterns = ["email", "credit_card"]
-stage = "input"
-action = "redact"
-
-[[guardrails]]
-name = "words"
-kind = "keywords"
-patterns = ["project bluebird", "strictly confidential"]
-stage = "input"
-action = "redact"
+GUARDRAILS = """guardrails = [  # top-level: before the first table
+  { name = "pii", kind = "pii", patterns = ["email", "credit_card"], stage = "input", action = "redact" },
+  { name = "words", kind = "keywords", patterns = ["project bluebird", "top secret"], action = "redact" },
+]
 """
 
 
@@ -118,7 +108,7 @@ def config_text(port: int, upstream: Endpoint, traces: Path, policy: bool) -> st
     cached = text.replace("\n[tracing]", f"cache = {{ ttl = {CACHE_TTL_S:g} }}\n\n[tracing]", 1)
     if cached == text:
         raise BenchError("run.CONFIG_TEMPLATE has no [tracing] table to put the model's cache before")
-    return cached + PLAIN_KEY + LIMITS + GUARDRAILS
+    return GUARDRAILS + cached + PLAIN_KEY + LIMITS
 
 
 # --- the requests --------------------------------------------------------------------------------
@@ -354,12 +344,10 @@ def bench(args: argparse.Namespace) -> PolicyReport:
     with tempfile.TemporaryDirectory(prefix="tfgw-policy-") as tmp:
         directory = Path(tmp)
         before = Path(args.tree) if args.tree else export_tree(args.before, directory / "before")
-        here = snapshot_here(directory / "here")
-        report.trees = {
-            "before": f"{args.tree} (--tree)" if args.tree else f"{args.before} (git archive)",
-            "none": report.machine["checkout"],
-            "policy": report.machine["checkout"],
-        }
+        here = export_tree(args.here, directory / "here") if args.here else snapshot_here(directory / "here")
+        mine = f"{args.here} (git archive)" if args.here else report.machine["checkout"]
+        theirs = f"{args.tree} (--tree)" if args.tree else f"{args.before} (git archive)"
+        report.trees = {"before": theirs, "none": mine, "policy": mine}
         for tree in (before, here):
             imported_from(tree.resolve(), directory)
         gateways = [Gateway("before", before.resolve(), False), Gateway("none", here, False)]
@@ -377,7 +365,7 @@ def measure(args: argparse.Namespace, directory: Path, gateways: list[Gateway], 
         upstream = start_upstream(directory, "upstream", 0, processes)
         started = {g.name: start_plain(g, directory, upstream, processes) for g in gateways}
         try:
-            for kind in args.kinds:
+            for kind, _ in itertools.product(args.kinds, range(args.rounds)):  # ORDER `rounds` times a kind
                 report.sequential += [sequential_run(started, p, kind, args.sequential) for p in ORDER]
             if args.load:
                 report.load_runs = [load_run(started, p, k, args) for k in args.kinds for p in ORDER]
@@ -465,7 +453,7 @@ def header(report: PolicyReport) -> str:
     n = report.callgrind_requests
     counted = f"callgrind, {n} sequential requests a path, " if n else ""
     return (
-        f"{report.date}; {m['nproc']} CPUs, Python {m['python']}, tfgw at {m['checkout']} against "
+        f"{report.date}; {m['nproc']} CPUs, Python {m['python']}, tfgw at {trees['none']} against "
         f"{trees['before']}, {counted}{report.sequential_requests} sequential requests a path and run "
         f"without valgrind, {conditions(m)}"
     )
@@ -551,9 +539,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--callgrind", type=int, default=200, help="requests a path under callgrind (0: none)"
     )
     parser.add_argument("--sequential", type=int, default=1000, help="requests a path and run, no valgrind")
+    parser.add_argument("--rounds", type=int, default=3, help="sequential runs a path: 2 x this (default 3)")
     parser.add_argument("--kinds", default="json,stream", help="json, stream or both (default both)")
     parser.add_argument("--before", default=BEFORE, help=f"the commit to set against (default {BEFORE})")
     parser.add_argument("--tree", help="a directory holding the tfgw/ to set against, instead of --before")
+    parser.add_argument("--here", help="this commit's tfgw/ (git archive) instead of the working tree's")
     parser.add_argument("--load", action="store_true", help="also CPU µs/request under load, interleaved")
     parser.add_argument("--concurrency", type=int, default=10, help="with --load (default 10)")
     parser.add_argument("--duration", type=float, default=5.0, help="with --load: seconds a run (default 5)")
@@ -575,7 +565,13 @@ def check_args(args: argparse.Namespace, kinds: list[str]) -> str | None:
     """What is wrong with the flags, naming the flag; None when nothing is."""
     if not kinds or any(kind not in KINDS for kind in kinds) or len(set(kinds)) != len(kinds):
         return f"--kinds: json, stream or both, got {args.kinds!r}"
-    for flag, low, high in (("callgrind", 0, 10_000), ("sequential", 1, 100_000), ("concurrency", 1, 1000)):
+    bounds = (
+        ("callgrind", 0, 10_000),
+        ("sequential", 1, 100_000),
+        ("rounds", 1, 100),
+        ("concurrency", 1, 1000),
+    )
+    for flag, low, high in bounds:
         if not low <= getattr(args, flag) <= high:
             return f"--{flag}: must be within {low}..{high}, got {getattr(args, flag)}"
     if not 0 < args.duration <= MAX_DURATION_S:
@@ -584,9 +580,10 @@ def check_args(args: argparse.Namespace, kinds: list[str]) -> str | None:
         return f"--warmup: must be within [0, {MAX_DURATION_S:g}] s, got {args.warmup:g}"
     if args.tree and not (Path(args.tree) / "tfgw" / "__init__.py").is_file():
         return f"--tree: {args.tree} holds no tfgw/__init__.py"
-    verify = ["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{args.before}^{{commit}}"]
-    if not args.tree and subprocess.run(verify, capture_output=True, timeout=30, check=False).returncode != 0:
-        return f"--before: {args.before!r} is not a commit of {REPO}"
+    for flag, commit in (("before", None if args.tree else args.before), ("here", args.here)):
+        verify = ["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"]
+        if commit and subprocess.run(verify, capture_output=True, timeout=30, check=False).returncode != 0:
+            return f"--{flag}: {commit!r} is not a commit of {REPO}"
     return None
 
 

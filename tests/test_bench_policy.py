@@ -173,9 +173,11 @@ def test_a_numbered_wrk_script_sends_each_request_its_own_number_and_the_headers
         (["--kinds", "json,paced"], "error: --kinds: json, stream or both, got 'json,paced'\n"),
         (["--callgrind", "-1"], "error: --callgrind: must be within 0..10000, got -1\n"),
         (["--sequential", "0"], "error: --sequential: must be within 1..100000, got 0\n"),
+        (["--rounds", "0"], "error: --rounds: must be within 1..100, got 0\n"),
         (["--duration", "0"], "error: --duration: must be within (0, 600] s, got 0\n"),
         (["--before", "no-such-commit"], f"error: --before: 'no-such-commit' is not a commit of {REPO}\n"),
         (["--tree", "/nonexistent"], "error: --tree: /nonexistent holds no tfgw/__init__.py\n"),
+        (["--here", "no-such-commit"], f"error: --here: 'no-such-commit' is not a commit of {REPO}\n"),
     ],
 )
 def test_a_bad_flag_is_one_line_and_exit_code_2(
@@ -199,7 +201,7 @@ def run_script(*flags: str, timeout: float = 120) -> dict[str, Any]:
 
 @pytest.mark.e2e
 def test_one_run_sets_none_against_before_and_all_of_it_against_none() -> None:
-    data = run_script("--callgrind", "0", "--sequential", "20")
+    data = run_script("--callgrind", "0", "--sequential", "20", "--rounds", "1")
 
     assert data["kinds"] == ["json", "stream"]
     here = data["machine"]["checkout"]
@@ -232,7 +234,19 @@ TOOLS = ["python"] + (["wrk"] if shutil.which("wrk") else [])
 @pytest.mark.e2e
 @pytest.mark.parametrize("tool", TOOLS)
 def test_under_load_every_policy_request_is_distinct_and_the_hit_path_repeats_one(tool: str) -> None:
-    flags = ["--callgrind", "0", "--sequential", "1", "--kinds", "json", "--load", "--tool", tool]
+    flags = [
+        "--callgrind",
+        "0",
+        "--sequential",
+        "1",
+        "--rounds",
+        "1",
+        "--kinds",
+        "json",
+        "--load",
+        "--tool",
+        tool,
+    ]
     data = run_script(*flags, "--duration", "0.3", "--warmup", "0.1", "--concurrency", "2")
 
     assert [(r["scenario"], r["path"]) for r in data["load_runs"]] == [("json-2", p) for p in policy_ab.ORDER]
@@ -252,7 +266,9 @@ def test_under_load_every_policy_request_is_distinct_and_the_hit_path_repeats_on
 @pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("callgrind_control") is None, reason="valgrind is not installed")
 def test_callgrind_counts_every_path_and_converts_at_nones_rate() -> None:
-    data = run_script("--callgrind", "2", "--sequential", "5", "--kinds", "json", timeout=900)
+    data = run_script(
+        "--callgrind", "2", "--sequential", "5", "--rounds", "1", "--kinds", "json", timeout=900
+    )
 
     counted = data["callgrind"]
     assert [(c["kind"], c["path"]) for c in counted] == [("json", path) for path in policy_ab.PATHS]
