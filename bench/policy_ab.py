@@ -1,7 +1,7 @@
 """What the policy layer costs a request: none of it configured against the tree before it, and all
 of it configured against none.
 
-    python bench/policy_ab.py                      # callgrind, 200 requests a path, ~10 minutes
+    python bench/policy_ab.py                      # callgrind, 200 requests a path, ~4 minutes
     python bench/policy_ab.py --callgrind 0        # CPU time of sequential requests only, ~2 minutes
     python bench/policy_ab.py --load               # also CPU µs/request under load, interleaved
     python bench/policy_ab.py --before HEAD        # against another commit (a `git archive` of it)
