@@ -81,6 +81,18 @@ def test_tokens_over_tpm_get_429() -> None:
     run(with_key(tpm=10), test)
 
 
+def test_a_request_that_ends_without_an_answer_gives_its_token_estimate_back() -> None:
+    async def test(client: Client) -> None:
+        auth = {"authorization": f"Bearer {KEY}"}
+        # estimated at 25 tokens (100 characters): admitted into the empty window, then refused at
+        # routing; settled with no tokens when its trace ends, so the window is empty again
+        unknown = {"model": "nope", "messages": [{"role": "user", "content": "x" * 100}]}
+        assert (await client.post("/v1/chat/completions", json=unknown, headers=auth)).status_code == 404
+        assert (await client.post("/v1/chat/completions", json=CHAT, headers=auth)).status_code == 200
+
+    run(with_key(tpm=10), test)
+
+
 def test_health_and_readiness() -> None:
     async def test(client: Client) -> None:
         health = await client.get("/healthz")

@@ -58,14 +58,9 @@ def admit_and_guard(
     rt: Runtime, trace: RequestTrace, key: KeySettings | None, api: str, body: dict[str, Any]
 ) -> tuple[dict[str, Any], Account | None]:
     """The first two stages: the request admitted (`admit`), then its body through the input
-    guardrails (`guard_input`); a blocked request is still a request of its key."""
+    guardrails (`guard_input`)."""
     account = admit(rt, trace, key, api, body)
-    try:
-        return guard_input(rt, trace, api, body), account
-    except BaseException:
-        if account is not None:
-            account.settle()
-        raise
+    return guard_input(rt, trace, api, body), account
 
 
 def admit(
@@ -86,6 +81,7 @@ def admit(
         raise
     account = Account(limits, admission, span)
     account.record()
+    trace.at_finish = account.settle  # a request that ends without an answer: no tokens, no cost
     return account
 
 
@@ -99,7 +95,8 @@ def _estimate(api: str, body: Mapping[str, Any]) -> int:
 
 class Account:
     """An admitted request's limits and budgets: settled once, with the tokens and the cost of its
-    answer (none when it failed), what remains then written on the `auth` span."""
+    answer, or with none when the request ends without one (blocked, refused, failed: when its
+    trace finishes), what remains then written on the `auth` span."""
 
     __slots__ = ("admission", "limits", "span")
 

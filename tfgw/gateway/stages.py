@@ -314,31 +314,9 @@ async def answer(
     """The end of every chat-like route: answer from the cache, or call the provider, then relay
     its stream as it comes or send its whole answer, through the output guardrails, settling the
     key's `account` (`call_provider` for `view` and `headers`)."""
-    try:
-        return await _answer(rt, trace, key, attempts, body, sends, wire, view, headers, account)
-    except BaseException:
-        if account is not None:
-            account.settle()  # failed: no tokens, no cost
-        raise
-
-
-async def _answer(
-    rt: Runtime,
-    trace: RequestTrace,
-    key: KeySettings | None,
-    attempts: list[Attempt],
-    body: dict[str, Any],
-    sends: Sends,
-    wire: Wire,
-    view: Mapping[str, Any] | None,
-    headers: Mapping[str, str],
-    account: Account | None,
-) -> Response:
     operation = "embeddings" if wire is EMBEDDINGS else "chat"
     policy = Answering.of(rt, trace, wire.api, body, key, client_headers())
     if policy is not None and policy.hit is not None:
-        if account is not None:
-            account.settle()  # a request all the same: no tokens, no cost
         return from_cache(
             rt, trace, policy, operation, body if view is None else view, bool(body.get("stream"))
         )

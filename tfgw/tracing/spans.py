@@ -129,7 +129,7 @@ def error_type(exc: BaseException) -> str:
 class RequestTrace:
     """The spans of one request: a SERVER root and its children, finished once."""
 
-    __slots__ = ("_done", "_sink", "provider_ns", "root", "spans", "trace_id")
+    __slots__ = ("_done", "_sink", "at_finish", "provider_ns", "root", "spans", "trace_id")
 
     def __init__(
         self,
@@ -144,6 +144,8 @@ class RequestTrace:
         self.provider_ns = 0  # time spent waiting on providers, for x-tfgw-overhead-ms
         self._sink = sink
         self._done = False
+        #: called once when the request ends, however it ends (the gateway settles its accounting)
+        self.at_finish: Callable[[], None] | None = None
 
     def child(self, name: str, kind: int = KIND_INTERNAL, parent: Span | None = None) -> Span:
         span = Span(name, kind, new_span_id(), (parent or self.root).span_id, time.time_ns())
@@ -165,6 +167,8 @@ class RequestTrace:
         if self._done:
             return
         self._done = True
+        if self.at_finish is not None:
+            self.at_finish()
         now = time.time_ns()
         for span in self.spans:
             if not span.end:
