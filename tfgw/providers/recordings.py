@@ -448,7 +448,9 @@ def _timing(
         if child.get("name") == "stream" and child.get("parentSpanId") == own:
             value = _attributes(child, _CHUNKS).get(sc.STREAM_CHUNKS) or {}
             chunks = int(value["intValue"]) if "intValue" in value else None
-    spacing = (end - first) / 1e9 / (chunks - 1) if chunks and chunks > 1 else None
+    # the time from the first chunk to the end of the stream, shared by the chunks after the first
+    # and the stream's end (`[DONE]`, an event of its own to a provider that paces its events)
+    spacing = (end - first) / 1e9 / chunks if chunks and chunks > 1 else None
     return max(0.0, (first - start) / 1e9), spacing, chunks
 
 
