@@ -84,6 +84,7 @@ def test_tail_started_before_the_log_exists_sees_the_first_request(
         "cost": 0.00000875,
         "stream": False,
         "attempts": 1,
+        "finish_reason": "stop",
         "spans": 4,
         "project": "e2e",
     }

@@ -534,6 +534,7 @@ def test_tail_json_sees_a_request_within_two_seconds(
         "cost": 0.00000875,
         "stream": False,
         "attempts": 1,
+        "finish_reason": "stop",
         "spans": 4,
         "project": "e2e",
     }
