@@ -131,7 +131,7 @@ def serve(
     hconfig, sockets = bind(settings, host, port)
     bound = sockets.insecure_sockets[0].getsockname()
     models = ", ".join(served.models) or "none"
-    source = "demo" if demo else settings.path
+    source = "demo" if demo else settings.path or "none"
     exporting = f", exporting to: {', '.join(targets)}" if targets else ""
     print(
         f"tfgw {__version__} listening on http://{host}:{bound[1]} ({workers} worker{'s' * (workers > 1)}, "
@@ -193,7 +193,8 @@ def _recorded(settings: Settings, recorded: bool, paths: list[Path]) -> tuple[Se
             if recorded:
                 raise InputError(message)
             print(f"tfgw: warning: {message}", file=sys.stderr)
-        said += f", {ps.name}: {len(recordings)} recorded answers"
+        count = len(recordings)
+        said += f", {ps.name}: {count} recorded answer{'s' * (count != 1)}"
     return served, said
 
 
