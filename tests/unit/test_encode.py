@@ -264,3 +264,13 @@ def test_stream_fold_takes_bare_text_as_choice_zero() -> None:
     assert bare.completion() == chunks.completion()
     assert bare.completion()["choices"][0]["message"] == {"role": "assistant", "content": "A cat."}
     assert bare.chunks == 3
+
+
+def test_answers_tfgw_gives_itself_are_tfgw_s() -> None:
+    """The built-in providers (mock, and recorded answers served again) are tfgw, not OpenAI."""
+    for kind in ("mock", "recorded"):
+        assert provider_identity(kind, f"{kind}://", kind) == {
+            "llm.provider": "tfgw",
+            "llm.system": "tfgw",
+            "gen_ai.provider.name": "tfgw",
+        }

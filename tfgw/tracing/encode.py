@@ -67,7 +67,7 @@ def provider_identity(kind: str, base_url: str, name: str) -> dict[str, Any]:
         provider, system, gen = "anthropic", "anthropic", "anthropic"
     elif kind == "azure":
         provider, system, gen = "azure", "openai", "azure.ai.openai"
-    elif kind == "mock":
+    elif kind in ("mock", "recorded"):  # answered by tfgw itself
         provider, system, gen = "tfgw", "tfgw", "tfgw"
     else:
         system = "openai"
