@@ -164,7 +164,8 @@ def test_a_paced_replay_takes_the_recorded_time_to_first_token(recording: Record
     assert recorded_ttft >= UPSTREAM_TTFT * 1000
     assert abs(ttft_ms(TraceFiles(tmp_path / "paced"), paced.trace_id) / recorded_ttft - 1) < 0.2
     assert abs(paced.ttft / stream.ttft - 1) < 0.2, (paced.ttft, stream.ttft)
-    assert abs(paced.duration / stream.duration - 1) < 0.25, (paced.duration, stream.duration)
+    # the chunks after the first are paced too: never faster than recorded (slower on a busy machine)
+    assert 0.8 < paced.duration / stream.duration < 3, (paced.duration, stream.duration)
 
 
 def ttft_ms(traces: TraceFiles, trace_id: str) -> float:
