@@ -81,7 +81,7 @@ cache = {{ ttl = 60 }}
 [[models]]
 name = "brief"
 targets = [{{ provider = "up", model = "gpt-4o-mini" }}]
-cache = {{ ttl = 0.3 }}
+cache = {{ ttl = 1.0 }}
 
 [[models]]
 name = "priced"
@@ -328,7 +328,7 @@ def test_an_entry_lives_its_ttl(client: openai.OpenAI, up: FakeUpstream) -> None
     for _ in range(2):
         client.chat.completions.create(model="brief", messages=ask("short lived"))
     assert len(up.requests) == 1
-    time.sleep(0.4)
+    time.sleep(1.1)
     client.chat.completions.create(model="brief", messages=ask("short lived"))
     assert len(up.requests) == 2
 
