@@ -400,7 +400,7 @@ def calibrations(report: PolicyReport) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for kind in report.kinds:
         cpu, counted = mean_cpu(report, kind, "none"), instructions(report, kind, "none")
-        out[kind] = cpu / counted if cpu is not None and counted else None
+        out[kind] = cpu / counted if cpu and counted else None  # no CPU counted: too few requests
     return out
 
 

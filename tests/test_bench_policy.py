@@ -267,7 +267,16 @@ def test_under_load_every_policy_request_is_distinct_and_the_hit_path_repeats_on
 @pytest.mark.skipif(shutil.which("callgrind_control") is None, reason="valgrind is not installed")
 def test_callgrind_counts_every_path_and_converts_at_nones_rate() -> None:
     data = run_script(
-        "--callgrind", "2", "--sequential", "5", "--rounds", "1", "--kinds", "json", timeout=900
+        # 100 sequential requests: enough CPU (~100 ms) for /proc's 10 ms clock ticks to measure
+        "--callgrind",
+        "2",
+        "--sequential",
+        "100",
+        "--rounds",
+        "1",
+        "--kinds",
+        "json",
+        timeout=900,
     )
 
     counted = data["callgrind"]
