@@ -163,7 +163,9 @@ def test_a_paced_replay_takes_the_recorded_time_to_first_token(recording: Record
     recorded_ttft = ttft_ms(TraceFiles(recording.dir), stream.trace_id)
     assert recorded_ttft >= UPSTREAM_TTFT * 1000
     assert abs(ttft_ms(TraceFiles(tmp_path / "paced"), paced.trace_id) / recorded_ttft - 1) < 0.2
-    assert abs(paced.ttft / stream.ttft - 1) < 0.2, (paced.ttft, stream.ttft)
+    # the client sees the first chunk no sooner than the recorded TTFT (its own clock also counts
+    # connecting, so the recording run's first request is no reference for it)
+    assert paced.ttft * 1000 >= 0.8 * recorded_ttft, (paced.ttft, recorded_ttft)
     # the chunks after the first are paced too: never faster than recorded (slower on a busy machine)
     assert 0.8 < paced.duration / stream.duration < 3, (paced.duration, stream.duration)
 
