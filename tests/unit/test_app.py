@@ -218,3 +218,14 @@ def test_readyz_shows_the_export_status_it_is_given() -> None:
             assert app.extensions["tfgw"].trace_log.targets == ("phoenix",)
 
     asyncio.run(main())
+
+
+def test_an_embeddings_body_that_says_stream_gets_a_whole_answer() -> None:
+    async def test(client: Client) -> None:
+        answer = await client.post(
+            "/v1/embeddings", json={"model": "demo-embed", "input": "hi", "stream": True}
+        )
+        assert (answer.status_code, answer.content_type) == (200, "application/json")
+        assert len((await answer.get_json())["data"][0]["embedding"]) == 16
+
+    run(demo_settings(), test)

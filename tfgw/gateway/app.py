@@ -297,13 +297,14 @@ _CHAT = _Chat()
 
 
 class _Embed:
-    """Embeddings: a whole answer, never a stream (`answer` streams only a body that asks)."""
+    """Embeddings: a whole answer, never a stream (`answer` streams chat only; a `stream` in an
+    embeddings body is passed on as it is, as before)."""
 
     async def create(self, provider: Provider, call: Call) -> Reply:
         return await provider.embeddings(call)
 
     async def open_stream(self, provider: Provider, call: Call) -> Stream:
-        raise BadRequestError("embeddings cannot be streamed", param="stream")
+        raise AssertionError("answer() never streams embeddings")
 
 
 _EMBED = _Embed()

@@ -31,6 +31,7 @@ from tfgw.policy.limits import Admission, Limits
 from tfgw.providers.base import Reply
 from tfgw.tracing import semconv as sc
 from tfgw.tracing.fold import StreamFold
+from tfgw.tracing.otlp import STATUS_ERROR
 from tfgw.tracing.spans import RequestTrace, Span
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ def verdict_spans(
         if verdict.patterns:
             a[sc.GUARDRAIL_PATTERNS] = list(verdict.patterns)
         if verdict.outcome == "blocked":
-            span.status, span.message = 2, f"blocked by guardrail {verdict.rule!r}"
+            span.status, span.message = STATUS_ERROR, f"blocked by guardrail {verdict.rule!r}"
             a[sc.ERROR_TYPE] = GuardrailError.code
 
 

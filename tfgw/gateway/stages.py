@@ -139,7 +139,7 @@ def authenticate(rt: Runtime, trace: RequestTrace) -> KeySettings | None:
     try:
         key = rt.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
     except TfgwError as exc:
-        span.attributes[sc.AUTH_OUTCOME] = "rate_limited" if exc.status == 429 else "rejected"
+        span.attributes[sc.AUTH_OUTCOME] = "rejected"  # limits are counted later (policy.admit)
         span.fail(exc)
         raise
     finally:
@@ -315,17 +315,16 @@ async def answer(
     its stream as it comes or send its whole answer, through the output guardrails, settling the
     key's `account` (`call_provider` for `view` and `headers`)."""
     operation = "embeddings" if wire is EMBEDDINGS else "chat"
+    stream = operation == "chat" and bool(body.get("stream"))  # embeddings are never streamed
     policy = Answering.of(rt, trace, wire.api, body, key, client_headers())
     if policy is not None and policy.hit is not None:
-        return from_cache(
-            rt, trace, policy, operation, body if view is None else view, bool(body.get("stream"))
-        )
-    if body.get("stream"):
-        span, stream = await call_provider(
+        return from_cache(rt, trace, policy, operation, body if view is None else view, stream)
+    if stream:
+        span, upstream = await call_provider(
             rt, trace, attempts, body, operation, sends.open_stream, view=view, headers=headers
         )
         guard = policy.stream_guard() if policy is not None else None
-        frames = relay(trace, span, stream, wire, guard, account)
+        frames = relay(trace, span, upstream, wire, guard, account)
         return Response(frames, content_type="text/event-stream", headers=SSE_HEADERS)
     span, reply = await call_provider(
         rt, trace, attempts, body, operation, sends.create, view=view, headers=headers
