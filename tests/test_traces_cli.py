@@ -12,7 +12,6 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -52,20 +51,8 @@ EXTRA = trace_line(
 ALL = [*ROWS, row_of(EXTRA)]
 
 
-@pytest.fixture(autouse=True)
-def _plain_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Plain text (no terminal, no colour overrides) and UTC times, in-process and in children."""
-    for name in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE", "NO_COLOR"):
-        monkeypatch.delenv(name, raising=False)
-    saved = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if saved is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = saved
-    time.tzset()
+#: plain text (no terminal, no colour overrides) and UTC times, in-process and in children
+pytestmark = pytest.mark.usefixtures("plain_utc")
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,20 +55,8 @@ B = [
 LINES_A, LINES_B = [trace_line(r) for r in A], [trace_line(r) for r in B]
 
 
-@pytest.fixture(autouse=True)
-def _plain_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Plain text (no terminal, no colour overrides) and UTC times."""
-    for name in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE", "NO_COLOR"):
-        monkeypatch.delenv(name, raising=False)
-    saved = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    yield
-    if saved is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = saved
-    time.tzset()
+#: plain text (no terminal, no colour overrides) and UTC times, in-process and in children
+pytestmark = pytest.mark.usefixtures("plain_utc")
 
 
 @pytest.fixture
