@@ -62,9 +62,10 @@ def _allowed_keys(call: ast.Call, local: dict[str, ast.expr]) -> tuple[str, ...]
 
 def loader_keys() -> dict[str, set[str]]:
     """{loader method: keys its `table(...)` calls allow}, read from tfgw/config.py and the
-    governance sections' checks in tfgw/config_policy.py."""
+    sections' checks it mixes in: tfgw/config_policy.py (governance), tfgw/config_otel.py (export)."""
     methods = []
-    for path, name in ((CONFIG_PY, "_Validator"), (CONFIG_PY.with_name("config_policy.py"), "PolicyChecks")):
+    mixins = (("config_policy.py", "PolicyChecks"), ("config_otel.py", "OtelChecks"))
+    for path, name in ((CONFIG_PY, "_Validator"), *((CONFIG_PY.with_name(f), c) for f, c in mixins)):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         methods += next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name).body
     found: dict[str, set[str]] = {}

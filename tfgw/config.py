@@ -19,6 +19,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from tfgw.config_otel import CONVENTIONS as CONVENTIONS
+from tfgw.config_otel import OTEL_PROTOCOLS as OTEL_PROTOCOLS
+from tfgw.config_otel import OTEL_REQUIRED as OTEL_REQUIRED
+from tfgw.config_otel import OTEL_TARGET_NAME as OTEL_TARGET_NAME
+from tfgw.config_otel import OtelChecks, OtelTargetSettings
 from tfgw.config_policy import PII_PATTERNS as PII_PATTERNS
 from tfgw.config_policy import CacheSettings, GuardrailSettings, PolicyChecks
 from tfgw.config_toml import KeyLocator as KeyLocator  # re-exported for tfgw.config_file
@@ -52,17 +57,6 @@ PROVIDER_KINDS = ("openai", "azure", "anthropic", "mock", "recorded")
 ON_MISS = re.compile(r"error|forward:(?P<provider>.+)")
 PACES = ("none", "recorded")
 STRATEGIES = ("weighted", "priority", "latency")
-OTEL_KINDS = ("arize", "middleware", "otlp")
-OTEL_PROTOCOLS = ("grpc", "http/protobuf", "http/json")
-OTEL_COMPRESSIONS = ("gzip", "none")
-#: what each kind of export target cannot do without (the rest has defaults)
-OTEL_REQUIRED = {
-    "arize": ("space_id", "api_key"),
-    "middleware": ("endpoint", "api_key"),
-    "otlp": ("endpoint",),
-}
-#: target names become file names (the exporter's cursor), so they are kept plain
-OTEL_TARGET_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -114,6 +108,9 @@ class ProviderSettings:
     traces: tuple[str, ...] = ()
     on_miss: str = "error"
     pace: str = "none"
+    #: the provider's well-known name in the conventions (`llm.provider`, `gen_ai.provider.name`),
+    #: e.g. "groq"; None: known from the upstream host, else from the kind
+    system: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,31 +170,6 @@ class TracingSettings:
     def state_path(self, state_dir: str | None) -> Path:
         """Where limits and budgets are counted: `state_dir`, or `state` beside the traces."""
         return Path(state_dir).expanduser() if state_dir else self.path.parent / "state"
-
-
-@dataclass(frozen=True, slots=True)
-class OtelTargetSettings:
-    """One `[otel.targets.NAME]` table as written; `tfgw.export.targets` applies the defaults."""
-
-    name: str
-    kind: str
-    endpoint: str | None = None
-    protocol: str | None = None
-    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
-    space_id: str | None = None
-    api_key: str | None = None
-    project: str | None = None
-    exclude_request_data: bool = False
-    enabled: bool = True
-    compression: str | None = None  # "gzip" | "none"; None: the default (gzip)
-    timeout: float | None = None  # seconds per export request; None: the default (10)
-    #: the names of the headers written as `env:VAR`: their values are secrets
-    secret_headers: tuple[str, ...] = ()
-
-    def secrets(self) -> tuple[str, ...]:
-        """The secret values (not the env:VAR references a disabled target keeps)."""
-        found = [self.api_key, self.space_id, *(self.headers.get(h) for h in self.secret_headers)]
-        return tuple(s for s in found if s and not s.startswith("env:"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +253,7 @@ def demo_settings() -> Settings:
 # Validation
 
 
-class _Validator(PolicyChecks):
+class _Validator(PolicyChecks, OtelChecks):
     """Checks the parsed TOML against the schema and builds the settings objects."""
 
     def settings(self, data: dict[str, Any]) -> Settings:
@@ -362,7 +334,7 @@ class _Validator(PolicyChecks):
             path = ("providers", name)
             allowed = (
                 "kind", "base_url", "api_key", "api_version", "headers", "stream_usage", "responses",
-                "traces", "on_miss", "pace",
+                "traces", "on_miss", "pace", "system",
             )  # fmt: skip
             t = self.table(item, path, allowed)
             kind = self.choice(t, path, "kind", PROVIDER_KINDS, None)
@@ -391,6 +363,7 @@ class _Validator(PolicyChecks):
                 headers=self.str_map(t, path, "headers"),
                 stream_usage=self.value(t, path, "stream_usage", bool, True),
                 responses=self._responses(t, path, kind, base_url),
+                system=self.value(t, path, "system", str, None) or None,
             )
         self._forwards(providers)
         return MappingProxyType(providers)
@@ -531,63 +504,6 @@ class _Validator(PolicyChecks):
             retention_days=self.positive(t, path, "retention_days", int, default.retention_days, zero=True),
             max_disk_mb=self.positive(t, path, "max_disk_mb", int, default.max_disk_mb),
         )
-
-    def otel(self, value: Any) -> Mapping[str, OtelTargetSettings]:
-        root = self.table(value, ("otel",), ("targets",))
-        raw = root.get("targets", {})
-        targets = {}
-        allowed = (
-            "kind", "endpoint", "protocol", "headers", "space_id", "api_key", "project",
-            "exclude_request_data", "enabled", "compression", "timeout",
-        )  # fmt: skip
-        for name, item in self.table(
-            raw, ("otel", "targets"), tuple(raw) if isinstance(raw, dict) else ()
-        ).items():
-            path = ("otel", "targets", name)
-            if not OTEL_TARGET_NAME.fullmatch(name):
-                raise self.fail(path, "a target name may only use letters, digits, '-' and '_' (64 at most)")
-            t = self.table(item, path, allowed)
-            kind = self.choice(t, path, "kind", OTEL_KINDS, None)
-            if kind is None:
-                raise self.fail((*path, "kind"), f"is required (one of {', '.join(OTEL_KINDS)})")
-            for key in OTEL_REQUIRED[kind]:
-                if t.get(key) in (None, ""):
-                    raise self.fail((*path, key), f"is required for kind {kind!r}")
-            if "space_id" in t and kind != "arize":
-                raise self.fail((*path, "space_id"), f"is only used by kind 'arize', not {kind!r}")
-            if "api_key" in t and kind == "otlp":
-                raise self.fail(
-                    (*path, "api_key"),
-                    "is not used by kind 'otlp': send credentials as headers, "
-                    'e.g. headers = { authorization = "env:VAR" }',
-                )
-            enabled = self.value(t, path, "enabled", bool, True)
-            # a disabled target sends nothing, so its env:VAR secrets need not be set: they are left
-            # as references (tfgw.export.targets resolves them for display if they are set)
-            resolving, self.resolve_secrets = self.resolve_secrets, self.resolve_secrets and enabled
-            try:
-                headers = self.str_map(t, path, "headers")
-                space_id = self.secret((*path, "space_id"), self.value(t, path, "space_id", str, None))
-                api_key = self.secret((*path, "api_key"), self.value(t, path, "api_key", str, None))
-            finally:
-                self.resolve_secrets = resolving
-            written = self.value(t, path, "headers", dict, {})
-            targets[name] = OtelTargetSettings(
-                name=name,
-                kind=kind,
-                endpoint=self.value(t, path, "endpoint", str, None),
-                protocol=self.choice(t, path, "protocol", OTEL_PROTOCOLS, None),
-                headers=headers,
-                space_id=space_id,
-                api_key=api_key,
-                project=self.value(t, path, "project", str, None),
-                exclude_request_data=self.value(t, path, "exclude_request_data", bool, False),
-                enabled=enabled,
-                compression=self.choice(t, path, "compression", OTEL_COMPRESSIONS, None),
-                timeout=self.positive(t, path, "timeout", float, None),
-                secret_headers=tuple(k for k, v in written.items() if v.startswith("env:")),
-            )
-        return MappingProxyType(targets)
 
 
 def _is_direct(model: str, providers: Mapping[str, ProviderSettings]) -> bool:

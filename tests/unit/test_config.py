@@ -141,6 +141,22 @@ def test_example_config_covers_every_section_and_parses(monkeypatch: pytest.Monk
             '[tracing]\nexclude_request_data = "yes"\n',
             "t.toml:2: tracing.exclude_request_data: expected a boolean, got a string",
         ),
+        (
+            '[otel.targets.t]\nkind = "otlp"\nendpoint = "http://c"\nconventions = ["gen_ai", "otel"]\n',
+            "t.toml:4: otel.targets.t.conventions[1]: must be one of openinference, gen_ai, got 'otel'",
+        ),
+        (
+            '[otel.targets.t]\nkind = "otlp"\nendpoint = "http://c"\nconventions = []\n',
+            "t.toml:4: otel.targets.t.conventions: needs at least one of openinference, gen_ai",
+        ),
+        (
+            '[otel.targets.t]\nkind = "otlp"\nendpoint = "http://c"\nmetrics = 1\n',
+            "t.toml:4: otel.targets.t.metrics: expected a boolean, got an integer",
+        ),
+        (
+            '[providers.x]\nkind = "openai"\nsystem = 1\n',
+            "t.toml:3: providers.x.system: expected a string, got an integer",
+        ),
     ],
 )
 def test_bad_config_names_file_line_and_key(
@@ -236,3 +252,17 @@ def test_a_recorded_provider_reads_its_traces_relative_to_the_config_file() -> N
 )  # fmt: skip
 def test_bad_recorded_provider_names_file_line_and_key(source: str, message: str) -> None:
     assert error_of(source) == message
+
+
+def test_target_conventions_metrics_and_provider_system_are_read() -> None:
+    settings = parse(
+        '[providers.x]\nkind = "openai"\nbase_url = "http://127.0.0.1:9"\nsystem = "groq"\n'
+        '[otel.targets.t]\nkind = "otlp"\nendpoint = "http://c"\n'
+        'conventions = ["gen_ai", "openinference", "gen_ai"]\nmetrics = true\n'
+        '[otel.targets.u]\nkind = "otlp"\nendpoint = "http://c"\n',
+        "t.toml",
+    )
+    assert settings.providers["x"].system == "groq"
+    t, u = settings.otel_targets["t"], settings.otel_targets["u"]
+    assert (t.conventions, t.metrics) == (("openinference", "gen_ai"), True)
+    assert (u.conventions, u.metrics) == (("openinference", "gen_ai"), False)
