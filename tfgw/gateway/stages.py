@@ -202,6 +202,7 @@ async def call_provider(
                 price=alias.price if alias is not None else None,
                 stream=bool(body.get("stream")) and operation == "chat",
                 fallback_reason=error_type(run.previous) if run.previous else None,
+                system=settings.system,
             )
         )
         try:
@@ -365,6 +366,7 @@ def from_cache(
             request=request,
             price=alias.price if alias is not None else None,
             stream=stream,
+            system=provider.settings.system if provider is not None else None,
         )
     )
     span.attributes[sc.CACHE_HIT] = True

@@ -78,6 +78,7 @@ class LlmCall:
     first_chunk: int | None = None  # Unix ns of the first streamed chunk
     fallback_reason: str | None = None  # why the previous attempt was left
     client_request: Mapping[str, Any] | None = None  # the body as sent, when `request` is its view
+    system: str | None = None  # `[providers.X] system`: the provider's well-known name, if given
 
 
 @dataclass(slots=True)
