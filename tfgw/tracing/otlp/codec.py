@@ -84,8 +84,24 @@ def any_value(value: Any) -> dict[str, Any]:
 
 
 def attributes(values: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """`{key: value}` as OTLP `KeyValue`s; None values are absent, never written."""
-    return [{"key": k, "value": any_value(v)} for k, v in values.items() if v is not None]
+    """`{key: value}` as OTLP `KeyValue`s; None values are absent, never written.
+
+    The common values (a str, an int in range, a bool, a finite float) are written here without a
+    call to `any_value`: every span of every request goes through this loop."""
+    out = []
+    for k, v in values.items():
+        t = type(v)
+        if t is str:
+            out.append({"key": k, "value": {"stringValue": v}})
+        elif t is int and INT64_MIN <= v <= INT64_MAX:
+            out.append({"key": k, "value": {"intValue": str(v)}})
+        elif t is bool:
+            out.append({"key": k, "value": {"boolValue": v}})
+        elif t is float and math.isfinite(v):
+            out.append({"key": k, "value": {"doubleValue": v}})
+        elif v is not None:
+            out.append({"key": k, "value": any_value(v)})
+    return out
 
 
 def decode_value(value: Mapping[str, Any]) -> Any:
