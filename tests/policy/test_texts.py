@@ -214,3 +214,29 @@ def test_sse_event() -> None:
     assert texts.sse_event(b"event: ping\ndata: {}") == ("ping", b"{}")
     assert texts.sse_event(b"id: 3\nevent: x\ndata:a\ndata: b") == ("x", b"a\nb")
     assert texts.sse_event(b": keep-alive") == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "body", "plain"),
+    [
+        (
+            "chat",
+            {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]},
+            ["Be brief.", "Hi"],
+        ),
+        ("chat", {"messages": []}, []),
+        # anything but a string content is read by the walk: parts, a tool call's None, no content
+        ("chat", {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]}, None),
+        ("chat", {"messages": [{"role": "assistant", "content": None, "tool_calls": []}]}, None),
+        ("chat", {"messages": [{"role": "user"}]}, None),
+        ("chat", {"messages": ["not a message"]}, None),
+        ("chat", {"model": "m"}, None),
+        ("messages", {"messages": [{"role": "user", "content": "Hi"}]}, None),
+    ],
+)
+def test_plain_texts_reads_string_contents_alone_and_agrees_with_the_walk(
+    fmt: str, body: dict[str, Any], plain: list[str] | None
+) -> None:
+    assert texts.plain_texts(fmt, body) == plain
+    if plain is not None:
+        assert plain == list(texts.request_texts(fmt, body))

@@ -72,7 +72,10 @@ def admit(
     limits = rt.limits
     if key is None or limits is None or key.name not in rt.limited:
         return None
-    span = next(s for s in trace.spans if s.name == "auth")
+    spans = trace.spans  # `authenticate` made `auth` right after the root
+    span = (
+        spans[1] if len(spans) > 1 and spans[1].name == "auth" else next(s for s in spans if s.name == "auth")
+    )
     estimate = _estimate(api, body) if key.tpm else 0
     try:
         admission = limits.admit(key, estimate)
@@ -81,7 +84,6 @@ def admit(
         span.fail(exc)
         raise
     account = Account(limits, admission, span)
-    account.record()
     trace.at_finish = account.settle  # a request that ends without an answer: no tokens, no cost
     return account
 
@@ -89,9 +91,12 @@ def admit(
 def _estimate(api: str, body: Mapping[str, Any]) -> int:
     """The tokens a request may use, before it is answered: its text at four characters a token,
     and the most it lets the answer have."""
-    chars = sum(len(text) for text in texts.request_texts(api, body))
-    most = next((n for name in MAX_TOKENS if isinstance(n := body.get(name), int)), 0)
-    return chars // 4 + most
+    found = texts.plain_texts(api, body)
+    chars = sum(map(len, found if found is not None else texts.request_texts(api, body)))
+    for name in MAX_TOKENS:
+        if isinstance(most := body.get(name), int):
+            return chars // 4 + most
+    return chars // 4
 
 
 class Account:
@@ -117,15 +122,18 @@ class Account:
         self.record()
 
     def record(self) -> None:
+        """Each configured limit and budget, and what remains of it, on `auth` (once, settled)."""
         a, attributes = self.admission, self.span.attributes
-        for name, value in (
-            (sc.LIMIT_RPM, a.rpm), (sc.LIMIT_RPM_REMAINING, a.rpm_remaining),
-            (sc.LIMIT_TPM, a.tpm), (sc.LIMIT_TPM_REMAINING, a.tpm_remaining),
-            (sc.BUDGET_DAY, a.budget_usd_day), (sc.BUDGET_DAY_REMAINING, a.budget_day_remaining_usd),
-            (sc.BUDGET_MONTH, a.budget_usd_month), (sc.BUDGET_MONTH_REMAINING, a.budget_month_remaining_usd),
-        ):  # fmt: skip
-            if value is not None:
-                attributes[name] = value
+        if a.rpm is not None:
+            attributes[sc.LIMIT_RPM], attributes[sc.LIMIT_RPM_REMAINING] = a.rpm, a.rpm_remaining
+        if a.tpm is not None:
+            attributes[sc.LIMIT_TPM], attributes[sc.LIMIT_TPM_REMAINING] = a.tpm, a.tpm_remaining
+        if a.budget_usd_day is not None:
+            attributes[sc.BUDGET_DAY] = a.budget_usd_day
+            attributes[sc.BUDGET_DAY_REMAINING] = a.budget_day_remaining_usd
+        if a.budget_usd_month is not None:
+            attributes[sc.BUDGET_MONTH] = a.budget_usd_month
+            attributes[sc.BUDGET_MONTH_REMAINING] = a.budget_month_remaining_usd
 
 
 def guard_input(rt: Runtime, trace: RequestTrace, api: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -153,13 +161,14 @@ def verdict_spans(
     for verdict in verdicts:
         span = trace.child(f"guardrail {verdict.rule}", parent=parent)
         span.start, span.end = start, end
-        a = span.attributes
-        a[sc.OI_SPAN_KIND] = "GUARDRAIL"
-        a[sc.GUARDRAIL_NAME] = verdict.rule
-        a[sc.GUARDRAIL_STAGE] = verdict.stage
-        a[sc.GUARDRAIL_ACTION] = verdict.action
-        a[sc.GUARDRAIL_OUTCOME] = verdict.outcome
-        a[sc.GUARDRAIL_MATCHES] = verdict.matches
+        span.attributes = a = {
+            sc.OI_SPAN_KIND: "GUARDRAIL",
+            sc.GUARDRAIL_NAME: verdict.rule,
+            sc.GUARDRAIL_STAGE: verdict.stage,
+            sc.GUARDRAIL_ACTION: verdict.action,
+            sc.GUARDRAIL_OUTCOME: verdict.outcome,
+            sc.GUARDRAIL_MATCHES: verdict.matches,
+        }
         if verdict.patterns:
             a[sc.GUARDRAIL_PATTERNS] = list(verdict.patterns)
         if verdict.outcome == "blocked":

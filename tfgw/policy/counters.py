@@ -269,7 +269,11 @@ class CounterTable:
         fd, mm = self._fd, self.mm
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            offset = self.slot(name) or self.claim(name, now_s, month)
+            known = self._slots.get(name)  # `slot`'s first look, inline: this runs for every request
+            if known is not None and mm[known[1] : known[1] + 16] == known[0]:
+                offset = known[1]
+            else:
+                offset = self.slot(name) or self.claim(name, now_s, month)
             counts = self.advance(offset, now_s, day, month)
             second, requests, in_tokens, day_spent, month_spent = counts
             rpm, tpm, day_budget, month_budget = limits
@@ -302,10 +306,14 @@ class CounterTable:
         """Settle a request `take` counted in second `taken` with `estimate` tokens: while that
         second is in the window its estimate becomes `tokens`, after, `tokens` count now; and
         `micro_usd` is added to `day` and `month`. Returns the counts after."""
-        fd = self._fd
+        fd, mm = self._fd, self.mm
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            offset = self.slot(name) or self.claim(name, now_s, month)
+            known = self._slots.get(name)
+            if known is not None and mm[known[1] : known[1] + 16] == known[0]:
+                offset = known[1]
+            else:
+                offset = self.slot(name) or self.claim(name, now_s, month)
             counts = self.advance(offset, now_s, day, month)
             if counts[0] - WINDOW < taken <= counts[0]:
                 counts = self._add(offset, counts, taken, tokens - estimate)
@@ -314,7 +322,7 @@ class CounterTable:
             if micro_usd:
                 second, requests, in_tokens, day_spent, month_spent = counts
                 day_spent, month_spent = day_spent + micro_usd, month_spent + micro_usd
-                SPEND.pack_into(self.mm, offset + _SPEND_AT, day, day_spent, month, month_spent)
+                SPEND.pack_into(mm, offset + _SPEND_AT, day, day_spent, month, month_spent)
                 counts = second, requests, in_tokens, day_spent, month_spent
             return counts
         finally:
@@ -323,6 +331,8 @@ class CounterTable:
     def _add(self, offset: int, counts: Counts, second: int, tokens: int) -> Counts:
         """Add tokens to the bucket of `second` (in the window `counts` were read from); a bucket
         never goes below zero."""
+        if not tokens:  # the estimate was right, or a failed call's zero estimate
+            return counts
         bucket = offset + RING + second % WINDOW * BUCKET.size
         requests, old = BUCKET.unpack_from(self.mm, bucket)
         new = old + tokens if old + tokens > 0 else 0

@@ -40,6 +40,7 @@ __all__ = [
     "StreamTexts",
     "answer_texts",
     "named_event",
+    "plain_texts",
     "request_texts",
     "rewrite_answer",
     "rewrite_request",
@@ -56,6 +57,22 @@ RESPONSES_PARTS = frozenset(("input_text", "output_text", "text"))
 def request_texts(fmt: str, body: Mapping[str, Any]) -> Iterator[str]:
     """Every text the client wrote in a request `body` of format `fmt`, in body order."""
     return _collect(_walker(REQUESTS, fmt), body)
+
+
+def plain_texts(fmt: str, body: Mapping[str, Any]) -> list[str] | None:
+    """The texts of a chat request whose every message's content is a string, read without a
+    walk (the common case, on every request a rule or a tpm limit applies to); None for any other
+    body, whose texts `request_texts` reads."""
+    messages = body.get("messages") if fmt == "chat" else None
+    if not isinstance(messages, list):
+        return None
+    out = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            return None
+        out.append(content)
+    return out
 
 
 def rewrite_request(fmt: str, body: dict[str, Any], f: Rewrite) -> dict[str, Any]:
