@@ -1,13 +1,14 @@
-"""`tfgw traces tail | list | show | stats | diff`: the trace log, read (never written).
+"""`tfgw traces tail | list | show | stats | diff | top`: the trace log, read (never written).
 
 The log is `--dir`, else `[tracing] dir` of the config found the usual way, else
 `~/.local/share/tfgw/traces` when there is no config at all. Every `--json` prints JSON lines,
-one object per line, except `stats --json` and `diff --json`, which print one object. Bad option
+one object per line, except `stats --json`, `diff --json` and `top --json`, which print one object. Bad option
 values exit 2 with a one-line message naming the option. `diff` exits 1 when a `--fail-if` holds.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -27,6 +28,8 @@ from rich.console import Console
 
 from tfgw.cli.check import check
 from tfgw.cli.options import CONFIG, read_settings
+from tfgw.cli.top import run as run_top
+from tfgw.cli.top import top_settings
 from tfgw.config import TracingSettings, find_config
 from tfgw.errors import InputError, NotFoundError
 from tfgw.tracing.diff import Side, Source, breaches, collect, compare, parse_condition
@@ -50,7 +53,8 @@ from tfgw.views.terminal import console, print_wide, timestamp
 __all__ = ["UsageError", "app", "log_dir", "parse_since", "row_filter"]
 
 app = typer.Typer(
-    help="Read the trace log: follow it live, list requests, show one trace, stats, diff two runs.",
+    help="Read the trace log: follow it live, list requests, show one trace, stats, diff two runs, a live "
+    "board per model.",
     no_args_is_help=True,
 )
 
@@ -379,3 +383,35 @@ def _window_bound(name: str, arg: str, bound: str, now: int) -> int | None:
             f"{name}: {arg}: expected log:SINCE[..UNTIL], each a duration ago (30s, 15m, 1h, 2d, 1w) "
             f"or a time (2026-12-01T09:30), got {bound!r}"
         ) from None
+
+
+@app.command("top")
+def top(
+    dir: Path | None = DIR,
+    config: Path | None = CONFIG,
+    window: str = typer.Option(
+        "5m", "--window", help="The stretch of the log the board covers, up to now: 30s, 5m, 1h, ..."
+    ),
+    once: bool = typer.Option(
+        False,
+        "--once",
+        help="One board, then exit. If the log has nothing newer than the window (a copy of an old "
+        "log), the window ends at its last request.",
+    ),
+    json: bool = typer.Option(
+        False,
+        "--json",
+        help="One board as one JSON object: {window_s, now, anchored, bucket_s, models, targets}.",
+    ),
+    interval: float = typer.Option(1.0, "--interval", help="Seconds between refreshes."),
+) -> None:
+    """A live board per model from the trace log alone: req/s, error rate, latency and TTFT
+    p50/p95, tokens/s, cost per minute, mean open streams, a req/s sparkline, and each export
+    target's lag. Keys on a terminal: s sort, r reverse, / filter, e errors only, q quit.
+    Off a terminal, a plain board every interval (--once: one)."""
+    window_s = parse_since(window, "--window")
+    if not 0 < interval < math.inf:
+        raise UsageError(f"--interval: expected seconds > 0, got {interval:g}")
+    directory = log_dir(dir, config)
+    settings = top_settings(config, directory)
+    run_top(directory, settings, window_s, once=once or json, json=json, interval=interval)
