@@ -87,6 +87,17 @@ def test_tail_started_before_the_log_exists_sees_the_first_request(
         "finish_reason": "stop",
         "spans": 4,
         "project": "e2e",
+        "route": "/v1/chat/completions",
+        "operation": "chat",
+        "provider_system": "openai",
+        "tokens_cached": None,
+        "tokens_reasoning": None,
+        "cache_hit": None,
+        "retries": 0,
+        "fallbacks": 0,
+        "chunks": None,
+        "guardrails": None,
+        "refusal": None,
     }
 
 

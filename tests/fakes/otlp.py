@@ -5,6 +5,8 @@
         rx.wait_for(5)                      # the 5 spans accepted so far, or AssertionError
     with OtlpGrpcReceiver() as rx:          # TraceService/Export on rx.endpoint (127.0.0.1:port)
         ...
+    rx.metrics()                            # both also take OTLP metrics (POST /v1/metrics,
+                                            # MetricsService/Export): the accepted requests, decoded
 
 Each serves from a background thread and records every request in `.requests` (a `Received`:
 lowercased headers or gRPC metadata, content type and encoding, the body as received, the
@@ -35,6 +37,10 @@ import orjson
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -53,8 +59,10 @@ __all__ = [
 ]
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
+METRICS_PATHS = ("/v1/metrics", "MetricsService/Export")
 ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 
 
@@ -200,6 +208,10 @@ class _Recorder:
         """Every span of every request answered with success, in arrival order."""
         return [span for request in self.requests if request.accepted for span in request.spans]
 
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every accepted OTLP metrics request, decoded (`MessageToDict`), in arrival order."""
+        return [r.request or {} for r in self.requests if r.accepted and r.path.endswith(METRICS_PATHS)]
+
     def wait_for(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """The accepted spans once there are at least `count`; AssertionError after `timeout`."""
         deadline = time.monotonic() + timeout
@@ -340,6 +352,7 @@ class OtlpHttpReceiver(_Recorder):
             return
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_post("/v1/traces", self._export)
+        app.router.add_post("/v1/metrics", self._export_metrics)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1, auto_decompress=False)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
@@ -401,6 +414,21 @@ class OtlpHttpReceiver(_Recorder):
             )
         )
         return response
+
+    async def _export_metrics(self, request: web.Request) -> web.StreamResponse:
+        """OTLP/HTTP metrics, protobuf, plain or gzip: decoded and answered with success."""
+        raw = await request.read()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        encoding = headers.get("content-encoding")
+        body = gzip.decompress(raw) if encoding == "gzip" else raw
+        decoded = json_format.MessageToDict(ExportMetricsServiceRequest.FromString(body))
+        self._record(
+            Received(
+                "http/protobuf", request.path, headers, request.content_type, encoding, raw, decoded, "200"
+            )
+        )
+        answer = ExportMetricsServiceResponse().SerializeToString()
+        return web.Response(body=answer, content_type=PROTOBUF)
 
 
 def _http_failure(failure: _Failure, is_json: bool) -> web.Response:
@@ -490,7 +518,13 @@ class OtlpGrpcReceiver(_Recorder):
             options.append(("grpc.max_receive_message_length", self._max_receive))
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
         handler = grpc.unary_unary_rpc_method_handler(self._export)  # raw bytes in and out
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
+        metrics = grpc.unary_unary_rpc_method_handler(self._export_metrics)
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),
+                grpc.method_handlers_generic_handler(METRICS_SERVICE, {"Export": metrics}),
+            )
+        )
         bound = server.add_insecure_port(f"127.0.0.1:{port}")
         if not bound:
             raise RuntimeError(f"OtlpGrpcReceiver cannot listen on 127.0.0.1:{port}")
@@ -538,4 +572,12 @@ class OtlpGrpcReceiver(_Recorder):
             )
         )
         data: bytes = answer.SerializeToString()
+        return data
+
+    def _export_metrics(self, body: bytes, context: grpc.ServicerContext) -> bytes:
+        metadata = {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        decoded = json_format.MessageToDict(ExportMetricsServiceRequest.FromString(body))
+        path = f"/{METRICS_SERVICE}/Export"
+        self._record(Received("grpc", path, metadata, "application/grpc", None, body, decoded, "OK"))
+        data: bytes = ExportMetricsServiceResponse().SerializeToString()
         return data

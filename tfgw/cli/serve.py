@@ -139,7 +139,7 @@ def serve(
         flush=True,
     )
     supervisor = None
-    if targets and settings.tracing.enabled:
+    if settings.tracing.enabled:  # export targets or not: the exporter derives the metrics too
         from tfgw.export.supervisor import ExporterSupervisor
 
         supervisor = ExporterSupervisor(settings, targets, demo=demo)

@@ -1,7 +1,8 @@
 """`tfgw serve` runs the exporter as a child process, restarts it when it dies, and stops it last.
 
-A child process, not a thread: encoding and sending never compete with the gateway's event loop
-for the GIL, and a crash in an exporter cannot take the gateway down. The child is
+It runs whenever tracing is enabled, export targets or not: it derives the metrics too
+(tfgw.metrics). A child process, not a thread: encoding and sending never compete with the
+gateway's event loop for the GIL, and a crash in an exporter cannot take the gateway down. The child is
 `python -m tfgw.export` with the same config: the same `exporter_main` as `tfgw exporter` alone in
 scaled-out mode, started without the CLI's imports.
 """
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from tfgw.config import Settings
 from tfgw.export.cursor import Cursor
+from tfgw.metrics import deriver as metrics
+from tfgw.metrics.snapshot import state_dir
 
 __all__ = ["ExporterSupervisor"]
 
@@ -47,7 +50,8 @@ class ExporterSupervisor:
         self._thread = threading.Thread(target=self._run, name="tfgw-exporter-supervisor", daemon=True)
 
     def start(self) -> None:
-        # every target's cursor exists before the gateway writes its first trace: nothing is missed
+        # every target's cursor, and the metrics' start, exist before the gateway writes its first
+        # trace: nothing is missed
         trace_dir: Path = self.settings.tracing.path
         try:
             trace_dir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +59,10 @@ class ExporterSupervisor:
                 Cursor.load(trace_dir, name)
         except OSError as exc:  # the gateway still serves; the exporter says why it cannot start
             print(f"tfgw: cannot prepare export cursors in {trace_dir}: {exc}", file=sys.stderr)
+        try:
+            metrics.prepare(self.settings)
+        except OSError as exc:
+            print(f"tfgw: cannot prepare metrics in {state_dir(self.settings)}: {exc}", file=sys.stderr)
         self._thread.start()
 
     def stop(self, timeout: float = 15.0) -> None:

@@ -13,6 +13,7 @@ is left to send.
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import logging
@@ -31,7 +32,9 @@ from tfgw.config import Settings
 from tfgw.export import encode, send
 from tfgw.export.cursor import Cursor, Pending
 from tfgw.export.targets import ResolvedTarget, enabled_targets
+from tfgw.metrics.snapshot import state_dir
 from tfgw.retry import Backoff
+from tfgw.tracing.segments import dropped_spans
 
 __all__ = ["TargetExporter", "exporter_main", "run_exporter"]
 
@@ -147,7 +150,8 @@ class TargetExporter:
 
     def _save(self, cursor: Cursor) -> float:
         now = self.clock()
-        cursor.stats = {**self.stats, "pending_bytes": cursor.undelivered_bytes(), "updated": now}
+        self.stats["pending_bytes"] = cursor.undelivered_bytes()  # for the metrics too
+        cursor.stats = {**self.stats, "updated": now}
         try:
             cursor.save()
         except OSError as exc:  # a full disk: keep sending, the next save may work
@@ -174,14 +178,15 @@ def exporter_main(settings: Settings, *, nice: int = 0) -> int:
 
 
 def run_exporter(settings: Settings, stop: threading.Event | None = None) -> int:
-    """Export to every enabled target until SIGTERM/SIGINT (or `stop`); returns an exit code."""
+    """Export to every enabled target and derive the metrics (with tracing on) until
+    SIGTERM/SIGINT (or `stop`); returns an exit code."""
     targets = enabled_targets(settings)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    if not targets:
-        log.warning("no export target is configured: nothing to do")
+    if not targets and not settings.tracing.enabled:
+        log.warning("no export target is configured and tracing is disabled: nothing to do")
         return 0
     # parsing lines makes short-lived dicts by the million: collect the young generation less
     # often (measured: +8-21 % spans/s, bench/export_throughput.py --gc-threshold)
@@ -194,17 +199,20 @@ def run_exporter(settings: Settings, stop: threading.Event | None = None) -> int
         return 1
     failed: list[str] = []
 
-    def run(exporter: TargetExporter) -> None:
+    def guarded(name: str, work: Callable[[], None]) -> None:
         try:
-            exporter.run()
+            work()
         except Exception:  # a bug: stop everything, so the supervisor starts a fresh process
-            log.exception("the exporter of %s failed", exporter.target.name)
-            failed.append(exporter.target.name)
+            log.exception("the exporter of %s failed", name)
+            failed.append(name)
             stop.set()
 
     exporters = [TargetExporter(t, trace_dir, stop) for t in targets.values()]
+    work = [(e.target.name, e.run) for e in exporters]
+    if settings.tracing.enabled:
+        work += _metrics_work(settings, exporters, stop)
     threads = [
-        threading.Thread(target=run, args=(e,), name=f"tfgw-export-{e.target.name}") for e in exporters
+        threading.Thread(target=guarded, args=(name, run), name=f"tfgw-export-{name}") for name, run in work
     ]
     for thread in threads:
         thread.start()
@@ -212,3 +220,39 @@ def run_exporter(settings: Settings, stop: threading.Event | None = None) -> int
     for thread in threads:
         thread.join(15)
     return 1 if failed else 0
+
+
+def _metrics_work(
+    settings: Settings, exporters: list[TargetExporter], stop: threading.Event
+) -> list[tuple[str, Callable[[], None]]]:
+    """The metrics deriver and a pusher for each target with `metrics = true` (tfgw.metrics)."""
+    from tfgw.metrics.deriver import Deriver
+
+    trace_dir = settings.tracing.path
+
+    def target_values() -> dict[str, dict[str, Any]]:
+        dropped = dropped_spans(trace_dir)
+        return {e.target.name: {**e.stats, "dropped": dropped.get(e.target.name, 0)} for e in exporters}
+
+    try:
+        deriver = Deriver(settings, target_values)
+    except OSError as exc:
+        log.error("cannot keep metrics in %s: %s", state_dir(settings), exc)
+        return []
+    work: list[tuple[str, Callable[[], None]]] = [("metrics", lambda: deriver.run(stop))]
+    pushed = [e.target for e in exporters if _pushes_metrics(settings, e.target)]
+    if pushed:
+        from tfgw.metrics.otlp import MetricsPusher
+
+        for target in pushed:
+            pusher = MetricsPusher(target, deriver)
+            work.append((f"{target.name}-metrics", functools.partial(pusher.run, stop)))
+    return work
+
+
+def _pushes_metrics(settings: Settings, target: ResolvedTarget) -> bool:
+    configured = getattr(target, "metrics", None)
+    if configured is None:
+        table = settings.otel_targets.get(target.name)
+        configured = table is not None and table.metrics
+    return bool(configured)

@@ -49,6 +49,8 @@ from tfgw.gateway.stages import (
     resolve,
     too_large,
 )
+from tfgw.metrics.snapshot import CONTENT_TYPE as METRICS_TYPE
+from tfgw.metrics.snapshot import snapshot_path
 from tfgw.policy.cache import ResponseCache
 from tfgw.policy.counters import table_path
 from tfgw.policy.limits import Limits
@@ -219,7 +221,7 @@ def _error_handlers(app: Quart, settings: Settings) -> None:
 
 
 def _probe_routes(app: Quart, state: GatewayState) -> None:
-    """/healthz, /readyz and /v1/models: untraced."""
+    """/healthz, /readyz, /metrics and /v1/models: untraced."""
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -242,6 +244,22 @@ def _probe_routes(app: Quart, state: GatewayState) -> None:
             body["export"] = state.exports.status()
         return Response(orjson.dumps(body), status=200 if ready else 503, content_type=JSON)
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """The exporter's snapshot (docs/metrics.md), behind a gateway key when there are keys."""
+        rt = state.runtime
+        assert rt is not None
+        headers = client_headers()
+        rt.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
+        if not state.settings.tracing.enabled:
+            return _unavailable("no metrics: tracing is disabled ([tracing] enabled = false)")
+        path = snapshot_path(state.settings)
+        try:
+            text = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return _unavailable(f"no metrics yet: the exporter has not written {path}")
+        return Response(text, content_type=METRICS_TYPE)
+
     @app.get("/v1/models")
     async def models() -> Response:
         headers = client_headers()
@@ -253,6 +271,10 @@ def _probe_routes(app: Quart, state: GatewayState) -> None:
             return Response(orjson.dumps(messages.model_list(names)), content_type=JSON)
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "tfgw"} for name in names]
         return Response(orjson.dumps({"object": "list", "data": data}), content_type=JSON)
+
+
+def _unavailable(reason: str) -> Response:
+    return Response(reason + "\n", status=503, content_type="text/plain; charset=utf-8")
 
 
 def _openai_routes(app: Quart, state: GatewayState) -> None:

@@ -31,6 +31,21 @@ Row keys (absent values are None, never 0):
 |  | `gen_ai.response.finish_reasons`) on the attempt that answered: `stop`, `length`, ... |
 | `spans` | number of spans |
 | `project` | `openinference.project.name` of the resource |
+| `route` | root `url.path`, e.g. `/v1/chat/completions` |
+| `operation` | `gen_ai.operation.name` (`chat`, `embeddings`) of the attempt that answered, else of the |
+|  | last attempt; None without one (refused, blocked, no such model) |
+| `provider_system` | `gen_ai.provider.name` of that attempt (`openai`, `anthropic`, ...) |
+| `tokens_cached` | cached input tokens (`gen_ai.usage.cache_read.input_tokens`), summed like `tokens_in` |
+| `tokens_reasoning` | reasoning output tokens (`gen_ai.usage.reasoning.output_tokens`), summed |
+| `cache_hit` | root `tfgw.cache.hit`: true (answered from the cache), false (a model with `cache` |
+|  | that called its provider), None (no cache) |
+| `retries` | attempts of the same target as the attempt before them (int) |
+| `fallbacks` | attempts of another target than the attempt before them (int) |
+| `chunks` | `tfgw.stream.chunks` of the `stream` span, streams only |
+| `guardrails` | `[rule, stage, outcome]` of each `guardrail` span, in span order (`[["no-pii", "input", |
+|  | "redacted"]]`), None when no rule was evaluated |
+| `refusal` | `auth`'s `tfgw.auth.outcome` when a limit or budget refused the request: |
+|  | `rate_limited` (`rpm`, `tpm`) or `over_budget` (`budget_usd_day`, `budget_usd_month`) |
 """
 
 from __future__ import annotations
@@ -44,6 +59,7 @@ from tfgw.tracing import otlp, semconv
 __all__ = ["summarize", "summarize_decoded"]
 
 LLM_KINDS = ("LLM", "EMBEDDING")
+REFUSALS = frozenset(("rate_limited", "over_budget"))
 
 
 def summarize(spans: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> dict[str, Any]:
@@ -98,6 +114,17 @@ def summarize_decoded(
         "finish_reason": totals.finish_reason,
         "spans": len(spans),
         "project": project,
+        "route": ra.get(semconv.URL_PATH),
+        "operation": totals.operation,
+        "provider_system": totals.system,
+        "tokens_cached": totals.tokens_cached,
+        "tokens_reasoning": totals.tokens_reasoning,
+        "cache_hit": ra.get(semconv.CACHE_HIT),
+        "retries": totals.retries,
+        "fallbacks": totals.fallbacks,
+        "chunks": totals.chunks,
+        "guardrails": totals.guardrails,
+        "refusal": totals.refusal,
     }
 
 
@@ -117,6 +144,17 @@ class _Totals:
     stream: bool = False
     attempts: int = 0
     finish_reason: Any = None
+    operation: Any = None
+    system: Any = None
+    tokens_cached: Any = None
+    tokens_reasoning: Any = None
+    retries: int = 0
+    fallbacks: int = 0
+    target: Any = None  # (provider, model) of the last attempt
+    answered: bool = False
+    chunks: Any = None
+    guardrails: list[list[Any]] | None = None
+    refusal: Any = None
 
     def add(self, span: Mapping[str, Any], a: Mapping[str, Any]) -> None:
         failed = (span.get("status") or {}).get("code") == otlp.STATUS_ERROR
@@ -126,17 +164,33 @@ class _Totals:
         self.model = self.model or a.get(semconv.MODEL_REQUESTED)
         if a.get(semconv.STREAM_TTFT) is not None:
             self.ttft = float(a[semconv.STREAM_TTFT])
+            self.chunks = a.get(semconv.STREAM_CHUNKS)
         elif a.get(semconv.GEN_TTFC) is not None and self.ttft is None:
             self.ttft = float(a[semconv.GEN_TTFC]) * 1000
         if a.get(semconv.OI_SPAN_KIND) in LLM_KINDS or semconv.GEN_OPERATION in a:
             self.add_attempt(a, failed)
+        elif (outcome := a.get(semconv.GUARDRAIL_OUTCOME)) is not None:
+            rule = [a.get(semconv.GUARDRAIL_NAME), a.get(semconv.GUARDRAIL_STAGE), outcome]
+            self.guardrails = [rule] if self.guardrails is None else [*self.guardrails, rule]
+        elif a.get(semconv.AUTH_OUTCOME) in REFUSALS:
+            self.refusal = a[semconv.AUTH_OUTCOME]
 
     def add_attempt(self, a: Mapping[str, Any], failed: bool) -> None:
         """An LLM or embedding span: one provider attempt."""
         self.attempts += 1
         self.stream = self.stream or bool(a.get(semconv.GEN_STREAM))
         self.model = self.model or a.get(semconv.GEN_REQUEST_MODEL) or a.get(semconv.LLM_MODEL)
+        target = (a.get(semconv.ROUTE_PROVIDER), a.get(semconv.ROUTE_MODEL))
+        if self.attempts > 1:
+            if target == self.target:
+                self.retries += 1
+            else:
+                self.fallbacks += 1
+        self.target = target
+        if not self.answered:
+            self.operation, self.system = a.get(semconv.GEN_OPERATION), a.get(semconv.GEN_PROVIDER)
         if not failed:
+            self.answered = True
             self.provider = (
                 a.get(semconv.ROUTE_PROVIDER) or a.get(semconv.GEN_PROVIDER) or a.get(semconv.LLM_PROVIDER)
             )
@@ -150,6 +204,10 @@ class _Totals:
             self.tokens_out, a.get(semconv.TOKENS_COMPLETION, a.get(semconv.GEN_OUTPUT_TOKENS))
         )
         self.cost = _add(self.cost, a.get(semconv.COST_TOTAL))
+        cached, reasoning = a.get(semconv.GEN_CACHE_READ), a.get(semconv.GEN_REASONING)
+        if cached is not None or reasoning is not None:
+            self.tokens_cached = _add(self.tokens_cached, cached)
+            self.tokens_reasoning = _add(self.tokens_reasoning, reasoning)
 
 
 def _first(values: Any) -> Any:

@@ -1,0 +1,71 @@
+"""The Prometheus text exposition (format 0.0.4) of an `Aggregate`: what `GET /metrics` serves.
+
+Every metric of the catalog has its `# HELP` and `# TYPE` lines, with or without series; a label
+whose value is unknown (None) is left out, as Prometheus reads an empty one. Series are sorted, so
+the same aggregate is always the same text.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tfgw.metrics import catalog as c
+from tfgw.metrics.aggregate import Aggregate, Histogram
+from tfgw.metrics.snapshot import CONTENT_TYPE
+
+__all__ = ["CONTENT_TYPE", "render"]
+
+
+def render(aggregate: Aggregate) -> str:
+    out: list[str] = []
+    for metric in c.CATALOG:
+        name = metric.prometheus
+        out.append(f"# HELP {name} {metric.help}")
+        out.append(f"# TYPE {name} {metric.kind}")
+        series = aggregate.series[metric]
+        names = metric.label_names
+        for labels in sorted(series, key=_order):
+            value = series[labels]
+            pairs = [f'{n}="{_escape(v)}"' for n, v in zip(names, labels, strict=True) if v is not None]
+            if isinstance(value, Histogram):
+                _histogram(out, name, pairs, metric.buckets, value)
+            else:
+                out.append(f"{name}{_braces(pairs)} {_number(value)}")
+    return "\n".join(out) + "\n"
+
+
+def _histogram(out: list[str], name: str, pairs: list[str], bounds: tuple[float, ...], h: Histogram) -> None:
+    total = 0
+    for bound, count in zip((*bounds, math.inf), h.counts, strict=True):
+        total += count
+        out.append(f"{name}_bucket{_braces([*pairs, f'le={_le(bound)}'])} {total}")
+    out.append(f"{name}_sum{_braces(pairs)} {_number(h.sum)}")
+    out.append(f"{name}_count{_braces(pairs)} {h.count}")
+
+
+def _order(labels: tuple[Any, ...]) -> tuple[str, ...]:
+    return tuple("" if v is None else str(v) for v in labels)
+
+
+def _braces(pairs: list[str]) -> str:
+    return "{" + ",".join(pairs) + "}" if pairs else ""
+
+
+def _escape(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    if "\\" in text or '"' in text or "\n" in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return text
+
+
+def _le(bound: float) -> str:
+    return '"+Inf"' if bound == math.inf else f'"{_number(bound)}"'
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
