@@ -537,6 +537,17 @@ def test_tail_json_sees_a_request_within_two_seconds(
         "finish_reason": "stop",
         "spans": 4,
         "project": "e2e",
+        "route": "/v1/chat/completions",
+        "operation": "chat",
+        "provider_system": "openai",
+        "tokens_cached": None,
+        "tokens_reasoning": None,
+        "cache_hit": None,
+        "retries": 0,
+        "fallbacks": 0,
+        "chunks": None,
+        "guardrails": None,
+        "refusal": None,
     }
 
 
