@@ -2,8 +2,9 @@
 
 The log is `--dir`, else `[tracing] dir` of the config found the usual way, else
 `~/.local/share/tfgw/traces` when there is no config at all. Every `--json` prints JSON lines,
-one object per line, except `stats --json`, `diff --json` and `top --json`, which print one object. Bad option
-values exit 2 with a one-line message naming the option. `diff` exits 1 when a `--fail-if` holds.
+one object per line, except `stats --json`, `diff --json` and `top --json`, which print one
+object. Bad option values exit 2 with a one-line message naming the option. `diff` exits 1 when a
+`--fail-if` holds. `top`'s loop and keys are `tfgw.cli.top`.
 """
 
 from __future__ import annotations
