@@ -128,6 +128,44 @@ def test_set_with_every_option(capsys: pytest.CaptureFixture[str], config: Path)
     )
 
 
+def test_set_conventions_and_metrics(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    done = tfgw(capsys, "otel", "set", "otlp", "--name", "c", "--endpoint", "http://c:4318",
+                "--conventions", " gen_ai ,openinference,gen_ai", "--metrics")  # fmt: skip
+    assert done == (0, "target c (otlp, http/protobuf http://c:4318/v1/traces) written to tfgw.toml\n", "")
+    table = (
+        "\n"
+        "[otel.targets.c]\n"
+        'kind = "otlp"\n'
+        'endpoint = "http://c:4318"\n'
+        'conventions = [\n    "openinference",\n    "gen_ai",\n]\n'
+    )
+    assert config.read_text() == ORIGINAL + table + "metrics = true\n"
+    assert (
+        tfgw(capsys, "otel", "set", "otlp", "--name", "c", "--conventions", "gen_ai", "--no-metrics")[0] == 0
+    )
+    assert config.read_text() == ORIGINAL + table.replace('    "openinference",\n', "") + "metrics = false\n"
+    target = load(config, resolve_secrets=False).otel_targets["c"]
+    assert (target.conventions, target.metrics) == (("gen_ai",), False)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("gen_ai,otel", "tfgw: --conventions: must be a comma list of openinference, gen_ai, got 'otel'\n"),
+        (
+            "OpenInference",
+            "tfgw: --conventions: must be a comma list of openinference, gen_ai, got 'OpenInference'\n",
+        ),
+        (" , ", "tfgw: --conventions: needs at least one of openinference, gen_ai\n"),
+    ],
+)
+def test_set_bad_conventions_exit_2_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], config: Path, value: str, message: str
+) -> None:
+    assert tfgw(capsys, "otel", "set", "arize", "--conventions", value) == (2, "", message)
+    assert config.read_text() == ORIGINAL
+
+
 def test_set_updates_only_the_given_keys_and_keeps_comments(
     capsys: pytest.CaptureFixture[str], config: Path
 ) -> None:
@@ -273,7 +311,7 @@ def test_set_without_any_config_on_a_terminal_asks_to_create_the_demo_one(
 def targets(capsys: pytest.CaptureFixture[str], config: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """arize (secrets from the environment), middleware (a key in clear), and the env target."""
     tfgw(capsys, "otel", "set", "middleware", "--name", "mw", "--endpoint", "https://uid.middleware.io",
-         "--api-key", MW_KEY, "--disable")  # fmt: skip
+         "--api-key", MW_KEY, "--disable", "--conventions", "gen_ai", "--metrics")  # fmt: skip
     monkeypatch.setenv("ARIZE_API_KEY", KEY)
     monkeypatch.setenv("ARIZE_SPACE_ID", SPACE)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
@@ -325,6 +363,8 @@ header space_id         …Nzg=
 header arize-interface  otel
 project                 my-app
 exclude_request_data    no
+conventions             openinference, gen_ai
+metrics                 off
 compression             gzip
 timeout                 10 s
 enabled                 yes
@@ -333,7 +373,8 @@ enabled                 yes
         0,
         '{"name":"mw","kind":"middleware","protocol":"http/protobuf",'
         '"endpoint":"https://uid.middleware.io/v1/traces","insecure":false,'
-        '"headers":{"authorization":"mw-…6789"},"project":"gw","exclude_request_data":false,'
+        f'"headers":{{"authorization":"mw-…6789"}},"project":"gw","exclude_request_data":false,'
+        f'"conventions":["gen_ai"],"left_out":{orjson.dumps(GEN_AI_LEFT_OUT).decode()},"metrics":true,'
         '"compression":"gzip","timeout":10.0,"enabled":false,"unset_env":[]}\n',
         "",
     )
@@ -350,6 +391,65 @@ enabled                 yes
     assert "col-token-123456" not in out
 
 
+GEN_AI_LEFT_OUT = [
+    "openinference.span.kind",
+    "llm.model_name",
+    "llm.request.model_name",
+    "llm.response.model_name",
+    "embedding.model_name",
+    "llm.provider",
+    "llm.system",
+    "llm.invocation_parameters",
+    "embedding.invocation_parameters",
+    "llm.finish_reason",
+    "llm.token_count.prompt",
+    "llm.token_count.completion",
+    "llm.token_count.prompt_details.cache_read",
+    "llm.token_count.prompt_details.cache_write",
+    "llm.token_count.completion_details.reasoning",
+    "session.id",
+    "First Token Stream Event",
+]
+
+
+def test_show_what_a_target_of_one_convention_goes_without(
+    capsys: pytest.CaptureFixture[str], targets: Path
+) -> None:
+    assert tfgw(capsys, "otel", "show", "mw") == (0, """\
+name                  mw
+kind                  middleware
+protocol              http/protobuf
+endpoint              https://uid.middleware.io/v1/traces
+insecure              no
+header authorization  mw-…6789
+project               gw
+exclude_request_data  no
+conventions           gen_ai
+left out              where gen_ai carries the same value:
+                      openinference.span.kind
+                      llm.model_name
+                      llm.request.model_name
+                      llm.response.model_name
+                      embedding.model_name
+                      llm.provider
+                      llm.system
+                      llm.invocation_parameters
+                      embedding.invocation_parameters
+                      llm.finish_reason
+                      llm.token_count.prompt
+                      llm.token_count.completion
+                      llm.token_count.prompt_details.cache_read
+                      llm.token_count.prompt_details.cache_write
+                      llm.token_count.completion_details.reasoning
+                      session.id
+                      First Token Stream Event
+metrics               on
+compression           gzip
+timeout               10 s
+enabled               no
+""", "")  # fmt: skip
+
+
 def test_show_an_unset_reference_as_written_with_a_warning(
     capsys: pytest.CaptureFixture[str], config: Path
 ) -> None:
@@ -363,7 +463,8 @@ def test_show_an_unset_reference_as_written_with_a_warning(
         '{"name":"arize","kind":"arize","protocol":"grpc","endpoint":"otlp.arize.com:443","insecure":false,'
         '"headers":{"authorization":"env:ARIZE_API_KEY","api_key":"env:ARIZE_API_KEY",'
         '"arize-space-id":"env:ARIZE_SPACE_ID","space_id":"env:ARIZE_SPACE_ID","arize-interface":"otel"},'
-        '"project":"my-app","exclude_request_data":false,"compression":"gzip","timeout":10.0,"enabled":true,'
+        '"project":"my-app","exclude_request_data":false,"conventions":["openinference","gen_ai"],'
+        '"left_out":[],"metrics":false,"compression":"gzip","timeout":10.0,"enabled":true,'
         '"unset_env":["ARIZE_API_KEY","ARIZE_SPACE_ID"]}\n'
     )
 

@@ -544,6 +544,7 @@ def test_the_public_surface() -> None:
         "batches",
         "is_content_key",
         "prepare",
+        "project",
         "redact",
         "to_json",
         "to_protobuf",

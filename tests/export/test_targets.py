@@ -170,6 +170,16 @@ def test_project_and_exclusion_come_from_tracing_unless_the_target_says() -> Non
     assert (got.project, got.exclude_request_data) == ("own", True)
 
 
+def test_conventions_and_metrics_come_from_the_table() -> None:
+    base = 'kind = "otlp"\nendpoint = "http://c:4318"\n'
+    got = target(base + 'conventions = ["gen_ai"]\nmetrics = true\n')
+    assert (got.conventions, got.metrics) == (("gen_ai",), True)
+    got = target(base + 'conventions = ["gen_ai", "openinference"]\n')
+    assert (got.conventions, got.metrics) == (("openinference", "gen_ai"), False)
+    got = target(base)
+    assert (got.conventions, got.metrics) == (("openinference", "gen_ai"), False)
+
+
 def test_env_references_resolve_from_environ_or_stay_as_written() -> None:
     body = 'kind = "arize"\nspace_id = "env:SPACE"\napi_key = "env:KEY"\n'
     assert target(body, {"SPACE": SPACE, "KEY": KEY}) == target(ARIZE)
@@ -410,6 +420,7 @@ def test_env_target_takes_project_and_exclusion_from_tracing() -> None:
     )
     assert got is not None
     assert (got.project, got.exclude_request_data) == ("gw", True)
+    assert (got.conventions, got.metrics) == (("openinference", "gen_ai"), False)
 
 
 def test_a_config_target_named_env_wins_over_the_variables() -> None:
@@ -490,6 +501,9 @@ def test_describe_masks_every_secret() -> None:
         },
         "project": "default",
         "exclude_request_data": False,
+        "conventions": ["openinference", "gen_ai"],
+        "left_out": [],
+        "metrics": False,
         "compression": "gzip",
         "timeout": 10.0,
         "enabled": True,
@@ -503,4 +517,17 @@ def test_describe_masks_every_secret() -> None:
     assert (view["endpoint"], view["headers"]) == (
         "https://user:…-123@c.example.com/v1/traces",
         {"authorization": "…cdef", "x-team": "llm"},
+    )
+
+
+def test_describe_names_what_a_target_of_one_convention_goes_without() -> None:
+    arize = describe(target(ARIZE + 'conventions = ["gen_ai"]\n'))
+    collector = describe(target('kind = "otlp"\nendpoint = "http://c"\nconventions = ["openinference"]\n'))
+    assert (arize["conventions"], arize["left_out"][:3]) == (
+        ["gen_ai"],
+        ["llm.model_name", "llm.request.model_name", "llm.response.model_name"],  # arize keeps the span kind
+    )
+    assert (collector["conventions"], collector["left_out"][:3]) == (
+        ["openinference"],
+        ["gen_ai.provider.name", "gen_ai.request.model", "gen_ai.response.model"],
     )

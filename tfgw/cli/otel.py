@@ -20,7 +20,15 @@ import typer
 from rich.table import Table
 
 from tfgw.cli.options import CONFIG, LOOKUP, config_path, read_settings
-from tfgw.config import OTEL_REQUIRED, OTEL_TARGET_NAME, OtelTargetSettings, Settings, find_config, load
+from tfgw.config import (
+    CONVENTIONS,
+    OTEL_REQUIRED,
+    OTEL_TARGET_NAME,
+    OtelTargetSettings,
+    Settings,
+    find_config,
+    load,
+)
 from tfgw.config_file import delete_table, update_table
 from tfgw.errors import ConfigError, InputError, NotFoundError
 from tfgw.export.targets import (
@@ -86,6 +94,21 @@ ENDPOINT_HELP = (
 HEADER_HELP = "A header to send, K=V (V may be env:VAR); repeatable. K= removes K."
 API_KEY_HELP = "env:VAR to read the key from $VAR at start (recommended), or the key."
 PROJECT_HELP = "openinference.project.name (default: [tracing] project)."
+CONVENTIONS_HELP = (
+    "The span conventions this target receives, a comma list of openinference, gen_ai (default: both). "
+    "With one, what only the other says is left out (see `tfgw otel show NAME`)."
+)
+
+
+def _conventions(text: str) -> list[str]:
+    """`--conventions a,b`: known names only, at least one, in their listed order."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name not in CONVENTIONS:
+            raise InputError(f"--conventions: must be a comma list of {', '.join(CONVENTIONS)}, got {name!r}")
+    if not names:
+        raise InputError(f"--conventions: needs at least one of {', '.join(CONVENTIONS)}")
+    return [name for name in CONVENTIONS if name in names]
 
 
 @app.command("set")
@@ -109,6 +132,12 @@ def set_(
         "--exclude-request-data/--include-request-data",
         help="Keep prompts and completions out of what this target gets.",
     ),
+    conventions: str | None = typer.Option(
+        None, "--conventions", metavar="openinference,gen_ai", help=CONVENTIONS_HELP
+    ),
+    metrics: bool | None = typer.Option(
+        None, "--metrics/--no-metrics", help="Push OTLP metrics to this target too (/v1/metrics)."
+    ),
     disable: bool | None = typer.Option(None, "--disable/--enable", help="Keep the target but send nothing."),
     config: Path | None = CONFIG,
 ) -> None:
@@ -125,6 +154,8 @@ def set_(
         "api_key": api_key,
         "project": project,
         "exclude_request_data": exclude_request_data,
+        "conventions": None if conventions is None else _conventions(conventions),
+        "metrics": metrics,
         "enabled": None if disable is None else not disable,
     }
     values: dict[str, Any] = {"kind": kind.value, **{k: v for k, v in given.items() if v is not None}}
@@ -258,6 +289,15 @@ def show(
         if key == "headers":
             for header, text in value.items():
                 table.add_row(f"header {header}", text)
+        elif key == "conventions":
+            table.add_row(key, ", ".join(value))
+        elif key == "left_out":
+            if value:
+                table.add_row("left out", f"where {view['conventions'][0]} carries the same value:")
+                for name in value:
+                    table.add_row("", name)
+        elif key == "metrics":
+            table.add_row(key, "on" if value else "off")
         elif key == "timeout":
             table.add_row(key, f"{value:g} s")
         elif key == "compression":

@@ -5,7 +5,7 @@ The input is always trace file lines: OTLP/JSON `ExportTraceServiceRequest` dict
 (`tfgw.tracing.otlp`). Nothing here mutates a line; results share every part they did not change
 with their input, so a span without content costs nothing to redact.
 
-    lines = [prepare(line, target) for line in lines]   # redact + project
+    lines = [prepare(line, target) for line in lines]   # redact, project, stamp the project
     for batch in batches(lines, target.protocol):        # ≤ 4 MiB, ≤ 2,000 spans each
         ...                                              # send batch.body
 
@@ -20,7 +20,7 @@ Each span is encoded on its own, so its exact size is known before it joins a ba
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -29,7 +29,9 @@ import orjson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tfgw.export.protobuf import ProtobufFormat
+from tfgw.tracing import otlp
 from tfgw.tracing import semconv as sc
+from tfgw.tracing.conventions import CARRIED, CONVENTIONS, KEPT_BY_KIND, Get, carried, leavable
 
 __all__ = [
     "DEFAULT_MAX_SPANS",
@@ -43,6 +45,7 @@ __all__ = [
     "batches",
     "is_content_key",
     "prepare",
+    "project",
     "redact",
     "to_json",
     "to_protobuf",
@@ -145,8 +148,14 @@ def redact(line: Mapping[str, Any], exclude_request_data: bool) -> Mapping[str, 
     provider body or a prompt, and the stack trace is the gateway's code. The span status
     message is the same text. Dropping them would hide why a request failed, which is what an
     excluding user still wants to see. Only unchanged parts are shared, never copied."""
-    if not exclude_request_data:
-        return line
+    return _map_spans(line, _redact_span) if exclude_request_data else line
+
+
+def _map_spans(
+    line: Mapping[str, Any], change: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+) -> Mapping[str, Any]:
+    """`line` with `change(span)` for every span; every part that no span change touched is
+    shared, and `line` itself comes back when `change` returned every span as it was."""
     changed = False
     resource_spans = []
     for rs in line.get("resourceSpans") or ():
@@ -154,7 +163,7 @@ def redact(line: Mapping[str, Any], exclude_request_data: bool) -> Mapping[str, 
         rs_changed = False
         for ss in rs.get("scopeSpans") or ():
             spans = ss.get("spans") or ()
-            kept = [_redact_span(span) for span in spans]
+            kept = [change(span) for span in spans]
             if any(a is not b for a, b in zip(kept, spans, strict=True)):
                 rs_changed = True
                 ss = {**ss, "spans": kept}
@@ -222,10 +231,85 @@ def _project_resource(resource: Mapping[str, Any], project: str, model_id: bool)
     return {**resource, "attributes": attributes}
 
 
+# -- conventions -----------------------------------------------------------------------------------
+
+
+def project(
+    line: Mapping[str, Any], conventions: Sequence[str], keep: tuple[str, ...] = ()
+) -> Mapping[str, Any]:
+    """`line` for a target that receives `conventions`: on each span, without the attributes
+    and span events of the other convention whose value the received one carries
+    (`tfgw.tracing.conventions`), except those in `keep`. `line` itself for a target that
+    receives both; a span with nothing to leave out is shared, not copied."""
+    received = tuple(c for c in CONVENTIONS if c in conventions)
+    if received == CONVENTIONS:
+        return line
+    candidates = leavable(received, keep)
+    return _map_spans(line, lambda span: _project_span(span, candidates))
+
+
+def _project_span(span: Mapping[str, Any], candidates: frozenset[str]) -> Mapping[str, Any]:
+    attributes = span.get("attributes") or ()
+    raw = {kv.get("key"): kv.get("value") for kv in attributes}
+    keys = candidates.intersection(raw)
+    events = span.get("events") or ()
+    names = [name for e in events if (name := e.get("name")) in candidates]
+    if not keys and not names:
+        return span
+    get = _values(span, raw)
+    gone = {key for key in (*keys, *names) if _carried(key, raw, get)}
+    if not gone:
+        return span
+    out = dict(span)
+    if keys:
+        out["attributes"] = [kv for kv in attributes if kv.get("key") not in gone]
+    if names:
+        out["events"] = [e for e in events if e.get("name") not in gone]
+    return out
+
+
+def _carried(key: str, raw: Mapping[Any, Any], get: Get) -> bool:
+    rule = CARRIED[key]
+    if isinstance(rule, tuple):  # the same value elsewhere: compared as written, without decoding
+        value = raw.get(key)
+        return value is not None and any(raw.get(other) == value for other in rule)
+    return carried(key, get(key), get)
+
+
+def _values(span: Mapping[str, Any], raw: Mapping[Any, Any]) -> Get:
+    """The span's plain value of a key (None when absent); of a span event's name, its time
+    after the span's start in seconds."""
+    seen: dict[str, Any] = {}
+
+    def get(key: str) -> Any:
+        if key in seen:
+            return seen[key]
+        if key in raw:
+            written = raw[key] or {}
+            value = written["stringValue"] if "stringValue" in written else otlp.decode_value(written)
+        else:
+            events = span.get("events") or ()
+            value = next((_offset(span, e) for e in events if e.get("name") == key), None)
+        seen[key] = value
+        return value
+
+    return get
+
+
+def _offset(span: Mapping[str, Any], event: Mapping[str, Any]) -> float | None:
+    try:
+        return (int(event["timeUnixNano"]) - int(span["startTimeUnixNano"])) / 1e9
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def prepare(line: Mapping[str, Any], target: EncodeTarget) -> Mapping[str, Any]:
-    """What of `line` leaves for `target`: redacted as it asks, stamped with its project."""
+    """What of `line` leaves for `target`: redacted as it asks, projected to the conventions it
+    receives (a target that names none receives both), stamped with its project."""
     redacted = redact(line, target.exclude_request_data)
-    return with_project(redacted, target.project, model_id=target.kind == "arize")
+    conventions = getattr(target, "conventions", CONVENTIONS)
+    projected = project(redacted, conventions, KEPT_BY_KIND.get(target.kind, ()))
+    return with_project(projected, target.project, model_id=target.kind == "arize")
 
 
 # -- encoding ----------------------------------------------------------------------------------

@@ -35,9 +35,10 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
-from tfgw.config import OTEL_PROTOCOLS, OTEL_REQUIRED, OtelTargetSettings, Settings
+from tfgw.config import CONVENTIONS, OTEL_PROTOCOLS, OTEL_REQUIRED, OtelTargetSettings, Settings
 from tfgw.errors import ConfigError, InputError, NotFoundError
 from tfgw.secrets import mask
+from tfgw.tracing.conventions import KEPT_BY_KIND, left_out
 
 __all__ = [
     "ARIZE_ENDPOINT",
@@ -86,6 +87,10 @@ class ResolvedTarget:
     compression: str | None = "gzip"
     timeout: float = DEFAULT_TIMEOUT_S  # seconds per export request
     enabled: bool = True
+    #: the span conventions it receives: what only the other one says is left out (docs/export.md)
+    conventions: tuple[str, ...] = CONVENTIONS
+    #: OTLP metrics are pushed to it too
+    metrics: bool = False
     #: every secret value in this target (api key, space id, secret header values), for masking
     secrets: tuple[str, ...] = ()
     #: `env:VAR` references left as written because VAR is not set (only from unresolved settings)
@@ -181,18 +186,7 @@ def _from_config(settings: Settings, t: OtelTargetSettings, environ: Mapping[str
     if password:
         secrets.append(password)
 
-    headers: dict[str, str] = {}
-    if t.kind == "arize":
-        api_key, space_id = secret(t.api_key) or "", secret(t.space_id) or ""
-        headers = {
-            "authorization": api_key,
-            "api_key": api_key,
-            "arize-space-id": space_id,
-            "space_id": space_id,
-            "arize-interface": "otel",
-        }
-    elif t.kind == "middleware":
-        headers = {"authorization": secret(t.api_key) or ""}
+    headers = _kind_headers(t, secret)
     for name, value in t.headers.items():
         if name in t.secret_headers or SENSITIVE_HEADER.search(name) or value.startswith("env:"):
             value = secret(value) or ""
@@ -210,9 +204,28 @@ def _from_config(settings: Settings, t: OtelTargetSettings, environ: Mapping[str
         compression=None if t.compression == "none" else "gzip",
         timeout=t.timeout or DEFAULT_TIMEOUT_S,
         enabled=t.enabled,
+        conventions=t.conventions,
+        metrics=t.metrics,
         secrets=_unique(secrets),
         unset_env=tuple(refs.unset),
     )
+
+
+def _kind_headers(t: OtelTargetSettings, secret: Callable[[str | None], str | None]) -> dict[str, str]:
+    """The headers a kind sends before the target's own: Arize's as arize-otel sends them,
+    Middleware's raw key."""
+    if t.kind == "arize":
+        api_key, space_id = secret(t.api_key) or "", secret(t.space_id) or ""
+        return {
+            "authorization": api_key,
+            "api_key": api_key,
+            "arize-space-id": space_id,
+            "space_id": space_id,
+            "arize-interface": "otel",
+        }
+    if t.kind == "middleware":
+        return {"authorization": secret(t.api_key) or ""}
+    return {}
 
 
 def _set_header(headers: dict[str, str], name: str, value: str) -> None:
@@ -384,7 +397,9 @@ def _parse_headers(var: str, value: str) -> dict[str, str]:
 
 
 def describe(target: ResolvedTarget) -> dict[str, Any]:
-    """A JSON-able view of a target, with every secret masked (`sk-…abcd`)."""
+    """A JSON-able view of a target, with every secret masked (`sk-…abcd`). `left_out`: the keys
+    (and span events) of the convention it does not receive that it goes without, each only
+    where the one it receives carries the same value."""
     hide = _masker(target.secrets)
     return {
         "name": target.name,
@@ -395,6 +410,9 @@ def describe(target: ResolvedTarget) -> dict[str, Any]:
         "headers": {name: hide(value) for name, value in target.headers.items()},
         "project": target.project,
         "exclude_request_data": target.exclude_request_data,
+        "conventions": list(target.conventions),
+        "left_out": left_out(target.conventions, KEPT_BY_KIND.get(target.kind, ())),
+        "metrics": target.metrics,
         "compression": target.compression,
         "timeout": target.timeout,
         "enabled": target.enabled,
