@@ -18,8 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import GATEWAY_KEY, OPENAI_KEY
 from tests.e2e.gateway import Gateway
+from tests.fakes.otlp import OtlpGrpcReceiver, OtlpHttpReceiver
 from tests.fakes.upstream import FakeUpstream
 from tfgw.keys import hash_key
+from tfgw.metrics import catalog
 from tfgw.tracing.reader import read_rows
 
 pytestmark = pytest.mark.e2e
@@ -210,3 +212,59 @@ def test_metrics_count_a_mixed_load_exactly(tmp_path: Path, upstream: FakeUpstre
     rows = list(read_rows(tmp_path / "traces"))
     assert (len(rows), spans_written(text)) == (8, sum(row["spans"] for row in rows))
     assert (refused.status_code, refused.json()["error"]["code"]) == (401, "invalid_api_key")
+
+
+def pushed(request: dict[str, Any]) -> dict[Any, float]:
+    """An OTLP metrics request as `scraped()` reads a scrape: Prometheus names and label names."""
+    names = {m.name: m for m in catalog.CATALOG}
+    out = {}
+    for rm in request.get("resourceMetrics") or ():
+        for sm in rm.get("scopeMetrics") or ():
+            for metric in sm.get("metrics") or ():
+                m = names[metric["name"]]
+                kind = "histogram" if "histogram" in metric else "sum" if "sum" in metric else "gauge"
+                for point in metric[kind]["dataPoints"]:
+                    labels = frozenset(
+                        (a["key"].replace(".", "_"), str(*a["value"].values()))
+                        for a in point.get("attributes", ())
+                    )  # `code` is an intValue, the others strings
+                    if kind == "histogram":
+                        out[m.prometheus + "_count", labels] = float(point["count"])
+                    elif "export" not in m.name and m is not catalog.SPANS_WRITTEN:
+                        value = point.get("asDouble", point.get("asInt"))
+                        out[m.prometheus, labels] = float(value)
+    return out
+
+
+def test_targets_with_metrics_get_the_same_counts_as_otlp_metrics(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    with OtlpHttpReceiver() as http, OtlpGrpcReceiver() as grpc_receiver:
+        targets = f"""
+[otel.targets.http]
+kind = "otlp"
+protocol = "http/protobuf"
+endpoint = "{http.url}"
+metrics = true
+
+[otel.targets.grpc]
+kind = "otlp"
+protocol = "grpc"
+endpoint = "{grpc_receiver.url}"
+metrics = true
+headers = {{ "x-team" = "metrics" }}
+"""
+        config = metrics_config(upstream.url, tmp_path, targets)
+        with Gateway(config, env={**ENV, "TFGW_METRICS_PUSH_S": "0.2"}) as gw:
+            mixed_load(gw)
+            for receiver in (http, grpc_receiver):
+                last = poll(receiver.metrics, lambda got: bool(got) and pushed(got[-1]) == EXPECTED)
+                assert pushed(last[-1]) == EXPECTED
+            text = poll(lambda: scrape(gw), lambda t: scraped(t) == EXPECTED)  # rewritten once a second
+        assert scraped(text) == EXPECTED
+        assert gw.logs() == ""  # pushing quietly
+    (to_http,) = {r.path for r in http.requests if r.path.endswith("metrics")}
+    grpc_metadata = {r.headers.get("x-team") for r in grpc_receiver.requests if r.path.endswith("Export")}
+    assert (to_http, grpc_metadata) == ("/v1/metrics", {"metrics"})
+    resource = last[-1]["resourceMetrics"][0]["resource"]["attributes"]
+    assert {a["key"]: a["value"]["stringValue"] for a in resource}["service.name"] == "tfgw"
