@@ -184,6 +184,7 @@ def test_keys_change_the_view() -> None:
     ]
     assert view.feed("/q\n") is False and view.text == "q"  # typed, q is text
     assert view.feed("xq") is True
+    assert View().feed("\x03") is True  # ^C read as a key: stdin a terminal, not the controlling one
 
 
 # -- the board -------------------------------------------------------------------------------------
@@ -328,25 +329,43 @@ ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-Za-z]|[=
 
 
 class Screen:
-    """What a child writes on a pseudo-terminal, read by a thread, escape codes removed."""
+    """What a child draws on a pseudo-terminal: frames of rich `Live` on the alternate screen, each
+    from the cursor's move home (`ESC [H`) to the next one, escape codes removed."""
+
+    HOME = b"\x1b[H"
 
     def __init__(self, master: int) -> None:
         self.master, self.raw = master, b""
 
-    def wait_for(self, text: str, timeout: float = 10.0) -> str:
+    def frame(self, text: str, timeout: float = 10.0) -> str:
+        """The first whole frame from now on that shows `text`."""
         deadline = time.monotonic() + timeout
-        while text not in (seen := ANSI.sub("", self.raw.decode("utf-8", "replace"))):
+        while True:
+            frames = self.raw.split(self.HOME)
+            for i, frame in enumerate(frames[1:-1], 1):
+                if text in (shown := _plain(frame)):
+                    self.raw = self.HOME.join([b"", *frames[i + 1 :]])
+                    return shown
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"{text!r} not shown within {timeout} s; shown: {seen[-2000:]!r}")
-            ready, _, _ = select.select([self.master], [], [], left)
-            if ready:
+                raise AssertionError(
+                    f"{text!r} not shown within {timeout} s; shown: {_plain(self.raw)[-2000:]!r}"
+                )
+            if select.select([self.master], [], [], left)[0]:
                 try:
                     self.raw += os.read(self.master, 65536)
                 except OSError:  # EIO: the child side is closed
-                    raise AssertionError(f"{text!r} never shown; shown: {seen[-2000:]!r}") from None
-        self.raw = b""
-        return seen
+                    raise AssertionError(f"{text!r} never shown: {_plain(self.raw)[-2000:]!r}") from None
+
+    def rest(self) -> str:
+        """What is left to read now (the child exited; this side keeps the terminal open)."""
+        while select.select([self.master], [], [], 0)[0]:
+            self.raw += os.read(self.master, 65536)
+        return _plain(self.raw)
+
+
+def _plain(raw: bytes) -> str:
+    return ANSI.sub("", raw.decode("utf-8", "replace"))
 
 
 @pytest.fixture
@@ -368,17 +387,80 @@ def test_live_on_a_terminal_sorts_on_s_and_quits_on_q(tmp_path: Path, terminal: 
     child = spawn(command, stdin=child_side, stdout=child_side, stderr=subprocess.PIPE, env=env)
     try:
         screen = Screen(master)
-        shown = screen.wait_for("req/s ↓")
+        shown = screen.frame("req/s ↓")
         assert "gpt-4o " in shown and "s sort  r reverse  / filter  e errors only  q quit" in shown
         assert termios.tcgetattr(child_side)[3] & (termios.ICANON | termios.ECHO) == 0  # cbreak
         os.write(master, b"s")
-        screen.wait_for("err % ↓")
+        assert "gpt-4o " in screen.frame("err % ↓")
         os.write(master, b"q")
         child.wait(10)
     finally:
         code = processes.stop(child, timeout=5)
     assert (code, read_and_close(child.stderr)) == (0, b"")
     assert termios.tcgetattr(child_side) == before
+
+
+class TerminalChild:
+    """A command in a session of its own whose controlling terminal is `child_side`, as a shell
+    starts it there: ^C typed on the terminal is SIGINT from the terminal's driver, not a key."""
+
+    def __init__(self, command: list[str], child_side: int, env: dict[str, str]) -> None:
+        self.code: int | None = None
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: system calls only, until exec
+            try:
+                os.setsid()
+                fcntl.ioctl(child_side, termios.TIOCSCTTY, 0)
+                for fd in (0, 1, 2):
+                    os.dup2(child_side, fd)
+                os.execve(command[0], command, env)
+            finally:
+                os._exit(127)
+
+    def wait(self, timeout: float) -> int | None:
+        """Its exit code once it exits within `timeout` seconds (polled), else None."""
+        deadline = time.monotonic() + timeout
+        while self.code is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.code = os.waitstatus_to_exitcode(status)
+            elif time.monotonic() >= deadline:
+                break
+            else:
+                time.sleep(0.02)
+        return self.code
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 5 s, unless it already exited."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.wait(0) is not None:
+                break
+            os.kill(self.pid, sig)
+            self.wait(5)
+        return self.code
+
+
+def test_ctrl_c_on_its_terminal_quits_and_restores_the_terminal(
+    tmp_path: Path, terminal: tuple[int, int]
+) -> None:
+    write_log(tmp_path, [recent(1, 30), recent(2, 10, model="gpt-4o-mini")])
+    master, child_side = terminal
+    before = termios.tcgetattr(child_side)
+    env = {**os.environ, "TERM": "xterm-256color", "TZ": "UTC"}
+    command = [sys.executable, "-m", "tfgw", "traces", "top", "--dir", str(tmp_path), "--interval", "0.2"]
+    child = TerminalChild(command, child_side, env)
+    try:
+        screen = Screen(master)
+        assert "gpt-4o " in screen.frame("req/s ↓")
+        os.write(master, b"/mini\n")
+        shown = screen.frame("filter: mini  s sort")
+        assert "gpt-4o-mini " in shown and "gpt-4o " not in shown
+        os.write(master, b"\x03")
+        code = child.wait(10)
+    finally:
+        child.stop()
+    rest = screen.rest()
+    assert (code, "Traceback" in rest, termios.tcgetattr(child_side)) == (0, False, before)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])

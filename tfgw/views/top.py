@@ -22,6 +22,9 @@ __all__ = ["KEYS_HELP", "View", "board_view", "duration", "rate", "sparkline"]
 SPARKS = "▁▂▃▄▅▆▇█"
 KEYS_HELP = "s sort  r reverse  / filter  e errors only  q quit"
 ESC, BACKSPACE, ENTER = "\x1b", ("\x7f", "\x08"), ("\r", "\n")
+#: `q`, and ^C when it comes as a key (stdin a terminal that is not the controlling one; on the
+#: controlling terminal cbreak mode keeps ^C a SIGINT)
+QUIT = ("q", "\x03")
 #: header, sort key, alignment of the model columns; the sparkline comes last
 COLUMNS = (
     ("model", "model", "left"),
@@ -60,7 +63,7 @@ class View:
         for key in keys:
             if self.typing is not None:
                 self._type(key)
-            elif key == "q":
+            elif key in QUIT:
                 return True
             else:
                 self._command(key)
