@@ -270,9 +270,18 @@ def test_the_project_replaces_the_resource_project(kind: str, expected: dict[str
     assert prepared["resourceSpans"][0]["scopeSpans"] is line["resourceSpans"][0]["scopeSpans"]
 
 
+def schema_urls(line: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `schemaUrl` fields of a line's resource spans and scope spans, as the gateway writes
+    them (none, or the conventions release of its names)."""
+    rs = line["resourceSpans"][0]
+    pick = lambda part: {k: v for k, v in part.items() if k == "schemaUrl"}  # noqa: E731
+    return pick(rs), pick(rs["scopeSpans"][0])
+
+
 def test_prepare_redacts_for_an_excluding_target() -> None:
     line = line_of(span(KEPT + CONTENT))
     target = TargetStub("http://x", kind="arize", project="p", exclude_request_data=True)
+    rs_schema, ss_schema = schema_urls(line)
 
     assert prepare(line, target) == {
         "resourceSpans": [
@@ -285,7 +294,8 @@ def test_prepare_redacts_for_an_excluding_target() -> None:
                         kv("model_id", s("p")),
                     ]
                 },
-                "scopeSpans": [{"scope": otlp.SCOPE, "spans": [span(KEPT)]}],
+                "scopeSpans": [{"scope": otlp.SCOPE, "spans": [span(KEPT)], **ss_schema}],
+                **rs_schema,
             }
         ]
     }
@@ -354,30 +364,18 @@ def test_lines_of_one_resource_merge_into_one_resource_spans() -> None:
     other = trace_line(Request(4, project="b"))
 
     merged = decode_request(to_protobuf([a, other, b, c]))
+    rs_schema, ss_schema = schema_urls(a)
 
     def spans(*lines: dict[str, Any]) -> list[dict[str, Any]]:
         return [sp for line in lines for _, sp in otlp.spans_of(line)]  # type: ignore[misc]
 
-    assert merged == canonical(
-        {
-            "resourceSpans": [
-                {
-                    "resource": otlp.resource("a"),
-                    "scopeSpans": [{"scope": otlp.SCOPE, "spans": spans(a, b, c)}],
-                },
-                {
-                    "resource": otlp.resource("b"),
-                    "scopeSpans": [{"scope": otlp.SCOPE, "spans": spans(other)}],
-                },
-            ]
-        }
-    )
-    assert orjson.loads(to_json([a, other, b, c])) == {
-        "resourceSpans": [
-            {"resource": otlp.resource("a"), "scopeSpans": [{"scope": otlp.SCOPE, "spans": spans(a, b, c)}]},
-            {"resource": otlp.resource("b"), "scopeSpans": [{"scope": otlp.SCOPE, "spans": spans(other)}]},
-        ]
-    }
+    def resource_spans(project: str, *lines: dict[str, Any]) -> dict[str, Any]:
+        scope_spans = {"scope": otlp.SCOPE, "spans": spans(*lines), **ss_schema}
+        return {"resource": otlp.resource(project), "scopeSpans": [scope_spans], **rs_schema}
+
+    expected = {"resourceSpans": [resource_spans("a", a, b, c), resource_spans("b", other)]}
+    assert merged == canonical(expected)
+    assert orjson.loads(to_json([a, other, b, c])) == expected
 
 
 def test_the_json_body_follows_the_otlp_json_rules() -> None:
@@ -386,9 +384,10 @@ def test_the_json_body_follows_the_otlp_json_rules() -> None:
     data = orjson.loads(body)
 
     [rs] = data["resourceSpans"]
-    assert set(rs) == {"resource", "scopeSpans"}
+    rs_schema, ss_schema = schema_urls(lines[0])
+    assert set(rs) == {"resource", "scopeSpans", *rs_schema}, "the keys the lines have"
     [ss] = rs["scopeSpans"]
-    assert ss["scope"] == {"name": "tfgw", "version": "0.1.0"}
+    assert (ss["scope"], set(ss)) == ({"name": "tfgw", "version": "0.1.0"}, {"scope", "spans", *ss_schema})
     assert ss["spans"] == [sp for line in lines for _, sp in otlp.spans_of(line)]
     for sp in ss["spans"]:
         assert len(sp["traceId"]) == 32 and len(sp["spanId"]) == 16
