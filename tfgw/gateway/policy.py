@@ -161,6 +161,9 @@ def verdict_spans(
     for verdict in verdicts:
         span = trace.child(f"guardrail {verdict.rule}", parent=parent)
         span.start, span.end = start, end
+        if verdict.attributes is not None:  # a pass: the rule's attributes, encoded once
+            span.attributes = verdict.attributes
+            continue
         span.attributes = a = {
             sc.OI_SPAN_KIND: "GUARDRAIL",
             sc.GUARDRAIL_NAME: verdict.rule,

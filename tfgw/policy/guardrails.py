@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
 from tfgw.config import GuardrailSettings
 from tfgw.errors import GuardrailError
 from tfgw.policy import texts
+from tfgw.tracing import semconv as sc
+from tfgw.tracing.spans import Constant
 
 __all__ = ["HOLD_BACK", "Guardrails", "OutputGuard", "Rule", "RuleSet", "Verdict"]
 
@@ -58,6 +60,8 @@ class Verdict:
     outcome: str  # pass | blocked | redacted
     matches: int = 0
     patterns: tuple[str, ...] = ()  # what matched: "email", "regex[0]", "keyword"; never the text
+    #: a passed verdict's span attributes, made once with the rule (every request shares them)
+    attributes: Constant | None = field(default=None, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,7 +276,20 @@ class Rule:
             self.labels = ("keyword",)
         mark = (lambda label: label) if settings.kind == "pii" else (lambda label: settings.name)
         self.marks = {label: f"[REDACTED:{mark(label)}]" for label in self.labels}
-        self.passed = {stage: Verdict(self.name, stage, self.action, "pass") for stage in ("input", "output")}
+        self.passed = {stage: self._passed(stage) for stage in ("input", "output")}
+
+    def _passed(self, stage: str) -> Verdict:
+        attributes = Constant(
+            {
+                sc.OI_SPAN_KIND: "GUARDRAIL",
+                sc.GUARDRAIL_NAME: self.name,
+                sc.GUARDRAIL_STAGE: stage,
+                sc.GUARDRAIL_ACTION: self.action,
+                sc.GUARDRAIL_OUTCOME: "pass",
+                sc.GUARDRAIL_MATCHES: 0,
+            }
+        )
+        return Verdict(self.name, stage, self.action, "pass", attributes=attributes)
 
     def scan(self, found: Iterable[str]) -> tuple[int, tuple[str, ...]]:
         """How many matches in `found` texts, and the labels of those that matched (rule order)."""

@@ -52,6 +52,17 @@ def parse_traceparent(value: str | None) -> tuple[str, str] | None:
     return trace_id, span_id
 
 
+class Constant(dict[str, Any]):
+    """A span's attributes that are the same on every request (a passed guardrail's): shared by
+    the spans that carry them, never changed, and encoded once (`encoded`, kept by the encoder)."""
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.encoded: list[dict[str, Any]] | None = None
+
+
 @dataclass(slots=True)
 class Event:
     name: str
