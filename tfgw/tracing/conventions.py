@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from tfgw.config_otel import CONVENTIONS
 from tfgw.tracing import semconv as sc
 
 __all__ = [
@@ -52,12 +53,10 @@ __all__ = [
     "left_out",
 ]
 
-OPENINFERENCE = "openinference"
-GEN_AI = "gen_ai"
+#: the conventions a target can receive (`[otel.targets.X] conventions`), in their listed order
+OPENINFERENCE, GEN_AI = CONVENTIONS
 SHARED = "shared"
 TFGW = "tfgw"
-#: the conventions a target can receive (`[otel.targets.X] conventions`), in their listed order
-CONVENTIONS = (OPENINFERENCE, GEN_AI)
 
 #: what a kind of export target keeps whatever conventions it receives: Arize renders (and
 #: Phoenix classifies) a span by its `openinference.span.kind`
