@@ -33,3 +33,4 @@ class TargetStub:
     timeout: float = 2.0
     enabled: bool = True
     secrets: tuple[str, ...] = ()
+    conventions: tuple[str, ...] = ("openinference", "gen_ai")

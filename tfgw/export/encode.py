@@ -74,6 +74,8 @@ class EncodeTarget(Protocol):
     def project(self) -> str: ...
     @property
     def exclude_request_data(self) -> bool: ...
+    @property
+    def conventions(self) -> tuple[str, ...]: ...  # openinference and/or gen_ai
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,10 +307,9 @@ def _offset(span: Mapping[str, Any], event: Mapping[str, Any]) -> float | None:
 
 def prepare(line: Mapping[str, Any], target: EncodeTarget) -> Mapping[str, Any]:
     """What of `line` leaves for `target`: redacted as it asks, projected to the conventions it
-    receives (a target that names none receives both), stamped with its project."""
+    receives, stamped with its project."""
     redacted = redact(line, target.exclude_request_data)
-    conventions = getattr(target, "conventions", CONVENTIONS)
-    projected = project(redacted, conventions, KEPT_BY_KIND.get(target.kind, ()))
+    projected = project(redacted, target.conventions, KEPT_BY_KIND.get(target.kind, ()))
     return with_project(projected, target.project, model_id=target.kind == "arize")
 
 
