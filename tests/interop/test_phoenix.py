@@ -165,7 +165,7 @@ def test_phoenix_stores_the_gateways_traces_with_span_kinds_model_and_token_coun
         } == {
             "llm.model_name": "gpt-4o-mini",
             "llm.system": "openai",
-            "llm.provider": "up",  # an OpenAI-compatible provider on an unknown host: its config name
+            "llm.provider": "openai",  # an OpenAI-compatible provider on an unknown host: its kind's name
             "llm.token_count.prompt": prompt_tokens,
             "llm.token_count.completion": completion_tokens,
             "llm.token_count.total": total_tokens,

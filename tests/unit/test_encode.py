@@ -88,6 +88,8 @@ STRUCTURE = {
     "server.address": "api.openai.com",
     "server.port": 443,
     "llm.model_name": "gpt-4o-2024-08-06",
+    "llm.request.model_name": "gpt-4o",
+    "llm.response.model_name": "gpt-4o-2024-08-06",
     "llm.provider": "openai",
     "llm.system": "openai",
     "llm.finish_reason": "stop",
@@ -214,30 +216,127 @@ def test_stream_fold_joins_tool_call_pieces() -> None:
     }  # fmt: skip
 
 
+IDENTITY_KEYS = ("llm.provider", "llm.system", "gen_ai.provider.name", "server.address", "server.port")
+
+
 @pytest.mark.parametrize(
     ("kind", "url", "expected"),
     [
         ("openai", "https://api.openai.com/v1", ("openai", "openai", "openai", "api.openai.com", 443)),
         ("openai", "https://api.groq.com/openai/v1", ("groq", "openai", "groq", "api.groq.com", 443)),
         ("openai", "https://api.mistral.ai/v1", ("mistralai", "openai", "mistral_ai", "api.mistral.ai", 443)),
+        ("openai", "https://api.x.ai/v1", ("xai", "openai", "x_ai", "api.x.ai", 443)),
+        ("openai", "https://api.deepseek.com", ("deepseek", "openai", "deepseek", "api.deepseek.com", 443)),
+        (
+            "openai",
+            "https://api.together.xyz/v1",
+            ("together", "openai", "together", "api.together.xyz", 443),
+        ),
+        (
+            "openai",
+            "https://api.perplexity.ai",
+            ("perplexity", "openai", "perplexity", "api.perplexity.ai", 443),
+        ),
+        (
+            "openai",
+            "https://api.anthropic.com/v1",
+            ("anthropic", "openai", "anthropic", "api.anthropic.com", 443),
+        ),
+        (
+            "openai",
+            "https://api.moonshot.cn/v1",
+            ("moonshot", "openai", "moonshot_ai", "api.moonshot.cn", 443),
+        ),
+        (
+            "openai",
+            "https://generativelanguage.googleapis.com/v1beta/openai",
+            ("google", "openai", "gcp.gemini", "generativelanguage.googleapis.com", 443),
+        ),
+        (
+            "openai",
+            "https://us-central1-aiplatform.googleapis.com/v1/projects/p/locations/l/endpoints/openapi",
+            ("google", "openai", "gcp.vertex_ai", "us-central1-aiplatform.googleapis.com", 443),
+        ),
+        (
+            "openai",
+            "https://bedrock-runtime.us-west-2.amazonaws.com/openai/v1",
+            ("aws", "openai", "aws.bedrock", "bedrock-runtime.us-west-2.amazonaws.com", 443),
+        ),
+        (
+            "openai",
+            "https://models.inference.ai.azure.com",
+            ("azure", "openai", "azure.ai.inference", "models.inference.ai.azure.com", 443),
+        ),
         ("openai", "http://localhost:11434/v1", ("ollama", "openai", "ollama", "localhost", 11434)),
-        ("openai", "http://10.0.0.5:8000/v1", ("vllm", "openai", "openai", "10.0.0.5", 8000)),
+        # an unknown host: the kind's name, never the config's provider name (that is tfgw.route.provider)
+        ("openai", "http://10.0.0.5:8000/v1", ("openai", "openai", "openai", "10.0.0.5", 8000)),
+        (
+            "openai",
+            "http://openai.com.example.net/v1",
+            ("openai", "openai", "openai", "openai.com.example.net", 80),
+        ),
         (
             "azure",
             "https://me.openai.azure.com",
             ("azure", "openai", "azure.ai.openai", "me.openai.azure.com", 443),
         ),
+        ("azure", "https://llm.example.com", ("azure", "openai", "azure.ai.openai", "llm.example.com", 443)),
         (
             "anthropic",
             "https://api.anthropic.com",
             ("anthropic", "anthropic", "anthropic", "api.anthropic.com", 443),
         ),
+        ("anthropic", "http://proxy:8080", ("anthropic", "anthropic", "anthropic", "proxy", 8080)),
     ],
 )
 def test_provider_identity(kind: str, url: str, expected: tuple[object, ...]) -> None:
-    ids = provider_identity(kind, url, "vllm")
-    keys = ("llm.provider", "llm.system", "gen_ai.provider.name", "server.address", "server.port")
-    assert tuple(ids[k] for k in keys) == expected
+    ids = provider_identity(kind, url)
+    assert tuple(ids[k] for k in IDENTITY_KEYS) == expected
+
+
+@pytest.mark.parametrize(
+    ("system", "provider", "gen"),
+    [
+        ("groq", "groq", "groq"),  # the same name in both conventions
+        ("mistralai", "mistralai", "mistral_ai"),  # OpenInference's spelling -> GenAI's
+        ("mistral_ai", "mistralai", "mistral_ai"),  # and back
+        ("azure", "azure", "azure.ai.openai"),
+        ("azure.ai.inference", "azure", "azure.ai.inference"),
+        ("xai", "xai", "x_ai"),
+        ("x_ai", "xai", "x_ai"),
+        ("gcp.vertex_ai", "google", "gcp.vertex_ai"),
+        ("ibm.watsonx.ai", "ibm.watsonx.ai", "ibm.watsonx.ai"),  # GenAI's only: as given to OpenInference
+        ("vllm-cluster", "vllm-cluster", "vllm-cluster"),  # a custom name: as given to both
+    ],
+)
+def test_a_configured_system_names_the_provider_in_both_conventions(
+    system: str, provider: str, gen: str
+) -> None:
+    """`[providers.X] system` wins over the host (here OpenAI's) and the kind."""
+    ids = provider_identity("openai", "https://api.openai.com/v1", system)
+    assert ids == {
+        "llm.provider": provider,
+        "llm.system": "openai",
+        "gen_ai.provider.name": gen,
+        "server.address": "api.openai.com",
+        "server.port": 443,
+    }
+
+
+def test_the_span_carries_the_configured_system_not_the_config_name() -> None:
+    trace = RequestTrace("POST /v1/chat/completions", lambda t: None)
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    call = LlmCall(
+        "chat", "my-gpus", "openai", "http://10.0.0.5:8000/v1", "llama", None, 1, body, system="mistralai"
+    )
+    trace.llm(call)
+    trace.finish()
+    attributes = decode_attributes(Encoder("p", exclude_request_data=True).spans(trace)[1]["attributes"])
+    assert {k: attributes[k] for k in ("llm.provider", "gen_ai.provider.name", "tfgw.route.provider")} == {
+        "llm.provider": "mistralai",
+        "gen_ai.provider.name": "mistral_ai",
+        "tfgw.route.provider": "my-gpus",
+    }
 
 
 def test_malformed_tool_calls_in_a_request_do_not_break_the_span() -> None:
@@ -267,10 +366,17 @@ def test_stream_fold_takes_bare_text_as_choice_zero() -> None:
 
 
 def test_answers_tfgw_gives_itself_are_tfgw_s() -> None:
-    """The built-in providers (mock, and recorded answers served again) are tfgw, not OpenAI."""
+    """The built-in providers (mock, and recorded answers served again) are tfgw, not OpenAI: a
+    custom name, as the conventions allow for a provider they do not list. A mock given a `system`
+    plays that provider."""
     for kind in ("mock", "recorded"):
-        assert provider_identity(kind, f"{kind}://", kind) == {
+        assert provider_identity(kind, f"{kind}://") == {
             "llm.provider": "tfgw",
             "llm.system": "tfgw",
             "gen_ai.provider.name": "tfgw",
         }
+    assert provider_identity("mock", "mock://", "openai") == {
+        "llm.provider": "openai",
+        "llm.system": "tfgw",
+        "gen_ai.provider.name": "openai",
+    }

@@ -14,6 +14,7 @@ roles, tool names, token counts, model, latency and status stay.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,19 +32,67 @@ __all__ = ["Encoder", "provider_identity"]
 MAX_INLINE_IMAGE = 32_000
 REDACTED = "__REDACTED__"
 
-#: host suffix of an OpenAI-compatible base URL -> (llm.provider, gen_ai.provider.name)
+#: the well-known provider names of both conventions, OpenInference's `llm.provider` -> GenAI's
+#: `gen_ai.provider.name` (v1.41.1; `moonshot_ai` is the GenAI repository's next name). A name one
+#: convention has no value for is written as it is (fireworks, cerebras, together, ollama).
+OI_TO_GENAI = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "cohere": "cohere",
+    "mistralai": "mistral_ai",
+    "azure": "azure.ai.openai",
+    "google": "gcp.gen_ai",
+    "aws": "aws.bedrock",
+    "xai": "x_ai",
+    "deepseek": "deepseek",
+    "groq": "groq",
+    "perplexity": "perplexity",
+    "moonshot": "moonshot_ai",
+    "fireworks": "fireworks",
+    "cerebras": "cerebras",
+    "together": "together",
+    "ollama": "ollama",
+}
+GENAI_TO_OI = {gen: oi for oi, gen in OI_TO_GENAI.items()} | {
+    "azure.ai.inference": "azure",
+    "gcp.gemini": "google",
+    "gcp.vertex_ai": "google",
+}
+
+#: the host of a base URL (a suffix after a dot, or a glob) -> (llm.provider, gen_ai.provider.name)
 KNOWN_HOSTS = {
     "openai.com": ("openai", "openai"),
+    "anthropic.com": ("anthropic", "anthropic"),
+    "openai.azure.com": ("azure", "azure.ai.openai"),
+    "services.ai.azure.com": ("azure", "azure.ai.inference"),
+    "inference.ai.azure.com": ("azure", "azure.ai.inference"),
+    "cohere.com": ("cohere", "cohere"),
+    "cohere.ai": ("cohere", "cohere"),
+    "mistral.ai": ("mistralai", "mistral_ai"),
+    "generativelanguage.googleapis.com": ("google", "gcp.gemini"),
+    "*aiplatform.googleapis.com": ("google", "gcp.vertex_ai"),
+    "bedrock-runtime.*.amazonaws.com": ("aws", "aws.bedrock"),
+    "x.ai": ("xai", "x_ai"),
+    "deepseek.com": ("deepseek", "deepseek"),
     "groq.com": ("groq", "groq"),
+    "perplexity.ai": ("perplexity", "perplexity"),
+    "moonshot.ai": ("moonshot", "moonshot_ai"),
+    "moonshot.cn": ("moonshot", "moonshot_ai"),
+    "fireworks.ai": ("fireworks", "fireworks"),
+    "cerebras.ai": ("cerebras", "cerebras"),
     "together.xyz": ("together", "together"),
     "together.ai": ("together", "together"),
-    "mistral.ai": ("mistralai", "mistral_ai"),
-    "deepseek.com": ("deepseek", "deepseek"),
-    "fireworks.ai": ("fireworks", "fireworks"),
-    "x.ai": ("xai", "x_ai"),
-    "perplexity.ai": ("perplexity", "perplexity"),
-    "cerebras.ai": ("cerebras", "cerebras"),
-    "moonshot.ai": ("moonshot", "moonshot_ai"),
+    "ollama.com": ("ollama", "ollama"),
+}
+OLLAMA_PORT = 11434
+#: a provider kind -> (llm.provider, llm.system, gen_ai.provider.name) when neither `system` nor
+#: the host names the provider. The built-in providers answer themselves: `tfgw`, a custom value.
+KIND_IDENTITY = {
+    "openai": ("openai", "openai", "openai"),
+    "azure": ("azure", "openai", "azure.ai.openai"),
+    "anthropic": ("anthropic", "anthropic", "anthropic"),
+    "mock": ("tfgw", "tfgw", "tfgw"),
+    "recorded": ("tfgw", "tfgw", "tfgw"),
 }
 
 GEN_PARAMS = {
@@ -59,27 +108,35 @@ NOT_PARAMS = ("messages", "tools", "functions", "input")
 CONTEXT = (sc.SESSION_ID, sc.USER_ID, sc.METADATA)
 
 
-def provider_identity(kind: str, base_url: str, name: str) -> dict[str, Any]:
-    """The provider attributes of every LLM span to one provider: computed once per provider."""
+def provider_identity(kind: str, base_url: str, system: str | None = None) -> dict[str, Any]:
+    """The provider attributes of every LLM span to one provider: computed once per provider.
+
+    `llm.provider` and `gen_ai.provider.name` are the conventions' well-known names: from `system`
+    (`[providers.X] system`, in either convention's spelling), else the base URL's host, else the
+    kind. `llm.system` is the API family, as OpenInference's OpenAI instrumentor writes it.
+    """
     parts = urlsplit(base_url)
     host = parts.hostname or ""
-    if kind == "anthropic":
-        provider, system, gen = "anthropic", "anthropic", "anthropic"
-    elif kind == "azure":
-        provider, system, gen = "azure", "openai", "azure.ai.openai"
-    elif kind in ("mock", "recorded"):  # answered by tfgw itself
-        provider, system, gen = "tfgw", "tfgw", "tfgw"
-    else:
-        system = "openai"
-        provider, gen = next(
-            (ids for suffix, ids in KNOWN_HOSTS.items() if host == suffix or host.endswith("." + suffix)),
-            ("ollama", "ollama") if parts.port == 11434 else (name, "openai"),
-        )
-    attrs: dict[str, Any] = {sc.LLM_PROVIDER: provider, sc.LLM_SYSTEM: system, sc.GEN_PROVIDER: gen}
+    provider, family, gen = KIND_IDENTITY.get(kind, KIND_IDENTITY["openai"])
+    if system:
+        provider, gen = GENAI_TO_OI.get(system, system), OI_TO_GENAI.get(system, system)
+    elif known := _known_host(host, parts.port):
+        provider, gen = known
+    attrs: dict[str, Any] = {sc.LLM_PROVIDER: provider, sc.LLM_SYSTEM: family, sc.GEN_PROVIDER: gen}
     if host:
         attrs[sc.SERVER_ADDRESS] = host
         attrs[sc.SERVER_PORT] = parts.port or (443 if parts.scheme == "https" else 80)
     return attrs
+
+
+def _known_host(host: str, port: int | None) -> tuple[str, str] | None:
+    for pattern, ids in KNOWN_HOSTS.items():
+        if "*" in pattern:
+            if fnmatchcase(host, pattern):
+                return ids
+        elif host == pattern or host.endswith("." + pattern):
+            return ids
+    return ("ollama", "ollama") if port == OLLAMA_PORT else None
 
 
 class Encoder:
@@ -87,7 +144,7 @@ class Encoder:
         self.project = project
         self.resource = otlp.resource(project)
         self.content = not exclude_request_data
-        self._identities: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._identities: dict[tuple[str, str, str | None], dict[str, Any]] = {}
 
     def spans(self, trace: RequestTrace) -> list[dict[str, Any]]:
         return [span for span, _ in self._spans(trace)]
@@ -172,7 +229,7 @@ class Encoder:
                 attrs[sc.INPUT_MIME] = "application/json"
 
     def _identity(self, call: LlmCall) -> dict[str, Any]:
-        key = (call.provider_kind, call.base_url, call.provider)
+        key = (call.provider_kind, call.base_url, call.system)
         ids = self._identities.get(key)
         if ids is None:
             ids = self._identities[key] = provider_identity(*key)
@@ -206,6 +263,9 @@ class Encoder:
                         attrs[f"{sc.EMBEDDINGS}.{i}.embedding.text"] = text
         else:
             attrs[sc.LLM_MODEL] = answered or call.model
+            attrs[sc.LLM_REQUEST_MODEL] = call.model
+            if answered:
+                attrs[sc.LLM_RESPONSE_MODEL] = answered
             attrs[sc.LLM_PROVIDER] = ids[sc.LLM_PROVIDER]
             attrs[sc.LLM_SYSTEM] = ids[sc.LLM_SYSTEM]
             attrs[sc.LLM_PARAMS] = orjson.dumps(params).decode()

@@ -1,5 +1,11 @@
 """Every span attribute key tfgw writes, in one place: OpenInference (Arize) and OpenTelemetry GenAI
-(v1.41.1 names) side by side, so each LLM span reads right in both kinds of backend."""
+(v1.41.1 names) side by side, so each LLM span reads right in both kinds of backend.
+
+The versions the names are pinned to: OpenTelemetry semantic conventions v1.41.1 (GenAI and the
+general keys: the last release of `open-telemetry/semantic-conventions` that holds GenAI) and
+OpenInference's semantic conventions 0.1.32. docs/attributes.md lists every key with its
+convention and version.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +32,8 @@ INPUT_MIME = "input.mime_type"
 OUTPUT_VALUE = "output.value"
 OUTPUT_MIME = "output.mime_type"
 LLM_MODEL = "llm.model_name"
+LLM_REQUEST_MODEL = "llm.request.model_name"
+LLM_RESPONSE_MODEL = "llm.response.model_name"
 LLM_PROVIDER = "llm.provider"
 LLM_SYSTEM = "llm.system"
 LLM_PARAMS = "llm.invocation_parameters"
