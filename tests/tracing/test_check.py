@@ -29,7 +29,7 @@ from typer.testing import CliRunner, Result
 import tfgw.cli
 from tfgw.cli.check import check
 from tfgw.tracing import otlp, trees
-from tfgw.tracing.check import RULES, check_files
+from tfgw.tracing.check import RULES, check_files, parse_conventions
 from tfgw.tracing.otlp.files import TraceFileError
 
 T0 = 1_760_000_000_000_000_000  # 2025-10-09, Unix nanoseconds
@@ -361,6 +361,7 @@ class Case:
     findings: list[str]  # the text lines, without "FILE:"
     spans: int = 9
     traces: int = 2
+    args: tuple[str, ...] = ()  # options of `tfgw traces check`
 
 
 def chat_with(name: str, **fields: Any) -> Callable[[], bytes]:
@@ -474,6 +475,14 @@ CASES = [
         "gen_ai.operation.name": DELETE, "gen_ai.provider.name": DELETE, "gen_ai.request.model": DELETE}), [
         f"1: warning other-convention {LLM}: an LLM span has no {key}: OTel GenAI readers will not see it"
         for key in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")]),
+    Case("deprecated-name", chat_attrs(CHAT_NAME, {
+        "gen_ai.system": "openai", "gen_ai.usage.prompt_tokens": 12, "gen_ai.prompt.0.content": "hi"}), [
+        f"1: error deprecated-name {LLM}: gen_ai.system is deprecated in OTel GenAI v1.41.1: use "
+        "gen_ai.provider.name",
+        f"1: error deprecated-name {LLM}: gen_ai.usage.prompt_tokens is deprecated in OTel GenAI v1.41.1: "
+        "use gen_ai.usage.input_tokens",
+        f"1: error deprecated-name {LLM}: gen_ai.prompt.0.content is deprecated in OTel GenAI v1.41.1: "
+        "obsoleted with gen_ai.prompt, no replacement"], args=("--conventions", "gen_ai@1.41")),
     Case("token-count", chat_attrs(CHAT_NAME, {
         "llm.token_count.prompt_details.cache_read": 1.0, "gen_ai.usage.input_tokens": -1}), [
         f"1: error token-count {LLM}: llm.token_count.prompt_details.cache_read is a double 1.0, not an "
@@ -506,7 +515,7 @@ CASES = [
 def test_one_broken_file_per_rule(tmp_path: Path, case: Case) -> None:
     path = tmp_path / "t.jsonl"
     path.write_bytes(case.content())
-    done = cli(str(path))
+    done = cli(str(path), *case.args)
     errors = sum(" error " in f for f in case.findings)
     warnings = len(case.findings) - errors
     counts = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
@@ -525,6 +534,110 @@ def test_every_rule_is_exercised_and_listed_in_help() -> None:
     help_text = cli("--help").stdout
     for rule_id, rule in RULES.items():
         assert f"{rule_id:<20} {rule.severity:<7}  {rule.description}" in help_text
+
+
+# -- --conventions: each one named is required ---------------------------------------------------
+
+NO_GENAI = {"gen_ai.operation.name": DELETE, "gen_ai.provider.name": DELETE, "gen_ai.request.model": DELETE}
+GENAI_ONLY_FINDINGS = [
+    f"error llm-required {LLM}: an LLM span needs {key} (--conventions gen_ai@1.41)"
+    for key in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")
+]
+
+
+@pytest.mark.parametrize(
+    ("conventions", "findings", "summary"),
+    [
+        (None, [f"warning other-convention {LLM}: an LLM span has no {key}: OTel GenAI readers will not "
+                "see it" for key in NO_GENAI], "0 errors, 3 warnings"),
+        ("gen_ai@1.41", GENAI_ONLY_FINDINGS, "3 errors, 0 warnings"),
+        ("openinference,gen_ai", GENAI_ONLY_FINDINGS, "3 errors, 0 warnings"),
+        ("openinference", [], "0 errors, 0 warnings"),
+    ],
+)  # fmt: skip
+def test_conventions_require_each_one_named_and_leave_the_others_alone(
+    tmp_path: Path, conventions: str | None, findings: list[str], summary: str
+) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(chat_attrs(CHAT_NAME, NO_GENAI)())
+    done = cli(str(path), *(("--conventions", conventions) if conventions else ()))
+    assert (done.exit_code, done.stdout.splitlines()) == (
+        0 if summary.startswith("0 errors") else 1,
+        [f"{path}:1: {f}" for f in findings] + [f"checked 9 spans in 2 traces from 1 file: {summary}"],
+    )
+
+
+def test_an_embedding_span_needs_each_convention_named(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(
+        line(chat_trace())
+        + line(edit_attrs(embeddings_trace(), EMBED_NAME, {"embedding.model_name": DELETE}))
+    )
+    done = cli(str(path), "--conventions", "gen_ai@1.41.1,openinference")
+    assert (done.exit_code, done.stdout.splitlines()) == (
+        1,
+        [
+            f"{path}:2: error embedding-required {E} span={EMBED_NAME}: an EMBEDDING span needs "
+            "embedding.model_name (--conventions openinference)",
+            "checked 9 spans in 2 traces from 1 file: 1 error, 0 warnings",
+        ],
+    )
+
+
+def test_tfgw_files_pass_with_both_conventions_pinned(tmp_path: Path) -> None:
+    path = tmp_path / "traces.jsonl"
+    path.write_bytes(valid_file())
+    done = cli(str(path), "--conventions", "gen_ai@1.41,openinference")
+    assert (done.exit_code, done.stdout) == (
+        0,
+        "checked 9 spans in 2 traces from 1 file: 0 errors, 0 warnings\n",
+    )
+
+
+@pytest.mark.parametrize("conventions", [None, "openinference"])
+def test_deprecated_names_are_errors_only_under_gen_ai(tmp_path: Path, conventions: str | None) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(chat_attrs(CHAT_NAME, {"gen_ai.system": "openai", "gen_ai.completion.0.content": "x"})())
+    done = cli(str(path), *(("--conventions", conventions) if conventions else ()))
+    assert (done.exit_code, done.stdout) == (
+        0,
+        "checked 9 spans in 2 traces from 1 file: 0 errors, 0 warnings\n",
+    )
+
+
+def test_conventions_spellings() -> None:
+    both = frozenset(("gen_ai@1.41", "openinference"))
+    assert parse_conventions("gen_ai@1.41,openinference") == both
+    assert parse_conventions(" openinference , gen_ai ") == both
+    assert parse_conventions("gen_ai@1.41.1,gen_ai@1.41.0") == frozenset(("gen_ai@1.41",))
+    assert parse_conventions("openinference@0.1.32") == frozenset(("openinference",))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("x", "unknown convention 'x'"),
+        ("openinference,", "unknown convention ''"),
+        ("gen_ai@1.37", "unsupported version 'gen_ai@1.37'"),
+        ("openinference@2", "unsupported version 'openinference@2'"),
+    ],
+)
+def test_a_bad_conventions_value_exits_2_naming_the_flag(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    value: str,
+    message: str,
+) -> None:
+    (tmp_path / "ok.jsonl").write_bytes(valid_file())
+    monkeypatch.setattr(tfgw.cli, "app", APP)
+    monkeypatch.setattr(sys, "argv", ["tfgw", str(tmp_path / "ok.jsonl"), "--conventions", value])
+    with pytest.raises(SystemExit) as exit_:
+        tfgw.cli.main()
+    assert (exit_.value.code, capsys.readouterr()) == (
+        2,
+        ("", f"tfgw: --conventions: {message} (known: gen_ai@1.41, openinference)\n"),
+    )
 
 
 # -- inputs and outputs --------------------------------------------------------------------------

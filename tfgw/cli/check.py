@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import typer
 
-from tfgw.tracing.check import check_files, rules_help
+from tfgw.tracing.check import CONVENTIONS, check_files, parse_conventions, rules_help
 
 __all__ = ["check"]
 
@@ -23,8 +23,16 @@ def check(
     max_findings: int = typer.Option(
         1000, "--max-findings", min=0, help="Print at most N findings (all are counted)."
     ),
+    conventions: str | None = typer.Option(
+        None,
+        "--conventions",
+        metavar="LIST",
+        help=f"Require each of these conventions on LLM spans, comma-separated ({', '.join(CONVENTIONS)}); "
+        "gen_ai@1.41 also makes its deprecated names errors. Default: either convention suffices.",
+    ),
 ) -> None:
-    result = check_files(files, max_findings=max_findings)
+    pinned = parse_conventions(conventions) if conventions is not None else None
+    result = check_files(files, max_findings=max_findings, conventions=pinned)
     if json_:
         sys.stdout.write(orjson.dumps(result.as_dict()).decode() + "\n")
     else:
@@ -40,8 +48,10 @@ def check(
 check.__doc__ = f"""Validate trace files: OTLP/JSON structure, span trees, OpenInference and GenAI attributes.
 
 Prints one line per finding, FILE:LINE: error|warning RULE trace=<8 hex> span=<name>: message,
-then a summary. Exit 0 when there is no error (warnings allowed), 1 when there is any, 2 when a
-file cannot be read.
+then a summary. An LLM span needs the required attributes of OpenInference or of OTel GenAI (what
+the other lacks is a warning); --conventions gen_ai@1.41,openinference requires each one named.
+Exit 0 when there is no error (warnings allowed), 1 when there is any, 2 when a file cannot be
+read or --conventions names an unknown convention.
 
 \b
 Rules:

@@ -26,6 +26,12 @@ Which spans get which checks:
   message indices (LLM), `error.type` on ERROR status. Spans of tools that emit neither
   vocabulary get the structure checks alone.
 
+`--conventions gen_ai@1.41,openinference` (`parse_conventions`) pins what is required instead:
+each convention it names must be satisfied on its own (what one lacks is an `llm-required` or
+`embedding-required` error), the others are not looked at, and under `gen_ai@1.41` every span's
+attributes that OTel GenAI v1.41.1 deprecated (`gen_ai.system`, `gen_ai.usage.prompt_tokens`, …)
+are `deprecated-name` errors.
+
 Streaming and memory: a file is read a line at a time (a line is held whole while it is checked:
 one `ExportTraceServiceRequest`). What outlives a line is the state of the open traces for the
 cross-line rules (`tfgw.tracing.trees`, which says its bounds): under 100 MB at the bounds, 24 MB
@@ -49,6 +55,7 @@ from typing import Any, BinaryIO, Final
 
 import orjson
 
+from tfgw.errors import InputError
 from tfgw.tracing import semconv
 from tfgw.tracing.otlp.files import STDIN_NAME, open_trace_file, read_lines, trace_files
 from tfgw.tracing.otlp.validate import ERROR, WARNING, Rule, SpanFacts, Validator, Where
@@ -57,10 +64,12 @@ from tfgw.tracing.otlp.values import json_type, value_type
 from tfgw.tracing.trees import TREE_RULES, Trees
 
 __all__ = [
+    "CONVENTIONS",
     "RULES",
     "CheckResult",
     "Finding",
     "check_files",
+    "parse_conventions",
     "rules_help",
 ]
 
@@ -73,12 +82,18 @@ RULES: Final[dict[str, Rule]] = {
     "span-kind-value": Rule(ERROR, "openinference.span.kind not an OpenInference span kind"),
     "span-kind-unknown": Rule(WARNING, "openinference.span.kind is UNKNOWN"),
     "kind-mismatch": Rule(ERROR, "openinference.span.kind and gen_ai.operation.name disagree"),
-    "llm-required": Rule(ERROR, "an LLM span that satisfies neither convention's required attributes"),
+    "llm-required": Rule(
+        ERROR, "an LLM span without the required attributes of either convention (--conventions: of each)"
+    ),
     "embedding-required": Rule(
-        ERROR, "an EMBEDDING span that satisfies neither convention's required attributes"
+        ERROR,
+        "an EMBEDDING span without the required attributes of either convention (--conventions: of each)",
     ),
     "other-convention": Rule(
         WARNING, "an LLM or EMBEDDING span that satisfies one convention, not the other"
+    ),
+    "deprecated-name": Rule(
+        ERROR, "with --conventions gen_ai@1.41: an attribute OTel GenAI v1.41.1 deprecated (gen_ai.system, …)"
     ),
     "token-count": Rule(ERROR, "a token count (llm.token_count.*, gen_ai.usage.*) not an integer >= 0"),
     "token-total": Rule(ERROR, "llm.token_count.total is not prompt + completion"),
@@ -107,15 +122,42 @@ OI_KINDS: Final = frozenset(
 )
 LLM_OPERATIONS: Final = frozenset(("chat", "text_completion", "generate_content"))
 EMBEDDINGS_OPERATION: Final = "embeddings"
-#: (convention, its required attributes) per span type: one convention satisfied is enough
+#: what `--conventions` may name: the pinned versions tfgw checks against
+OPENINFERENCE: Final = "openinference"
+GEN_AI: Final = "gen_ai@1.41"
+CONVENTIONS: Final = (GEN_AI, OPENINFERENCE)
+#: each convention's name, and every spelling of it `--conventions` takes
+CONVENTION_SPELLINGS: Final = {
+    "gen_ai": {"": GEN_AI, "1.41": GEN_AI, "1.41.0": GEN_AI, "1.41.1": GEN_AI},
+    "openinference": {"": OPENINFERENCE, "0.1.32": OPENINFERENCE},
+}
+#: (convention, its readers' name, its required attributes) per span type: without
+#: `--conventions` one convention satisfied is enough
+GENAI_REQUIRED: Final = (semconv.GEN_OPERATION, semconv.GEN_PROVIDER, semconv.GEN_REQUEST_MODEL)
 LLM_REQUIRED: Final = (
-    ("OpenInference", (semconv.OI_SPAN_KIND, semconv.LLM_SYSTEM, semconv.LLM_MODEL)),
-    ("OTel GenAI", (semconv.GEN_OPERATION, semconv.GEN_PROVIDER, semconv.GEN_REQUEST_MODEL)),
+    (OPENINFERENCE, "OpenInference", (semconv.OI_SPAN_KIND, semconv.LLM_SYSTEM, semconv.LLM_MODEL)),
+    (GEN_AI, "OTel GenAI", GENAI_REQUIRED),
 )
 EMBEDDING_REQUIRED: Final = (
-    ("OpenInference", (semconv.OI_SPAN_KIND, semconv.EMBEDDING_MODEL)),
-    ("OTel GenAI", (semconv.GEN_OPERATION, semconv.GEN_PROVIDER, semconv.GEN_REQUEST_MODEL)),
+    (OPENINFERENCE, "OpenInference", (semconv.OI_SPAN_KIND, semconv.EMBEDDING_MODEL)),
+    (GEN_AI, "OTel GenAI", GENAI_REQUIRED),
 )
+#: OTel GenAI v1.41.1's deprecated attributes (model/gen-ai/deprecated/registry-deprecated.yaml)
+#: -> what replaces each (None: obsoleted, no replacement)
+GENAI_DEPRECATED: Final[dict[str, str | None]] = {
+    "gen_ai.system": semconv.GEN_PROVIDER,
+    "gen_ai.usage.prompt_tokens": semconv.GEN_INPUT_TOKENS,
+    "gen_ai.usage.completion_tokens": semconv.GEN_OUTPUT_TOKENS,
+    "gen_ai.prompt": None,
+    "gen_ai.completion": None,
+    "gen_ai.openai.request.seed": semconv.GEN_REQUEST_PARAMS["seed"],
+    "gen_ai.openai.request.response_format": "gen_ai.output.type",
+    "gen_ai.openai.request.service_tier": "openai.request.service_tier",
+    "gen_ai.openai.response.service_tier": "openai.response.service_tier",
+    "gen_ai.openai.response.system_fingerprint": "openai.response.system_fingerprint",
+}
+#: the flattened pre-1.37 message keys (`gen_ai.prompt.0.content`): obsoleted with their parents
+GENAI_OBSOLETE_PREFIXES: Final = ("gen_ai.prompt.", "gen_ai.completion.")
 TOKEN_PREFIXES: Final = ("llm.token_count.", "gen_ai.usage.")
 MESSAGE_PREFIXES: Final = (semconv.LLM_INPUT + ".", semconv.LLM_OUTPUT + ".")
 COUNT_AND_MESSAGE_PREFIXES: Final = TOKEN_PREFIXES + MESSAGE_PREFIXES
@@ -206,12 +248,36 @@ def rules_help() -> str:
     return "\n".join(f"{rid:<{width}}  {r.severity:<7}  {r.description}" for rid, r in RULES.items())
 
 
+def parse_conventions(text: str) -> frozenset[str]:
+    """`--conventions gen_ai@1.41,openinference` as the set of `CONVENTIONS` it names.
+
+    Raises InputError (exit 2) naming the flag for an unknown convention or an unsupported version.
+    """
+    named = set()
+    known = ", ".join(CONVENTIONS)
+    for item in text.split(","):
+        item = item.strip()
+        name, _, version = item.partition("@")
+        spellings = CONVENTION_SPELLINGS.get(name)
+        if spellings is None:
+            raise InputError(f"--conventions: unknown convention {item!r} (known: {known})")
+        if version not in spellings:
+            raise InputError(f"--conventions: unsupported version {item!r} (known: {known})")
+        named.add(spellings[version])
+    return frozenset(named)
+
+
 def check_files(
-    args: Sequence[str | Path], *, max_findings: int = 1000, stdin: BinaryIO | None = None
+    args: Sequence[str | Path],
+    *,
+    max_findings: int = 1000,
+    stdin: BinaryIO | None = None,
+    conventions: frozenset[str] | None = None,
 ) -> CheckResult:
-    """Check every line of the files the arguments name (see `trace_files`)."""
+    """Check every line of the files the arguments name (see `trace_files`); `conventions` (from
+    `parse_conventions`) requires each one it names, instead of either."""
     files = trace_files(args)
-    checker = _Checker(max_findings)
+    checker = _Checker(max_findings, conventions)
     for index, name in enumerate(files):
         checker.file_index = index
         if name == STDIN_NAME:
@@ -229,8 +295,10 @@ def check_files(
 
 
 class _Checker:
-    def __init__(self, max_findings: int) -> None:
+    def __init__(self, max_findings: int, conventions: frozenset[str] | None = None) -> None:
         self.max_findings = max_findings
+        self.conventions = conventions
+        self.deprecated = conventions is not None and GEN_AI in conventions
         self.findings: list[tuple[int, Finding]] = []
         self.errors = self.warnings = self.spans = 0
         self.file_index = 0
@@ -260,6 +328,8 @@ class _Checker:
         self.spans += 1
         if not SEMANTIC_KEYS.isdisjoint(span.attributes):
             self.semantics(span.attributes, span.status_code, span.where)
+        if self.deprecated:
+            self.deprecated_names(span.attributes, span.where)
         if span.trace_key is not None and span.span_key is not None:
             self.trees.add(span.trace_key, span.span_key, span.parent_key, span.start, span.end, span.where)
 
@@ -329,16 +399,19 @@ class _Checker:
     def required(
         self,
         attrs: dict[str, Any],
-        conventions: tuple[tuple[str, tuple[str, ...]], ...],
+        conventions: tuple[tuple[str, str, tuple[str, ...]], ...],
         rule: str,
         what: str,
         where: Where,
     ) -> None:
         """One convention's required attributes are enough: with neither satisfied every missing
-        one is a `rule` error; with one, the other's are `other-convention` warnings. A value of
-        the wrong type is an error either way."""
+        one is a `rule` error; with one, the other's are `other-convention` warnings. With
+        `--conventions`, each convention named is required and the others are not looked at. A
+        value of the wrong type is an error either way."""
+        if self.conventions is not None:
+            conventions = tuple(c for c in conventions if c[0] in self.conventions)
         missing: list[list[str]] = []
-        for _, keys in conventions:
+        for _, _, keys in conventions:
             absent = []
             for key in keys:
                 value = attrs.get(key)
@@ -348,13 +421,32 @@ class _Checker:
                     self.add(rule, where, f"{key} is {value_type(value)} {value!r}, not a non-empty string")
                     absent.append("")
             missing.append(absent)
+        if self.conventions is not None:
+            for (convention, _, _), absent in zip(conventions, missing, strict=True):
+                for key in (k for k in absent if k):
+                    self.add(rule, where, f"{what} needs {key} (--conventions {convention})")
+            return
         if all(missing):
             for key in (k for absent in missing for k in absent if k):
                 self.add(rule, where, f"{what} needs {key}")
             return
-        for (name, _), absent in zip(conventions, missing, strict=True):
+        for (_, name, _), absent in zip(conventions, missing, strict=True):
             for key in (k for k in absent if k):
                 self.add("other-convention", where, f"{what} has no {key}: {name} readers will not see it")
+
+    def deprecated_names(self, attrs: dict[str, Any], where: Where) -> None:
+        """Under `--conventions gen_ai@1.41`: every attribute OTel GenAI v1.41.1 deprecated."""
+        for key in attrs:
+            if not key.startswith("gen_ai."):
+                continue
+            if key in GENAI_DEPRECATED:
+                new = GENAI_DEPRECATED[key]
+                instead = f"use {new}" if new else "obsoleted, no replacement"
+            elif parent := next((p[:-1] for p in GENAI_OBSOLETE_PREFIXES if key.startswith(p)), None):
+                instead = f"obsoleted with {parent}, no replacement"
+            else:
+                continue
+            self.add("deprecated-name", where, f"{key} is deprecated in OTel GenAI v1.41.1: {instead}")
 
     def counts_and_messages(self, attrs: dict[str, Any], where: Where, *, messages: bool) -> None:
         keys = tuple(attrs)
