@@ -291,11 +291,7 @@ class Encoder:
                 else:
                     attrs[sc.OUTPUT_VALUE] = orjson.dumps(response).decode()
                 attrs[sc.OUTPUT_MIME] = "application/json"
-        attrs[sc.ROUTE_PROVIDER] = call.provider
-        attrs[sc.ROUTE_MODEL] = call.model
-        attrs[sc.ROUTE_ATTEMPT] = call.attempt
-        if call.fallback_reason:
-            attrs[sc.ROUTE_FALLBACK_REASON] = call.fallback_reason
+        _route(call, attrs)
 
     def _request_params(self, body: Mapping[str, Any], attrs: dict[str, Any]) -> None:
         for key, attr in GEN_PARAMS.items():
@@ -404,6 +400,15 @@ class Encoder:
             attrs[sc.COST_PROMPT] = round(cost_in, 10)
             attrs[sc.COST_COMPLETION] = round(cost_out, 10)
             attrs[sc.COST_TOTAL] = round(cost_in + cost_out, 10)
+
+
+def _route(call: LlmCall, attrs: dict[str, Any]) -> None:
+    """Which provider (by its config name), model and attempt the span is."""
+    attrs[sc.ROUTE_PROVIDER] = call.provider
+    attrs[sc.ROUTE_MODEL] = call.model
+    attrs[sc.ROUTE_ATTEMPT] = call.attempt
+    if call.fallback_reason:
+        attrs[sc.ROUTE_FALLBACK_REASON] = call.fallback_reason
 
 
 def _answer(call: LlmCall) -> Mapping[str, Any]:
