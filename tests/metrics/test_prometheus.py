@@ -64,3 +64,12 @@ def test_prometheus_reads_back_every_family_of_the_catalog_with_its_values() -> 
         {"gen_ai_operation_name": "chat", "gen_ai_provider_name": "openai", "gen_ai_request_model": "gpt"},
         1.0,
     )
+
+
+def test_a_rewrite_with_the_kept_labels_is_the_text_a_fresh_render_makes() -> None:
+    aggregate, prefixes = small(), {}
+    first = render(aggregate, prefixes)
+    aggregate.add({**ROWS[0], "key": "k0"})  # a new series, sorted before the others
+    aggregate.set_targets({})  # and the target's series gone
+    assert (first, render(aggregate, prefixes)) == (render(small()), render(aggregate))
+    assert render(aggregate, prefixes).count('key="k0"') == 3  # requests, tokens and cost

@@ -55,6 +55,7 @@ class Aggregate:
         self._requests, self._tokens, self._cost = s[c.REQUESTS], s[c.TOKENS], s[c.COST]
         self._duration, self._usage = s[c.DURATION], s[c.TOKEN_USAGE]
         self._ttfc, self._tpoc = s[c.TIME_TO_FIRST_CHUNK], s[c.TIME_PER_OUTPUT_CHUNK]
+        self._spans = s[c.SPANS_WRITTEN]
 
     def add(self, row: Mapping[str, Any]) -> None:
         """Count one request's row."""
@@ -63,12 +64,16 @@ class Aggregate:
         model, provider, key = get("model"), get("provider"), get("key")
         labels = (get("route"), model, provider, key, get("status"), get("http_status"))
         self._requests[labels] = self._requests.get(labels, 0) + 1
-        spans = self.series[c.SPANS_WRITTEN]
-        spans[()] = spans.get((), 0) + (get("spans") or 0)
+        self._spans[()] = self._spans.get((), 0) + (get("spans") or 0)
         tokens_in, tokens_out = get("tokens_in"), get("tokens_out")
-        self._add_tokens(
-            model, provider, key, tokens_in, tokens_out, get("tokens_cached"), get("tokens_reasoning")
-        )
+        tokens = self._tokens
+        for kind, count in (
+            ("input", tokens_in), ("output", tokens_out), ("cached", get("tokens_cached")),
+            ("reasoning", get("tokens_reasoning")),
+        ):  # fmt: skip
+            if count is not None:
+                by_kind = (model, provider, key, kind)
+                tokens[by_kind] = tokens.get(by_kind, 0) + count
         if (cost := get("cost")) is not None:
             priced = (model, provider, key)
             self._cost[priced] = self._cost.get(priced, 0) + cost
@@ -84,13 +89,6 @@ class Aggregate:
         if (refusal := get("refusal")) is not None:
             refusals = self.series[c.REFUSALS]
             refusals[key, refusal] = refusals.get((key, refusal), 0) + 1
-
-    def _add_tokens(self, model: Any, provider: Any, key: Any, *counts: Any) -> None:
-        tokens = self._tokens
-        for kind, count in zip(("input", "output", "cached", "reasoning"), counts, strict=True):
-            if count is not None:
-                labels = (model, provider, key, kind)
-                tokens[labels] = tokens.get(labels, 0) + count
 
     def _add_genai(self, row: Mapping[str, Any], genai: Labels, tokens_in: Any, tokens_out: Any) -> None:
         """The GenAI histograms: no key label (docs/metrics.md, cardinality)."""

@@ -23,7 +23,7 @@ TOKEN_BUCKETS = tuple(float(4**i) for i in range(14))
 GENAI = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # hashed by identity: a cheap dict key
 class Metric:
     name: str  # OpenTelemetry
     prometheus: str

@@ -23,7 +23,7 @@ from tfgw.config import Settings
 from tfgw.config_file import write_atomic
 from tfgw.metrics.aggregate import Aggregate
 from tfgw.metrics.follow import RowsFollower, end_of_log
-from tfgw.metrics.prometheus import render
+from tfgw.metrics.prometheus import Prefixes, render
 from tfgw.metrics.snapshot import SNAPSHOT, START, state_dir
 
 __all__ = ["Deriver", "prepare"]
@@ -71,6 +71,7 @@ class Deriver:
         self.lock = threading.Lock()
         self._dirty = True
         self._written = 0.0
+        self._prefixes: Prefixes = {}
 
     def run(self, stop: threading.Event) -> None:
         while True:
@@ -103,7 +104,7 @@ class Deriver:
         if not (self._dirty or force):
             return
         with self.lock:
-            text = render(self.aggregate)
+            text = render(self.aggregate, self._prefixes)
         try:
             write_atomic(self.path, text)
             self._dirty = False
