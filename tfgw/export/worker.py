@@ -240,7 +240,7 @@ def _metrics_work(
         log.error("cannot keep metrics in %s: %s", state_dir(settings), exc)
         return []
     work: list[tuple[str, Callable[[], None]]] = [("metrics", lambda: deriver.run(stop))]
-    pushed = [e.target for e in exporters if _pushes_metrics(settings, e.target)]
+    pushed = [e.target for e in exporters if e.target.metrics]
     if pushed:
         from tfgw.metrics.otlp import MetricsPusher
 
@@ -248,11 +248,3 @@ def _metrics_work(
             pusher = MetricsPusher(target, deriver)
             work.append((f"{target.name}-metrics", functools.partial(pusher.run, stop)))
     return work
-
-
-def _pushes_metrics(settings: Settings, target: ResolvedTarget) -> bool:
-    configured = getattr(target, "metrics", None)
-    if configured is None:
-        table = settings.otel_targets.get(target.name)
-        configured = table is not None and table.metrics
-    return bool(configured)
