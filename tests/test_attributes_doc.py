@@ -3,7 +3,9 @@
 - every key of `tfgw.tracing.semconv` has exactly one row, and the table has no other (but the
   `exception` event's attributes, which `tfgw.tracing.spans.Span.fail` writes);
 - each row's convention follows from its key, agrees with `tfgw.tracing.conventions` (the export
-  projection's classification), and its version is the one pinned for that convention.
+  projection's classification), and its version is the one pinned for that convention;
+- the schemaUrl the page names is `semconv.SCHEMA_URL`, and the encoder writes it on the
+  resource and the scope.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import pytest
 
 from tests.test_docs import DOCS, semconv_keys
 from tfgw.tracing import semconv
+from tfgw.tracing.encode import Encoder
+from tfgw.tracing.spans import RequestTrace
 
 PAGE = DOCS / "attributes.md"
 #: the `exception` span event's attributes: OTel's names, written as literals by Span.fail
 EXCEPTION_EVENT = {"exception.type", "exception.message", "exception.stacktrace"}
 OTEL_GENERAL = ("service.", "http.", "url.", "server.", "error.", "exception.")
-GENAI_VERSION = "1.41.1"
+GENAI_VERSION = semconv.SCHEMA_URL.rsplit("/", 1)[1]
 PINNED = {
     "OpenInference": "0.1.32",
     "GenAI": GENAI_VERSION,
@@ -50,7 +54,7 @@ def expected_convention(key: str) -> str:
 
 def test_every_key_tfgw_writes_has_one_row_and_no_other_key_has_one() -> None:
     keys = [key for key, _, _, _ in table()]
-    written = semconv_keys() | EXCEPTION_EVENT
+    written = (semconv_keys() - {semconv.SCHEMA_URL}) | EXCEPTION_EVENT
     twice = sorted({k for k in keys if keys.count(k) > 1})
     assert (sorted(written - set(keys)), sorted(set(keys) - written), twice) == ([], [], [])
 
@@ -90,7 +94,16 @@ def test_the_conventions_agree_with_the_export_projection() -> None:
     assert found == {}
 
 
-def test_the_pinned_versions_are_the_table_s() -> None:
+def test_the_pinned_versions_and_the_schema_url_are_the_code_s() -> None:
     text = PAGE.read_text(encoding="utf-8")
     pins = dict(re.findall(r"^\| (OpenInference|GenAI|OTel general|tfgw) \| ([^|]+) \|", text, re.MULTILINE))
     assert {name: version.strip() for name, version in pins.items()} == PINNED
+    assert f"`{semconv.SCHEMA_URL}`" in text
+
+    trace = RequestTrace("POST /v1/chat/completions", lambda t: None)
+    trace.finish()
+    [resource_spans] = Encoder("p").line(trace)["resourceSpans"]
+    assert [resource_spans["schemaUrl"], *(ss["schemaUrl"] for ss in resource_spans["scopeSpans"])] == [
+        semconv.SCHEMA_URL,
+        semconv.SCHEMA_URL,
+    ]

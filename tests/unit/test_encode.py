@@ -380,3 +380,17 @@ def test_answers_tfgw_gives_itself_are_tfgw_s() -> None:
         "llm.system": "tfgw",
         "gen_ai.provider.name": "openai",
     }
+
+
+def test_a_line_names_its_schema_on_the_resource_and_the_scope() -> None:
+    trace = RequestTrace("POST /v1/embeddings", lambda t: None)
+    trace.finish()
+    line = Encoder("p").line(trace)
+    [resource_spans] = line["resourceSpans"]
+    [scope_spans] = resource_spans["scopeSpans"]
+    assert (resource_spans["schemaUrl"], scope_spans["schemaUrl"]) == (
+        "https://opentelemetry.io/schemas/1.41.1",
+        "https://opentelemetry.io/schemas/1.41.1",
+    )
+    assert list(resource_spans) == ["resource", "scopeSpans", "schemaUrl"]
+    assert list(scope_spans) == ["scope", "spans", "schemaUrl"]

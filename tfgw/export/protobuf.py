@@ -131,14 +131,31 @@ class ProtobufFormat:
         joined once."""
         out: list[bytes] = []
         for rkey, scopes in resources.items():
-            rs: list[bytes] = [rkey]
+            resource, resource_schema = _and_schema_url(rkey)
+            rs: list[bytes] = [resource]
             for skey, spans in scopes.items():
-                ss = [skey]
+                scope, scope_schema = _and_schema_url(skey)
+                ss = [scope]
                 for data in spans:
                     ss += (b"\x12", _varint(len(data)), data)
+                ss.append(scope_schema)  # field 3, after the spans (2): protobuf's own order
                 rs += (b"\x12", _varint(sum(map(len, ss))), *ss)
+            rs.append(resource_schema)
             out += (b"\x0a", _varint(sum(map(len, rs))), *rs)
         return b"".join(out)
+
+
+def _and_schema_url(part: bytes) -> tuple[bytes, bytes]:
+    """A resource's or scope's encoded fields as (its field 1, its schema_url field after it)."""
+    length, shift, i = 0, 0, 1  # part[0] is field 1's tag
+    while True:
+        byte = part[i]
+        length |= (byte & 0x7F) << shift
+        i += 1
+        if byte < 0x80:
+            break
+        shift += 7
+    return part[: i + length], part[i + length :]
 
 
 def _varint(n: int) -> bytes:

@@ -2,12 +2,15 @@
 (v1.41.1 names) side by side, so each LLM span reads right in both kinds of backend.
 
 The versions the names are pinned to: OpenTelemetry semantic conventions v1.41.1 (GenAI and the
-general keys: the last release of `open-telemetry/semantic-conventions` that holds GenAI) and
-OpenInference's semantic conventions 0.1.32. docs/attributes.md lists every key with its
-convention and version.
+general keys: the last release of `open-telemetry/semantic-conventions` that holds GenAI; its
+schema is `SCHEMA_URL`, written on every resource and scope) and OpenInference's semantic
+conventions 0.1.32. docs/attributes.md lists every key with its convention and version.
 """
 
 from __future__ import annotations
+
+#: the `schemaUrl` of every resource and scope tfgw writes: the conventions release of its names
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.1"
 
 # -- resource ----------------------------------------------------------------------------------
 SERVICE_NAME = "service.name"

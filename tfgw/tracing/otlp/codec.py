@@ -139,8 +139,14 @@ def resource(project: str) -> dict[str, Any]:
 
 
 def export_request(resource: Mapping[str, Any], spans: list[dict[str, Any]]) -> dict[str, Any]:
-    """One trace file line: the spans of one resource, under tfgw's instrumentation scope."""
-    return {"resourceSpans": [{"resource": resource, "scopeSpans": [{"scope": SCOPE, "spans": spans}]}]}
+    """One trace file line: the spans of one resource, under tfgw's instrumentation scope, both
+    with the `schemaUrl` of the conventions release tfgw's attribute names follow."""
+    scope_spans = {"scope": SCOPE, "spans": spans, "schemaUrl": semconv.SCHEMA_URL}
+    return {
+        "resourceSpans": [
+            {"resource": resource, "scopeSpans": [scope_spans], "schemaUrl": semconv.SCHEMA_URL}
+        ]
+    }
 
 
 def spans_of(line: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
