@@ -394,3 +394,31 @@ def test_a_line_names_its_schema_on_the_resource_and_the_scope() -> None:
     )
     assert list(resource_spans) == ["resource", "scopeSpans", "schemaUrl"]
     assert list(scope_spans) == ["scope", "spans", "schemaUrl"]
+
+
+def test_constant_attributes_are_encoded_once_and_read_as_any_others() -> None:
+    from tfgw.tracing.spans import Constant
+
+    shared = Constant(
+        {"openinference.span.kind": "GUARDRAIL", "tfgw.guardrail.name": "pii", "tfgw.guardrail.matches": 0}
+    )
+    lines = []
+    for _ in range(2):
+        trace = RequestTrace("POST /v1/chat/completions", lambda _: None)
+        trace.child("guardrail pii").attributes = shared
+        trace.finish()
+        lines.append(Encoder("p").encode(trace))
+    (first, first_row), (second, second_row) = lines
+    spans = [line["resourceSpans"][0]["scopeSpans"][0]["spans"][1] for line in (first, second)]
+    assert spans[0]["attributes"] is spans[1]["attributes"] is shared.encoded
+    assert spans[0]["attributes"] == [
+        {"key": "openinference.span.kind", "value": {"stringValue": "GUARDRAIL"}},
+        {"key": "tfgw.guardrail.name", "value": {"stringValue": "pii"}},
+        {"key": "tfgw.guardrail.matches", "value": {"intValue": "0"}},
+    ]
+    assert dict(shared) == {
+        "openinference.span.kind": "GUARDRAIL",
+        "tfgw.guardrail.name": "pii",
+        "tfgw.guardrail.matches": 0,
+    }
+    assert first_row["spans"] == second_row["spans"] == 2

@@ -24,7 +24,7 @@ from tfgw.tracing import otlp
 from tfgw.tracing import semconv as sc
 from tfgw.tracing.fold import StreamFold
 from tfgw.tracing.rows import summarize_decoded
-from tfgw.tracing.spans import LlmCall, RequestTrace, Span
+from tfgw.tracing.spans import Constant, LlmCall, RequestTrace, Span
 
 __all__ = ["Encoder", "provider_identity"]
 
@@ -108,6 +108,16 @@ NOT_PARAMS = ("messages", "tools", "functions", "input")
 CONTEXT = (sc.SESSION_ID, sc.USER_ID, sc.METADATA)
 
 
+def _encoded(attrs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The attributes as OTLP `KeyValue`s; a `Constant`'s (the same on every request, such as a
+    passed guardrail's) encoded once and that list shared by every line."""
+    if type(attrs) is not Constant:
+        return otlp.attributes(attrs)
+    if attrs.encoded is None:
+        attrs.encoded = otlp.attributes(attrs)
+    return attrs.encoded
+
+
 def provider_identity(kind: str, base_url: str, system: str | None = None) -> dict[str, Any]:
     """The provider attributes of every LLM span to one provider: computed once per provider.
 
@@ -170,11 +180,13 @@ class Encoder:
             context[sc.GEN_CONVERSATION_ID] = context[sc.SESSION_ID]
         out = []
         for span in trace.spans:
-            attrs = dict(span.attributes)
+            attrs = span.attributes  # read as they are, but for the two spans that get more here
             if span.llm is not None:
+                attrs = dict(attrs)
                 self._llm_attributes(span, span.llm, attrs)
                 attrs.update(context)
             elif span is trace.root:
+                attrs = dict(attrs)
                 self._root_attributes(last_llm, attrs)
             out.append((self._span(trace.trace_id, span, attrs), attrs))
         return out
@@ -189,7 +201,7 @@ class Encoder:
             "kind": span.kind,
             "startTimeUnixNano": str(span.start),
             "endTimeUnixNano": str(span.end),
-            "attributes": otlp.attributes(attrs),
+            "attributes": _encoded(attrs),
         }
         if span.parent_id:
             out["parentSpanId"] = span.parent_id
