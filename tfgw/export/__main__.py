@@ -1,4 +1,5 @@
-"""`python -m tfgw.export [--config F | --demo] [--nice N]`: the exporter process `tfgw serve` starts.
+"""`python -m tfgw.export [--config F | --demo] [--nice N] [--parent PID]`: the exporter process
+`tfgw serve` starts (`--parent`: its own pid, so that the exporter ends with it however it ends).
 
 The same work as `tfgw exporter` (`tfgw.export.worker.exporter_main`), started without the CLI:
 Typer and what it imports (pydantic among them) would cost a process that lives as long as the
@@ -21,13 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="the config file (else the demo settings with --demo)")
     parser.add_argument("--demo", action="store_true", help="the demo settings (targets from OTEL_*)")
     parser.add_argument("--nice", type=int, default=0, choices=range(20), metavar="0..19")
+    parser.add_argument("--parent", type=int, help="exit when this process (tfgw serve) is gone")
     args = parser.parse_args(argv)
     from tfgw.config import demo_settings, load
     from tfgw.export.worker import exporter_main
 
     try:
         settings = demo_settings() if args.demo or args.config is None else load(args.config)
-        return exporter_main(settings, nice=args.nice)
+        return exporter_main(settings, nice=args.nice, parent=args.parent)
     except TfgwError as exc:
         print(f"tfgw: {exc.message}", file=sys.stderr)
         return exc.exit_code

@@ -43,6 +43,7 @@ class ExporterSupervisor:
         # background work: at a lower CPU priority the gateway's requests go first (bench/README.md)
         # `python -m tfgw.export`, not `tfgw exporter`: the same work without the CLI's imports
         self.command = [sys.executable, "-m", "tfgw.export", "--nice", str(NICE)]
+        self.command += ["--parent", str(os.getpid())]  # it stops itself once this serve is gone
         self.command += ["--demo"] if demo or settings.path is None else ["--config", str(settings.path)]
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0

@@ -169,12 +169,27 @@ def _newest_end(line: Mapping[str, Any]) -> float:
     return max(ends, default=0) / 1e9
 
 
-def exporter_main(settings: Settings, *, nice: int = 0) -> int:
-    """The exporter as a process: its log lines, its CPU priority, then `run_exporter`."""
+def exporter_main(settings: Settings, *, nice: int = 0, parent: int | None = None) -> int:
+    """The exporter as a process: its log lines, its CPU priority, then `run_exporter`; with
+    `parent`, stopped as by SIGTERM once that process is gone (a `tfgw serve` killed with SIGKILL
+    cannot stop its exporter itself, and the exporter runs in a session of its own)."""
     logging.basicConfig(level=logging.INFO, format="tfgw exporter: %(message)s")
     if nice:
         os.nice(nice)
+    if parent is not None:
+        threading.Thread(target=_end_with, args=(parent,), name="tfgw-parent-watch", daemon=True).start()
     return run_exporter(settings)
+
+
+#: how often the exporter looks whether `tfgw serve` is still its parent
+PARENT_POLL_S = 0.5
+
+
+def _end_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    log.warning("tfgw serve (pid %d) is gone: stopping", parent)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def run_exporter(settings: Settings, stop: threading.Event | None = None) -> int:
