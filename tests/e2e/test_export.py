@@ -341,7 +341,7 @@ def exporter_pids(config: Path) -> list[int]:
     """The exporter child processes `tfgw serve --config CONFIG` runs."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        pattern = f"tfgw.export --nice 10 --config {config}"
+        pattern = f"tfgw.export --nice 10 --parent [0-9]+ --config {config}"
         found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
         pids = [int(p) for p in found.stdout.split()]
         if pids:

@@ -34,6 +34,8 @@ MAX_BACKOFF_S = 30.0
 HEALTHY_S = 30.0
 #: the exporter's CPU priority below the gateway's
 NICE = 10
+#: seconds the exporter has to stop before it is killed (its cursors are on disk: nothing is lost)
+STOP_S = 5.0
 
 
 class ExporterSupervisor:
@@ -48,6 +50,7 @@ class ExporterSupervisor:
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="tfgw-exporter-supervisor", daemon=True)
 
     def start(self) -> None:
@@ -66,9 +69,10 @@ class ExporterSupervisor:
             print(f"tfgw: cannot prepare metrics in {state_dir(self.settings)}: {exc}", file=sys.stderr)
         self._thread.start()
 
-    def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
-        process = self.process
+    def stop(self, timeout: float = STOP_S) -> None:
+        with self._lock:  # no child is started after this
+            self._stop.set()
+            process = self.process
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
@@ -80,10 +84,13 @@ class ExporterSupervisor:
 
     def _run(self) -> None:
         backoff = FIRST_BACKOFF_S
-        while not self._stop.is_set():
+        while True:
             started = time.monotonic()
-            # its own process group: a ^C at the terminal reaches serve, which stops it in order
-            self.process = subprocess.Popen(self.command, start_new_session=True, env=os.environ.copy())
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                # its own process group: a ^C at the terminal reaches serve, which stops it in order
+                self.process = subprocess.Popen(self.command, start_new_session=True, env=os.environ.copy())
             code = self.process.wait()
             if self._stop.is_set():
                 return
