@@ -35,6 +35,8 @@ SECTIONS = {
     "routing": "`[routing]`",
     "tracing": "`[tracing]`",
     "otel": "`[otel.targets.NAME]`",
+    "bus": "`[bus]`",
+    "_tls": "`[bus]`",  # the `tls = {...}` of the bus
 }
 
 
@@ -62,9 +64,10 @@ def _allowed_keys(call: ast.Call, local: dict[str, ast.expr]) -> tuple[str, ...]
 
 def loader_keys() -> dict[str, set[str]]:
     """{loader method: keys its `table(...)` calls allow}, read from tfgw/config.py and the
-    sections' checks it mixes in: tfgw/config_policy.py (governance), tfgw/config_otel.py (export)."""
+    sections' checks it mixes in: tfgw/config_policy.py (governance), tfgw/config_otel.py (export),
+    tfgw/config_bus.py (the bus)."""
     methods = []
-    mixins = (("config_policy.py", "PolicyChecks"), ("config_otel.py", "OtelChecks"))
+    mixins = (("config_policy.py", "PolicyChecks"), ("config_otel.py", "OtelChecks"), ("config_bus.py", "BusChecks"))
     for path, name in ((CONFIG_PY, "_Validator"), *((CONFIG_PY.with_name(f), c) for f, c in mixins)):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         methods += next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name).body

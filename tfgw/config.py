@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from tfgw.config_bus import BusChecks, BusSettings
 from tfgw.config_otel import CONVENTIONS as CONVENTIONS
 from tfgw.config_otel import OTEL_PROTOCOLS as OTEL_PROTOCOLS
 from tfgw.config_otel import OTEL_REQUIRED as OTEL_REQUIRED
@@ -33,6 +34,7 @@ from tfgw.errors import ConfigError
 
 __all__ = [
     "PROVIDER_KINDS",
+    "BusSettings",
     "CacheSettings",
     "GuardrailSettings",
     "KeySettings",
@@ -183,11 +185,13 @@ class Settings:
     routing: RoutingSettings = RoutingSettings()
     tracing: TracingSettings = TracingSettings()
     otel_targets: Mapping[str, OtelTargetSettings] = field(default_factory=lambda: _EMPTY)
+    bus: BusSettings = field(default_factory=BusSettings)
 
     def secrets(self) -> tuple[str, ...]:
         """Every resolved secret, for scrubbing provider error bodies and logs."""
         found = [p.api_key for p in self.providers.values()]
         found += [s for t in self.otel_targets.values() for s in t.secrets()]
+        found += self.bus.secrets()
         return tuple(s for s in found if s)
 
 
@@ -253,11 +257,21 @@ def demo_settings() -> Settings:
 # Validation
 
 
-class _Validator(PolicyChecks, OtelChecks):
+class _Validator(PolicyChecks, OtelChecks, BusChecks):
     """Checks the parsed TOML against the schema and builds the settings objects."""
 
     def settings(self, data: dict[str, Any]) -> Settings:
-        sections = ("server", "keys", "providers", "models", "guardrails", "routing", "tracing", "otel")
+        sections = (
+            "server",
+            "keys",
+            "providers",
+            "models",
+            "guardrails",
+            "routing",
+            "tracing",
+            "otel",
+            "bus",
+        )
         root = self.table(data, (), sections)
         providers = self.providers(root.get("providers", {}))
         models = self.models(root.get("models", []), providers)
@@ -271,6 +285,7 @@ class _Validator(PolicyChecks, OtelChecks):
             routing=self.routing(root.get("routing", {})),
             tracing=self.tracing(root.get("tracing", {})),
             otel_targets=self.otel(root.get("otel", {})),
+            bus=self.bus(root.get("bus", {})),
         )
 
     def server(self, value: Any) -> ServerSettings:

@@ -106,11 +106,27 @@ def test_example_config_covers_every_section_and_parses(monkeypatch: pytest.Monk
             "t.toml:3: server.prot: unknown key (allowed: host, port, workers, "
             "max_body_bytes, graceful_timeout, state_dir, cache_max_mb, reload)",
         ),
-        (  # parsed and used nowhere until the NATS bus exists: refused like any unknown table
-            '[bus]\nkind = "local"\n',
-            "t.toml:1: bus: unknown key (allowed: server, keys, providers, models, guardrails, routing, "
-            "tracing, otel)",
+        (
+            "[buss]\n",
+            "t.toml:1: buss: unknown key (allowed: server, keys, providers, models, guardrails, routing, "
+            "tracing, otel, bus)",
         ),
+        ('[bus]\nkind = "kafka"\n', "t.toml:2: bus.kind: must be one of local, nats, got 'kafka'"),
+        (
+            '[bus]\nurl = "http://n:4222"\n',
+            "t.toml:2: bus.url: must start with nats://, tls://, ws:// or wss://, got 'http://n:4222'",
+        ),
+        (
+            '[bus]\nurl = ["nats://a:4222", "b:4222"]\n',
+            "t.toml:2: bus.url[1]: must start with nats://, tls://, ws:// or wss://, got 'b:4222'",
+        ),
+        ('[bus]\nuser = "u"\n', "t.toml:2: bus.user: needs password too"),
+        (
+            '[bus]\ntoken = "t"\ncreds = "c.creds"\n',
+            "t.toml:3: bus.creds: give one way to authenticate, not both token and creds",
+        ),
+        ('[bus]\ntls = { cert = "c.pem" }\n', "t.toml:2: bus.tls.cert: cert and key go together"),
+        ("[bus]\nreplicas = 0\n", "t.toml:2: bus.replicas: must be > 0, got 0"),
         ('[server]\nport = "8787"\n', "t.toml:2: server.port: expected an integer, got a string"),
         ("[server]\nworkers = 0\n", "t.toml:2: server.workers: must be > 0, got 0"),
         ("[server]\nhost = true\n", "t.toml:2: server.host: expected a string, got a boolean"),
@@ -266,3 +282,31 @@ def test_target_conventions_metrics_and_provider_system_are_read() -> None:
     t, u = settings.otel_targets["t"], settings.otel_targets["u"]
     assert (t.conventions, t.metrics) == (("openinference", "gen_ai"), True)
     assert (u.conventions, u.metrics) == (("openinference", "gen_ai"), False)
+
+
+def test_the_bus_is_local_by_default_and_nats_reads_its_servers_credentials_and_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tfgw.config import BusSettings
+    from tfgw.config_bus import TlsSettings
+
+    assert parse("", "t.toml").bus == BusSettings()
+    monkeypatch.setenv("TFGW_TEST_NATS_PASSWORD", "nats-secret-0123")
+    settings = parse(
+        '[bus]\nkind = "nats"\nurl = ["nats://a:4222", "tls://b:4222"]\nuser = "tfgw"\n'
+        'password = "env:TFGW_TEST_NATS_PASSWORD"\ntls = { ca = "ca.pem" }\nreplicas = 3\n'
+        "max_age_hours = 24\nmax_mb = 512\n",
+        "t.toml",
+    )
+    assert settings.bus == BusSettings(
+        kind="nats",
+        urls=("nats://a:4222", "tls://b:4222"),
+        user="tfgw",
+        password="nats-secret-0123",
+        tls=TlsSettings(ca="ca.pem"),
+        replicas=3,
+        max_age_hours=24.0,
+        max_mb=512,
+    )
+    assert "nats-secret-0123" in settings.secrets()
+    assert "nats-secret-0123" not in repr(settings.bus)
