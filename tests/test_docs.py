@@ -67,7 +67,11 @@ def loader_keys() -> dict[str, set[str]]:
     sections' checks it mixes in: tfgw/config_policy.py (governance), tfgw/config_otel.py (export),
     tfgw/config_bus.py (the bus)."""
     methods = []
-    mixins = (("config_policy.py", "PolicyChecks"), ("config_otel.py", "OtelChecks"), ("config_bus.py", "BusChecks"))
+    mixins = (
+        ("config_policy.py", "PolicyChecks"),
+        ("config_otel.py", "OtelChecks"),
+        ("config_bus.py", "BusChecks"),
+    )
     for path, name in ((CONFIG_PY, "_Validator"), *((CONFIG_PY.with_name(f), c) for f, c in mixins)):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         methods += next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name).body

@@ -100,9 +100,11 @@ class RateLimitError(TfgwError):
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, limit: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        #: which of a key's limits refused: rpm, tpm, budget_usd_day or budget_usd_month
+        self.limit = limit
 
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:

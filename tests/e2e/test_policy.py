@@ -373,6 +373,13 @@ def test_a_budget_cuts_off_at_the_right_cent(
     ]
     assert auth == [{"tfgw.auth.outcome": "ok", "tfgw.key.name": "thrifty", "tfgw.budget.day_usd": 0.05,
                      "tfgw.budget.day_remaining_usd": 0.0}]  # fmt: skip
+    refused = [
+        s["attributes"]
+        for s in policy_traces.spans(caught.value.response.headers["x-tfgw-trace-id"])
+        if s["name"] == "auth"
+    ]
+    assert refused == [{"tfgw.auth.outcome": "over_budget", "tfgw.key.name": "thrifty",
+                        "tfgw.limit.refused": "budget_usd_day", "error.type": "budget_exceeded"}]  # fmt: skip
 
 
 def limits_config(upstream: str, traces: Path) -> str:

@@ -24,7 +24,7 @@ ROWS: list[dict[str, Any]] = [
     },
     {
         "route": "/v1/embeddings", "model": "emb", "provider": None, "key": "k1", "status": "error",
-        "http_status": 429, "spans": 2, "refusal": "rate_limited",
+        "http_status": 429, "spans": 2, "refusal": "rpm",
         "guardrails": [["no-zeus", "input", "blocked"]],
     },
 ]  # fmt: skip

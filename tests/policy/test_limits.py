@@ -88,7 +88,11 @@ def test_retry_after_is_when_enough_of_the_window_has_left_it(limits: Limits, cl
     with pytest.raises(RateLimitError) as refused:
         limits.admit(ci, 0)
     # one request must leave: those of T0 do at T0 + 60, 39.5 s from now
-    assert (refused.value.retry_after, refused.value.headers()) == (40, {"retry-after": "40"})
+    assert (refused.value.retry_after, refused.value.headers(), refused.value.limit) == (
+        40,
+        {"retry-after": "40"},
+        "rpm",
+    )
     clock.now = T0 + 60
     assert outcomes(limits, ci, 3) == ["ok", "ok", "Rate limit reached for key 'ci': 5 requests per minute."
                                        " retry-after=10"]  # fmt: skip
@@ -133,6 +137,7 @@ def test_tokens_are_reserved_at_admission_and_replaced_at_settle(limits: Limits)
     first = limits.admit(ci, 600)
     with pytest.raises(RateLimitError) as refused:
         limits.admit(ci, 500)
+    assert refused.value.limit == "tpm"
     assert refused.value.message == (
         "Rate limit reached for key 'ci': 1000 tokens per minute (600 counted in the last minute, 500"
         " estimated for this request)."
@@ -176,6 +181,7 @@ def test_a_budget_is_cut_off_at_the_right_cent(limits: Limits) -> None:
     with pytest.raises(BudgetExceededError) as refused:
         limits.admit(ci, 0)
     error = refused.value
+    assert error.limit == "budget_usd_day"
     assert error.message == (
         "Budget exceeded for key 'ci': $0.05 spent of its daily budget of $0.05; it resets at"
         " 2025-10-10T00:00:00Z."
@@ -243,6 +249,7 @@ def test_the_month_budget_holds_past_the_day(path: Path) -> None:
     clock.now += 1  # 2025-10-31: a new day, the same month
     with pytest.raises(BudgetExceededError) as refused:
         limits.admit(ci, 0)
+    assert refused.value.limit == "budget_usd_month"
     assert (refused.value.message, refused.value.retry_after) == (
         "Budget exceeded for key 'ci': $1.00 spent of its monthly budget of $1.00; it resets at"
         " 2025-11-01T00:00:00Z.",

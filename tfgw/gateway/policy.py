@@ -81,7 +81,11 @@ def admit(
         admission = limits.admit(key, estimate)
     except RateLimitError as exc:
         span.attributes[sc.AUTH_OUTCOME] = "over_budget" if exc.code == "budget_exceeded" else "rate_limited"
+        span.attributes[sc.LIMIT_REFUSED] = exc.limit
         span.fail(exc)
+        span.end = span.events[
+            -1
+        ].time  # `auth` closed before the limits were counted: it lasts to the refusal
         raise
     account = Account(limits, admission, span)
     trace.at_finish = account.settle  # a request that ends without an answer: no tokens, no cost

@@ -96,7 +96,7 @@ GUARDRAILS = Metric(
 )  # fmt: skip
 REFUSALS = Metric(
     "tfgw.refusals", "tfgw_refusals_total", COUNTER, "{request}", ("key", "reason"),
-    "Requests a key's limit (rate_limited) or budget (over_budget) refused", "rows: `refusal`",
+    "Requests refused by a key's limit (rpm, tpm, budget_usd_day, budget_usd_month)", "rows: `refusal`",
 )  # fmt: skip
 SPANS_WRITTEN = Metric(
     "tfgw.spans.written", "tfgw_spans_written_total", COUNTER, "{span}", (),

@@ -234,11 +234,17 @@ class Limits:
         key = rules.key
         if day_spent >= rules.day_micro:
             return self._over_budget(
-                key, "daily", day_spent, rules.day_micro, (int(now) // DAY + 1) * DAY, now
+                key, "daily", day_spent, rules.day_micro, (int(now) // DAY + 1) * DAY, now, "budget_usd_day"
             )
         if month_spent >= rules.month_micro:
             return self._over_budget(
-                key, "monthly", month_spent, rules.month_micro, int(self._calendar.end), now
+                key,
+                "monthly",
+                month_spent,
+                rules.month_micro,
+                int(self._calendar.end),
+                now,
+                "budget_usd_month",
             )
         if requests >= rules.rpm:
             with self._table:
@@ -246,6 +252,7 @@ class Limits:
             return RateLimitError(
                 f"Rate limit reached for key {key.name!r}: {rules.rpm} requests per minute.",
                 retry_after=_wait(expires, now),
+                limit="rpm",
             )
         with self._table:
             expires = self._table.expiry(offset, second, min(tokens, tokens + estimate - rules.tpm), 1)
@@ -253,17 +260,19 @@ class Limits:
             f"Rate limit reached for key {key.name!r}: {rules.tpm} tokens per minute"
             f" ({tokens} counted in the last minute, {estimate} estimated for this request).",
             retry_after=_wait(expires, now),
+            limit="tpm",
         )
 
     @staticmethod
     def _over_budget(
-        key: KeySettings, budget: str, spent: int, limit: int, resets: int, now: float
+        key: KeySettings, budget: str, spent: int, limit: int, resets: int, now: float, name: str
     ) -> BudgetExceededError:
         at = datetime.fromtimestamp(resets, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return BudgetExceededError(
             f"Budget exceeded for key {key.name!r}: {_dollars(spent)} spent of its {budget} budget"
             f" of {_dollars(limit)}; it resets at {at}.",
             retry_after=_wait(resets, now),
+            limit=name,
         )
 
 

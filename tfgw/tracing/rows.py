@@ -44,8 +44,8 @@ Row keys (absent values are None, never 0):
 | `chunks` | `tfgw.stream.chunks` of the `stream` span, streams only |
 | `guardrails` | `[rule, stage, outcome]` of each `guardrail` span, in span order (`[["no-pii", "input", |
 |  | "redacted"]]`), None when no rule was evaluated |
-| `refusal` | `auth`'s `tfgw.auth.outcome` when a limit or budget refused the request: |
-|  | `rate_limited` (`rpm`, `tpm`) or `over_budget` (`budget_usd_day`, `budget_usd_month`) |
+| `refusal` | the limit that refused the request (`auth`'s `tfgw.limit.refused`): `rpm`, `tpm`, |
+|  | `budget_usd_day` or `budget_usd_month`; from a trace without it, `rate_limited` or `over_budget` |
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ class _Totals:
         elif (outcome := a.get(semconv.GUARDRAIL_OUTCOME)) is not None:
             rule = [a.get(semconv.GUARDRAIL_NAME), a.get(semconv.GUARDRAIL_STAGE), outcome]
             self.guardrails = [rule] if self.guardrails is None else [*self.guardrails, rule]
-        elif a.get(semconv.AUTH_OUTCOME) in REFUSALS:
-            self.refusal = a[semconv.AUTH_OUTCOME]
+        elif a.get(semconv.AUTH_OUTCOME) in REFUSALS:  # which limit, or (an older trace) which kind
+            self.refusal = a.get(semconv.LIMIT_REFUSED) or a[semconv.AUTH_OUTCOME]
 
     def add_attempt(self, a: Mapping[str, Any], failed: bool) -> None:
         """An LLM or embedding span: one provider attempt."""

@@ -117,6 +117,7 @@ CACHE_HIT = "tfgw.cache.hit"
 CACHE_AGE = "tfgw.cache.age_s"
 
 # -- limits and budgets of a key, on `auth` (tfgw.gateway.policy.Account) ------------------------
+LIMIT_REFUSED = "tfgw.limit.refused"  # rpm | tpm | budget_usd_day | budget_usd_month
 LIMIT_RPM = "tfgw.limit.rpm"
 LIMIT_RPM_REMAINING = "tfgw.limit.rpm_remaining"
 LIMIT_TPM = "tfgw.limit.tpm"
