@@ -40,6 +40,8 @@ def small() -> Aggregate:
         aggregate.add(row)
     assert aggregate.set_targets({"otlp": TARGET}) is True
     assert aggregate.set_targets({"otlp": TARGET}) is False  # the same values: nothing to rewrite
+    assert aggregate.set_trace_log_drops({"backlog": 0, "write_failed": 2, "encode_error": 0}) is True
+    assert aggregate.set_trace_log_drops({"backlog": 0, "write_failed": 2, "encode_error": 0}) is False
     return aggregate
 
 

@@ -230,3 +230,34 @@ def test_over_the_disk_cap_the_oldest_undelivered_segment_goes_and_is_counted(
     log.close()
     assert not old.exists() and newer.exists()
     assert dropped_spans(settings.path) == {"arize": 5}
+
+
+def test_what_a_writer_drops_is_saved_for_the_metrics_and_nothing_while_nothing_is(
+    settings: TracingSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tfgw.tracing.segments import writer_drops
+
+    log = TraceLog(settings, clock=Clock(T0))
+    log.start()
+    write(log, 2)
+    assert not (settings.path / ".writers").exists()  # no drop, no file
+    real = log.encoder.encode
+
+    def broken(trace: RequestTrace) -> object:
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(log.encoder, "encode", broken)
+    write(log, 3)  # three encoding errors: counted, and saved at the next hand-over (the flush)
+    monkeypatch.setattr(log.encoder, "encode", real)
+    log.stats.dropped_backlog += 2  # as `submit` counts a full backlog
+    write(log, 1)
+    log.close()
+    saved = orjson.loads((settings.path / ".writers" / f"{os.getpid()}.json").read_bytes())
+    assert (saved.pop("pid"), saved.pop("time") > 0) == (os.getpid(), True)
+    assert saved == {"backlog": 2, "write_failed": 0, "encode_error": 3}
+    # the deriver sums every writer's file since a start, and leaves out older runs' files
+    (settings.path / ".writers" / "1.json").write_bytes(
+        orjson.dumps({"pid": 1, "time": 10, "backlog": 0, "write_failed": 7, "encode_error": 0})
+    )
+    assert writer_drops(settings.path, since_ns=0) == {"backlog": 2, "write_failed": 7, "encode_error": 3}
+    assert writer_drops(settings.path, since_ns=11) == {"backlog": 2, "write_failed": 0, "encode_error": 3}

@@ -135,6 +135,14 @@ class Aggregate:
         self.series.update(values)
         return changed
 
+    def set_trace_log_drops(self, drops: Mapping[str, int]) -> bool:
+        """What the gateway's trace log writers dropped, by reason (`segments.writer_drops`); whether
+        it changed. A reason with nothing dropped is not a series."""
+        values = {(reason,): n for reason, n in drops.items() if n}
+        changed = self.series[c.TRACE_LOG_DROPPED] != values
+        self.series[c.TRACE_LOG_DROPPED] = values
+        return changed
+
 
 def _record(series: dict[Labels, Any], metric: c.Metric, labels: Labels, value: float) -> None:
     histogram = series.get(labels)

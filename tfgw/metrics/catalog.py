@@ -102,6 +102,11 @@ SPANS_WRITTEN = Metric(
     "tfgw.spans.written", "tfgw_spans_written_total", COUNTER, "{span}", (),
     "Spans the gateway wrote to the trace log", "rows: `spans`",
 )  # fmt: skip
+TRACE_LOG_DROPPED = Metric(
+    "tfgw.trace_log.dropped", "tfgw_trace_log_dropped_traces_total", COUNTER, "{trace}", ("reason",),
+    "Traces the gateway's trace log dropped: backlog (too many waiting), write_failed, encode_error",
+    "`.writers/<pid>.json`",
+)  # fmt: skip
 EXPORT_DELIVERED = Metric(
     "tfgw.export.delivered", "tfgw_export_delivered_spans_total", COUNTER, "{span}", ("target",),
     "Spans a target accepted", _EXPORT,
@@ -125,8 +130,8 @@ EXPORT_LAG = Metric(
 
 CATALOG: tuple[Metric, ...] = (
     DURATION, TOKEN_USAGE, TIME_TO_FIRST_CHUNK, TIME_PER_OUTPUT_CHUNK, REQUESTS, TOKENS, COST, RETRIES,
-    FALLBACKS, CACHE, GUARDRAILS, REFUSALS, SPANS_WRITTEN, EXPORT_DELIVERED, EXPORT_REJECTED,
-    EXPORT_DROPPED, EXPORT_PENDING, EXPORT_LAG,
+    FALLBACKS, CACHE, GUARDRAILS, REFUSALS, SPANS_WRITTEN, TRACE_LOG_DROPPED, EXPORT_DELIVERED,
+    EXPORT_REJECTED, EXPORT_DROPPED, EXPORT_PENDING, EXPORT_LAG,
 )  # fmt: skip
 #: the metrics that come from the export targets, not the rows
 EXPORT = (EXPORT_DELIVERED, EXPORT_REJECTED, EXPORT_DROPPED, EXPORT_PENDING, EXPORT_LAG)

@@ -25,6 +25,7 @@ from tfgw.metrics.aggregate import Aggregate
 from tfgw.metrics.follow import RowsFollower, end_of_log
 from tfgw.metrics.prometheus import Prefixes, render
 from tfgw.metrics.snapshot import SNAPSHOT, START, state_dir
+from tfgw.tracing.segments import writer_drops
 
 __all__ = ["Deriver", "prepare"]
 
@@ -101,6 +102,9 @@ class Deriver:
             values = self.targets()
             with self.lock:
                 self._dirty = self.aggregate.set_targets(values) or self._dirty
+        drops = writer_drops(self.trace_dir, self.aggregate.started_ns)
+        with self.lock:
+            self._dirty = self.aggregate.set_trace_log_drops(drops) or self._dirty
         if not (self._dirty or force):
             return
         with self.lock:

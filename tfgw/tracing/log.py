@@ -43,7 +43,7 @@ import orjson
 
 from tfgw.config import TracingSettings
 from tfgw.tracing.encode import Encoder
-from tfgw.tracing.segments import log_segments, read_offsets, record_dropped
+from tfgw.tracing.segments import log_segments, read_offsets, record_dropped, write_writer_drops
 from tfgw.tracing.spans import RequestTrace
 
 __all__ = ["LogStats", "TraceLog", "segment_name"]
@@ -215,15 +215,31 @@ class TraceLog:
     # -- the writer thread: files only, the GIL released in every write ------------------------------
 
     def _run(self) -> None:
+        saved = 0  # the drops last saved for the metrics (`segments.write_writer_drops`)
         while True:
             item = self._queue.get()
+            if isinstance(item, list):
+                self._write(item)
+            if self.stats.dropped != saved:  # rare: written only when a trace was dropped
+                saved = self._save_drops()
             if item is _STOP:
                 break
             if isinstance(item, threading.Event):
                 item.set()
-            else:
-                self._write(item)
         self._close_files()
+
+    def _save_drops(self) -> int:
+        stats = self.stats
+        drops = {
+            "backlog": stats.dropped_backlog,
+            "write_failed": stats.dropped_failed,
+            "encode_error": stats.encode_errors,
+        }
+        try:
+            write_writer_drops(self.dir, os.getpid(), drops)
+        except OSError:  # a full disk: tried again with the next drop
+            return -1
+        return sum(drops.values())
 
     def _write(self, encoded: list[tuple[bytes, dict[str, Any]]]) -> None:
         lines = [line for line, _ in encoded]

@@ -5,6 +5,9 @@
   retention reads them, so that nothing a target has not delivered is deleted before its time);
 - `{dir}/.cursors/dropped.jsonl`: one appended line per segment retention deleted before a target
   had it all: `{"target", "segment", "spans", "time"}`.
+- `{dir}/.writers/{pid}.json`: what one gateway worker's trace log dropped, by reason (written by
+  that worker's writer thread whenever it changed; the metrics deriver sums them):
+  `{"pid", "time", "backlog", "write_failed", "encode_error"}`.
 
 It sits here, below both, so the gateway's side never imports the exporter's.
 """
@@ -19,7 +22,17 @@ from typing import Any
 
 import orjson
 
-__all__ = ["SEGMENT_GLOB", "cursor_dir", "dropped_spans", "log_segments", "read_offsets", "record_dropped"]
+__all__ = [
+    "DROP_REASONS",
+    "SEGMENT_GLOB",
+    "cursor_dir",
+    "dropped_spans",
+    "log_segments",
+    "read_offsets",
+    "record_dropped",
+    "write_writer_drops",
+    "writer_drops",
+]
 
 SEGMENT_GLOB = "tfgw-*.jsonl"
 
@@ -69,3 +82,34 @@ def _dropped_records(trace_dir: Path) -> Iterator[dict[str, Any]]:
             record = orjson.loads(line)
             if isinstance(record, dict) and "target" in record:
                 yield record
+
+
+#: why a trace log drops a trace: too many waiting to be written, a failed write, an encoding bug
+DROP_REASONS = ("backlog", "write_failed", "encode_error")
+
+
+def _writers_dir(trace_dir: Path) -> Path:
+    return trace_dir / ".writers"
+
+
+def write_writer_drops(trace_dir: Path, pid: int, drops: dict[str, int]) -> None:
+    """Save what the trace log of process `pid` dropped so far, by reason (a temporary file, then a
+    rename: a reader sees the old counts or the new ones)."""
+    directory = _writers_dir(trace_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{pid}.json.tmp"
+    tmp.write_bytes(orjson.dumps({"pid": pid, "time": time.time_ns(), **drops}))
+    tmp.replace(directory / f"{pid}.json")
+
+
+def writer_drops(trace_dir: Path, since_ns: int = 0) -> dict[str, int]:
+    """The traces every writer dropped, by reason, summed over the files written at or after
+    `since_ns` (a gateway's start: earlier runs' files are left out)."""
+    totals = dict.fromkeys(DROP_REASONS, 0)
+    for path in _writers_dir(trace_dir).glob("*.json"):
+        with contextlib.suppress(OSError, orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            record = orjson.loads(path.read_bytes())
+            if int(record.get("time") or 0) >= since_ns:
+                for reason in DROP_REASONS:
+                    totals[reason] += int(record.get(reason) or 0)
+    return totals
