@@ -109,6 +109,13 @@ def serve(
     paths: list[Path] | None = typer.Argument(
         None, metavar="PATH", help="With --recorded: the trace files and directories answered from."
     ),
+    exporter: bool = typer.Option(
+        False,
+        "--exporter",
+        help='With [bus] kind = "nats": this gateway\'s exporter process delivers to the export targets '
+        "too, from the stream (each target's consumer, shared with every `tfgw exporter`); without it "
+        "the gateway only publishes. With the local bus the targets are always exported.",
+    ),
 ) -> None:
     """Run the gateway."""
     from tfgw.gateway.server import bind
@@ -126,23 +133,22 @@ def serve(
     _refuse_open_bind(settings, host)
     # every target resolved (and so checked) once: a broken one is a config error before anything starts
     targets = list(enabled_targets(settings))
-    names = target_names(settings)
-    exports = Exports(tuple(names), functools.partial(target_status, settings, names))
+    exports, exporting = _exports(settings, targets, exporter)
     hconfig, sockets = bind(settings, host, port)
     bound = sockets.insecure_sockets[0].getsockname()
     models = ", ".join(served.models) or "none"
     source = "demo" if demo else settings.path or "none"
-    exporting = f", exporting to: {', '.join(targets)}" if targets else ""
     print(
         f"tfgw {__version__} listening on http://{host}:{bound[1]} ({workers} worker{'s' * (workers > 1)}, "
         f"config: {source}, models: {models}{answering}{exporting})",
         flush=True,
     )
     supervisor = None
-    if settings.tracing.enabled:  # export targets or not: the exporter derives the metrics too
+    consumers = exporter and settings.bus.kind == "nats" and bool(targets)
+    if settings.tracing.enabled or consumers:  # targets or not: the exporter derives the metrics too
         from tfgw.export.supervisor import ExporterSupervisor
 
-        supervisor = ExporterSupervisor(settings, targets, demo=demo)
+        supervisor = ExporterSupervisor(settings, targets, demo=demo, exporter=exporter)
         supervisor.start()
     try:
         code = run(served, hconfig, sockets, workers, exports=exports)
@@ -150,6 +156,23 @@ def serve(
         if supervisor is not None:
             supervisor.stop()
     raise typer.Exit(code)
+
+
+def _exports(settings: Settings, targets: list[str], exporter: bool) -> tuple[Exports, str]:
+    """What the gateway is told of the export (the cursors its log's retention keeps, the status
+    `GET /readyz` shows), and what the start line says of it. With the NATS bus the log's only
+    reader is the publisher (cursor `nats`): the targets read the stream."""
+    if settings.bus.kind == "nats":
+        from tfgw.bus.publish import CURSOR
+
+        said = f", publishing to NATS stream {settings.bus.stream}" if settings.tracing.enabled else ""
+        if exporter and targets:
+            said += f", exporting to: {', '.join(targets)}"
+        names = [CURSOR] if settings.tracing.enabled else []
+    else:
+        said = f", exporting to: {', '.join(targets)}" if targets else ""
+        names = target_names(settings)
+    return Exports(tuple(names), functools.partial(target_status, settings, names)), said
 
 
 def _settings(config: Path | None, recorded: bool, paths: list[Path]) -> Settings:

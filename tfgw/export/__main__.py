@@ -1,5 +1,7 @@
-"""`python -m tfgw.export [--config F | --demo] [--nice N] [--parent PID]`: the exporter process
-`tfgw serve` starts (`--parent`: its own pid, so that the exporter ends with it however it ends).
+"""`python -m tfgw.export [--config F | --demo] [--nice N] [--parent PID] [--exporter]`: the exporter
+process `tfgw serve` starts (`--parent`: its own pid, so that the exporter ends with it however it
+ends; `--exporter`: `tfgw serve --exporter`, which with `[bus] kind = "nats"` runs the targets'
+consumers beside the publisher).
 
 The same work as `tfgw exporter` (`tfgw.export.worker.exporter_main`), started without the CLI:
 Typer and what it imports (pydantic among them) would cost a process that lives as long as the
@@ -23,13 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", action="store_true", help="the demo settings (targets from OTEL_*)")
     parser.add_argument("--nice", type=int, default=0, choices=range(20), metavar="0..19")
     parser.add_argument("--parent", type=int, help="exit when this process (tfgw serve) is gone")
+    parser.add_argument("--exporter", action="store_true", help="NATS mode: the targets' consumers too")
     args = parser.parse_args(argv)
     from tfgw.config import demo_settings, load
     from tfgw.export.worker import exporter_main
 
     try:
         settings = demo_settings() if args.demo or args.config is None else load(args.config)
-        return exporter_main(settings, nice=args.nice, parent=args.parent)
+        return exporter_main(settings, nice=args.nice, parent=args.parent, exporter=args.exporter)
     except TfgwError as exc:
         print(f"tfgw: {exc.message}", file=sys.stderr)
         return exc.exit_code

@@ -1,8 +1,11 @@
 """`tfgw serve` runs the exporter as a child process, restarts it when it dies, and stops it last.
 
 It runs whenever tracing is enabled, export targets or not: it derives the metrics too
-(tfgw.metrics). A child process, not a thread: encoding and sending never compete with the
-gateway's event loop for the GIL, and a crash in an exporter cannot take the gateway down. The child is
+(tfgw.metrics). With `[bus] kind = "nats"` it publishes the trace log to the stream
+(tfgw.bus.publish), and delivers to the targets only with `tfgw serve --exporter`.
+
+A child process, not a thread: encoding and sending never compete with the gateway's event loop
+for the GIL, and a crash in an exporter cannot take the gateway down. The child is
 `python -m tfgw.export` with the same config: the same `exporter_main` as `tfgw exporter` alone in
 scaled-out mode, started without the CLI's imports.
 """
@@ -18,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from tfgw.bus.publish import CURSOR as PUBLISHER
 from tfgw.config import Settings
 from tfgw.export.cursor import Cursor
 from tfgw.metrics import deriver as metrics
@@ -39,14 +43,20 @@ STOP_S = 5.0
 
 
 class ExporterSupervisor:
-    def __init__(self, settings: Settings, targets: list[str], *, demo: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, targets: list[str], *, demo: bool = False, exporter: bool = False
+    ) -> None:
         self.settings = settings
-        self.targets = targets
+        self.nats = settings.bus.kind == "nats"
+        # the trace log's readers, whose cursors exist before the gateway writes: with the NATS
+        # bus the publisher alone (the targets read the stream)
+        self.cursors = [PUBLISHER] if self.nats else targets
         # background work: at a lower CPU priority the gateway's requests go first (bench/README.md)
         # `python -m tfgw.export`, not `tfgw exporter`: the same work without the CLI's imports
         self.command = [sys.executable, "-m", "tfgw.export", "--nice", str(NICE)]
         self.command += ["--parent", str(os.getpid())]  # it stops itself once this serve is gone
         self.command += ["--demo"] if demo or settings.path is None else ["--config", str(settings.path)]
+        self.command += ["--exporter"] if exporter and self.nats else []
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._stop = threading.Event()
@@ -54,12 +64,13 @@ class ExporterSupervisor:
         self._thread = threading.Thread(target=self._run, name="tfgw-exporter-supervisor", daemon=True)
 
     def start(self) -> None:
-        # every target's cursor, and the metrics' start, exist before the gateway writes its first
+        # every reader's cursor, and the metrics' start, exist before the gateway writes its first
         # trace: nothing is missed
         trace_dir: Path = self.settings.tracing.path
         try:
-            trace_dir.mkdir(parents=True, exist_ok=True)
-            for name in self.targets:
+            if self.settings.tracing.enabled:
+                trace_dir.mkdir(parents=True, exist_ok=True)
+            for name in self.cursors if self.settings.tracing.enabled else ():
                 Cursor.load(trace_dir, name)
         except OSError as exc:  # the gateway still serves; the exporter says why it cannot start
             print(f"tfgw: cannot prepare export cursors in {trace_dir}: {exc}", file=sys.stderr)

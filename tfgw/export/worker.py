@@ -9,6 +9,10 @@ retried with exponential backoff and jitter, honouring Retry-After, for as long 
 without reading further; a permanent rejection is counted and skipped; a partial success is
 counted and not retried. Nothing is held in memory across a restart: the cursor on disk says what
 is left to send.
+
+With `[bus] kind = "nats"` the same process publishes the log to JetStream instead (tfgw.bus.publish,
+a cursor of its own), and runs the targets only as consumers of the stream when told to
+(`tfgw serve --exporter`; `run_exporter` says what runs when).
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -36,7 +40,7 @@ from tfgw.metrics.snapshot import state_dir
 from tfgw.retry import Backoff
 from tfgw.tracing.segments import dropped_spans
 
-__all__ = ["TargetExporter", "exporter_main", "run_exporter"]
+__all__ = ["Delivering", "TargetExporter", "Work", "exporter_main", "run_exporter"]
 
 log = logging.getLogger("tfgw.exporter")
 
@@ -169,16 +173,19 @@ def _newest_end(line: Mapping[str, Any]) -> float:
     return max(ends, default=0) / 1e9
 
 
-def exporter_main(settings: Settings, *, nice: int = 0, parent: int | None = None) -> int:
+def exporter_main(
+    settings: Settings, *, nice: int = 0, parent: int | None = None, exporter: bool = False
+) -> int:
     """The exporter as a process: its log lines, its CPU priority, then `run_exporter`; with
     `parent`, stopped as by SIGTERM once that process is gone (a `tfgw serve` killed with SIGKILL
-    cannot stop its exporter itself, and the exporter runs in a session of its own)."""
+    cannot stop its exporter itself, and the exporter runs in a session of its own). `exporter`:
+    `tfgw serve --exporter` (see `run_exporter`)."""
     logging.basicConfig(level=logging.INFO, format="tfgw exporter: %(message)s")
     if nice:
         os.nice(nice)
     if parent is not None:
         threading.Thread(target=_end_with, args=(parent,), name="tfgw-parent-watch", daemon=True).start()
-    return run_exporter(settings)
+    return run_exporter(settings, exporter=exporter)
 
 
 #: how often the exporter looks whether `tfgw serve` is still its parent
@@ -192,40 +199,57 @@ def _end_with(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def run_exporter(settings: Settings, stop: threading.Event | None = None) -> int:
-    """Export to every enabled target and derive the metrics (with tracing on) until
-    SIGTERM/SIGINT (or `stop`); returns an exit code."""
-    targets = enabled_targets(settings)
+Work = list[tuple[str, Callable[[], None]]]
+
+
+class Delivering(Protocol):
+    """What the metrics read of a target's delivery: a log-mode `TargetExporter`, or a NATS-mode
+    consumer (`tfgw.bus.consume.TargetConsumer`)."""
+
+    @property
+    def target(self) -> ResolvedTarget: ...
+
+    @property
+    def stats(self) -> dict[str, Any]: ...
+
+
+def run_exporter(settings: Settings, stop: threading.Event | None = None, *, exporter: bool = False) -> int:
+    """The exporter process's work until SIGTERM/SIGINT (or `stop`); returns an exit code.
+
+    `[bus] kind = "local"`: every enabled target read from the trace log, and the metrics derived
+    from it (with tracing on). `"nats"`: the publisher (the log onto the stream, tfgw.bus.publish)
+    and the metrics of this replica's log, and, with `exporter` (`tfgw serve --exporter`), every
+    enabled target's consumer on the stream (`tfgw.bus.consume.target_consumers`, the same work
+    `tfgw exporter` does in NATS mode). `exporter` changes nothing in local mode."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    if not targets and not settings.tracing.enabled:
+    nats = settings.bus.kind == "nats"
+    if not settings.tracing.enabled and (not enabled_targets(settings) or (nats and not exporter)):
         log.warning("no export target is configured and tracing is disabled: nothing to do")
         return 0
     # parsing lines makes short-lived dicts by the million: collect the young generation less
     # often (measured: +8-21 % spans/s, bench/export_throughput.py --gc-threshold)
     gc.set_threshold(20_000, 10, 10)
     trace_dir = settings.tracing.path
-    try:
-        trace_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        log.error("cannot read the trace log in %s: %s", trace_dir, exc)
-        return 1
+    if settings.tracing.enabled or not nats:
+        try:
+            trace_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.error("cannot read the trace log in %s: %s", trace_dir, exc)
+            return 1
+    work = _nats_work(settings, stop, exporter=exporter) if nats else _log_work(settings, stop)
     failed: list[str] = []
 
-    def guarded(name: str, work: Callable[[], None]) -> None:
+    def guarded(name: str, run: Callable[[], None]) -> None:
         try:
-            work()
+            run()
         except Exception:  # a bug: stop everything, so the supervisor starts a fresh process
             log.exception("the exporter of %s failed", name)
             failed.append(name)
             stop.set()
 
-    exporters = [TargetExporter(t, trace_dir, stop) for t in targets.values()]
-    work = [(e.target.name, e.run) for e in exporters]
-    if settings.tracing.enabled:
-        work += _metrics_work(settings, exporters, stop)
     threads = [
         threading.Thread(target=guarded, args=(name, run), name=f"tfgw-export-{name}") for name, run in work
     ]
@@ -237,9 +261,35 @@ def run_exporter(settings: Settings, stop: threading.Event | None = None) -> int
     return 1 if failed else 0
 
 
-def _metrics_work(
-    settings: Settings, exporters: list[TargetExporter], stop: threading.Event
-) -> list[tuple[str, Callable[[], None]]]:
+def _log_work(settings: Settings, stop: threading.Event) -> Work:
+    """Local mode: one exporter per enabled target from the trace log, and the metrics."""
+    exporters = [TargetExporter(t, settings.tracing.path, stop) for t in enabled_targets(settings).values()]
+    work: Work = [(e.target.name, e.run) for e in exporters]
+    if settings.tracing.enabled:
+        work += _metrics_work(settings, exporters, stop)
+    return work
+
+
+def _nats_work(settings: Settings, stop: threading.Event, *, exporter: bool) -> Work:
+    """NATS mode: the publisher and this replica's metrics (with tracing on), and the targets'
+    consumers on the stream with `exporter`."""
+    delivering: list[Delivering] = []
+    work: Work = []
+    if exporter:
+        from tfgw.bus.consume import target_consumers
+
+        consumers = target_consumers(settings, stop)
+        delivering += consumers
+        work += [(c.target.name, c.run) for c in consumers]
+    if settings.tracing.enabled:
+        from tfgw.bus.publish import CURSOR, Publisher
+
+        work.append((CURSOR, Publisher(settings, stop).run))
+        work += _metrics_work(settings, delivering, stop)
+    return work
+
+
+def _metrics_work(settings: Settings, exporters: Sequence[Delivering], stop: threading.Event) -> Work:
     """The metrics deriver and a pusher for each target with `metrics = true` (tfgw.metrics)."""
     from tfgw.metrics.deriver import Deriver
 
@@ -254,7 +304,7 @@ def _metrics_work(
     except OSError as exc:
         log.error("cannot keep metrics in %s: %s", state_dir(settings), exc)
         return []
-    work: list[tuple[str, Callable[[], None]]] = [("metrics", lambda: deriver.run(stop))]
+    work: Work = [("metrics", lambda: deriver.run(stop))]
     pushed = [e.target for e in exporters if e.target.metrics]
     if pushed:
         from tfgw.metrics.otlp import MetricsPusher
