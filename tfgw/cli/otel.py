@@ -358,10 +358,15 @@ def status(
     config: Path | None = CONFIG,
 ) -> None:
     """What each target's exporter has done: delivered, pending, retrying, rejected, dropped, lag,
-    and why it is not running when it is not."""
+    and why it is not running when it is not. With [bus] kind = "nats": each target's consumer
+    on the stream (pending, ack pending, redelivered, delivered)."""
     from tfgw.export.status import target_status
 
-    report = target_status(_settings(config))
+    settings = _settings(config)
+    if settings.bus.kind == "nats":
+        _consumer_status(settings, json_)
+        return
+    report = target_status(settings)
     if json_:
         print(orjson.dumps(report).decode())
         return
@@ -389,5 +394,36 @@ def status(
             "-" if s["lag_s"] is None else f"{s['lag_s']:.1f} s",
             s["last_error"] or "",
             s["reason"] or "",
+        )
+    _print_table(table)
+
+
+def _consumer_status(settings: Settings, json_: bool) -> None:
+    """`otel status` in NATS mode: one line per target's consumer; NATS unreachable: exit 1."""
+    from tfgw.export.status import BusUnreachableError, consumer_status
+
+    try:
+        report = consumer_status(settings)
+    except BusUnreachableError as exc:
+        print(f"tfgw: {exc.message}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    if json_:
+        print(orjson.dumps(report).decode())
+        return
+    columns = (
+        "target",
+        "consumer",
+        "pending",
+        "ack pending",
+        "redelivered",
+        "delivered",
+        "waiting",
+        "reason",
+    )
+    table = Table(*columns, box=None, pad_edge=False, header_style="bold")
+    for target, s in report.items():
+        counts = (s["num_pending"], s["num_ack_pending"], s["num_redelivered"], s["delivered"], s["waiting"])
+        table.add_row(
+            target, s["consumer"], *("-" if n is None else str(n) for n in counts), s["reason"] or ""
         )
     _print_table(table)

@@ -8,6 +8,13 @@ seconds, so a file older than `STALE_S` means no exporter is running for that ta
 `reason` is null while the target's exporter runs; otherwise one line, the first that applies:
 tracing disabled, the target disabled, stopped (a heartbeat once, none lately), an `env:VAR` secret
 unset, starting (its cursor is fresh, no heartbeat yet), never started.
+
+With `[bus] kind = "nats"` the exporters keep no cursor file: `consumer_status` asks JetStream
+for each target's durable consumer (`tfgw-<target>`) instead: messages not yet delivered to any
+exporter (`num_pending`), delivered and waiting for their ack (`num_ack_pending`), delivered more
+than once (`num_redelivered`), deliveries so far (`delivered`, redeliveries included), the stream
+sequence every message up to which is settled (`ack_floor`), and the exporters' pull requests
+waiting on it now (`waiting`: 0 means no exporter is idle on it, or none runs).
 """
 
 from __future__ import annotations
@@ -21,16 +28,19 @@ from typing import Any
 import orjson
 
 from tfgw.config import Settings
+from tfgw.errors import TfgwError
 from tfgw.export.targets import resolve_target, target_names
 from tfgw.tracing.segments import cursor_dir, dropped_spans
 
-__all__ = ["STALE_S", "not_running_reason", "target_status"]
+__all__ = ["STALE_S", "BusUnreachableError", "consumer_status", "not_running_reason", "target_status"]
 
 STALE_S = 15.0
 FIELDS = (
     "delivered", "pending_bytes", "retrying", "rejected", "partial_rejected", "unsendable", "last_error",
     "lag_s",
 )  # fmt: skip
+CONSUMER_FIELDS = ("num_pending", "num_ack_pending", "num_redelivered", "delivered", "ack_floor", "waiting")
+NO_CONSUMER = "no consumer yet: no exporter has run with this target since the stream was made"
 NEVER_STARTED = "never started: no exporter has run with this target since it was added; restart `tfgw serve`"
 
 
@@ -111,3 +121,59 @@ def _ago(seconds: float) -> str:
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.0f} h"
     return f"{seconds / 86400:.0f} days"
+
+
+class BusUnreachableError(TfgwError):
+    """No NATS server of `[bus] url` answered (exit code 1)."""
+
+
+def consumer_status(settings: Settings, targets: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per target (default: the enabled ones), its consumer's state read from JetStream; a target
+    without a consumer has `state` "no consumer" and `reason`. `BusUnreachableError` when no NATS
+    server answers within a couple of seconds."""
+    import asyncio
+
+    if targets is None:
+        tables = settings.otel_targets
+        targets = [n for n in target_names(settings) if n not in tables or tables[n].enabled]
+    names = list(targets)
+    return asyncio.run(_consumer_status(settings, names))
+
+
+async def _consumer_status(settings: Settings, names: list[str]) -> dict[str, dict[str, Any]]:
+    from nats.js.errors import NotFoundError
+
+    from tfgw.bus.consume import connect, consumer_name, masked, shown_urls
+
+    bus = settings.bus
+    try:
+        nc = await connect(bus, "status", reconnect=False, timeout=1.0)
+    except Exception as exc:
+        raise BusUnreachableError(f"NATS at {shown_urls(bus)} is unreachable: {masked(bus, exc)}") from exc
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        js = nc.jetstream(timeout=5)
+        for name in names:
+            consumer = consumer_name(name)
+            try:
+                info = await js.consumer_info(bus.stream, consumer)
+            except NotFoundError:
+                out[name] = {"consumer": consumer, "state": "no consumer", "reason": NO_CONSUMER}
+                out[name].update(dict.fromkeys(CONSUMER_FIELDS))
+                continue
+            out[name] = {
+                "consumer": consumer,
+                "state": "consumer",
+                "reason": None,
+                "num_pending": info.num_pending,
+                "num_ack_pending": info.num_ack_pending,
+                "num_redelivered": info.num_redelivered,
+                "delivered": info.delivered.consumer_seq if info.delivered else 0,
+                "ack_floor": info.ack_floor.stream_seq if info.ack_floor else 0,
+                "waiting": info.num_waiting,
+            }
+    except TimeoutError as exc:
+        raise BusUnreachableError(f"NATS at {shown_urls(bus)} did not answer: {masked(bus, exc)}") from exc
+    finally:
+        await nc.close()
+    return out
