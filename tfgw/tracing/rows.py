@@ -160,6 +160,9 @@ class _Totals:
         failed = (span.get("status") or {}).get("code") == otlp.STATUS_ERROR
         if failed and a.get(semconv.ERROR_TYPE):
             self.error_type = a[semconv.ERROR_TYPE]
+        if a.get(semconv.OI_SPAN_KIND) == "GUARDRAIL":  # one per rule evaluated: nothing else here
+            self.add_guardrail(a)
+            return
         self.key = self.key or a.get(semconv.KEY_NAME)
         self.model = self.model or a.get(semconv.MODEL_REQUESTED)
         if a.get(semconv.STREAM_TTFT) is not None:
@@ -169,11 +172,18 @@ class _Totals:
             self.ttft = float(a[semconv.GEN_TTFC]) * 1000
         if a.get(semconv.OI_SPAN_KIND) in LLM_KINDS or semconv.GEN_OPERATION in a:
             self.add_attempt(a, failed)
-        elif (outcome := a.get(semconv.GUARDRAIL_OUTCOME)) is not None:
-            rule = [a.get(semconv.GUARDRAIL_NAME), a.get(semconv.GUARDRAIL_STAGE), outcome]
-            self.guardrails = [rule] if self.guardrails is None else [*self.guardrails, rule]
+        elif semconv.GUARDRAIL_OUTCOME in a:  # a guardrail span without its span kind
+            self.add_guardrail(a)
         elif a.get(semconv.AUTH_OUTCOME) in REFUSALS:  # which limit, or (an older trace) which kind
             self.refusal = a.get(semconv.LIMIT_REFUSED) or a[semconv.AUTH_OUTCOME]
+
+    def add_guardrail(self, a: Mapping[str, Any]) -> None:
+        if (outcome := a.get(semconv.GUARDRAIL_OUTCOME)) is not None:
+            rule = [a.get(semconv.GUARDRAIL_NAME), a.get(semconv.GUARDRAIL_STAGE), outcome]
+            if self.guardrails is None:
+                self.guardrails = [rule]
+            else:
+                self.guardrails.append(rule)
 
     def add_attempt(self, a: Mapping[str, Any], failed: bool) -> None:
         """An LLM or embedding span: one provider attempt."""
