@@ -6,6 +6,11 @@ While live, `reader.Follower` reads only the lines appended since, and `tracing.
 evicts by time, so a refresh never re-reads the log. `--once` anchors the window at the log's
 last request when nothing in the log is newer than the window (a copy of an old log).
 
+With `--nats` (or `[bus] kind = "nats"`) the rows come from the JetStream stream instead
+(`tfgw.bus.live.BusFollower`): the messages stored since the window began, then the new ones, from
+every gateway replica; the board lists no export targets then (`tfgw otel status` reads the NATS
+exporters' consumers).
+
 On a terminal (rich `Live`, its alternate screen) the keys act while stdin is a terminal too,
 read in cbreak mode, which every way out restores; SIGINT, SIGTERM and SIGHUP stop it as `q`
 does, with exit code 0. Off a terminal a plain board is printed every interval.
@@ -30,10 +35,12 @@ import orjson
 from rich.console import Console
 from rich.live import Live
 
+from tfgw.bus.live import BusFollower, where
 from tfgw.cli.options import read_settings
 from tfgw.config import Settings, find_config
+from tfgw.config_bus import BusSettings
 from tfgw.export.status import target_status
-from tfgw.tracing.reader import Follower, newest_rows, read_rows, warn_stderr
+from tfgw.tracing.reader import Follower, Trace, newest_rows, read_rows, warn_stderr
 from tfgw.tracing.top import NS, Window, board, newest_end
 from tfgw.views.terminal import console, print_wide
 from tfgw.views.top import View, board_view
@@ -41,6 +48,8 @@ from tfgw.views.top import View, board_view
 __all__ = ["Feed", "run", "top_settings"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: seconds read from the stream before the window, for a server clock a little behind this one
+BUS_CLOCK_SLACK_S = 5
 Warn = Callable[[str], None]
 
 
@@ -67,19 +76,36 @@ class _LastWarning:
 
 class Feed:
     """The window of the log, kept current: `refresh()` reads what was appended (when following),
-    moves the window to now and gives the board."""
+    moves the window to now and gives the board. With `bus`, the window is read from the NATS
+    stream instead (`tfgw.bus.live`): every replica's requests; `close()` stops its reader."""
 
     def __init__(
-        self, directory: Path, settings: Settings, window_s: int, *, follow: bool, warn: Warn = warn_stderr
+        self,
+        directory: Path,
+        settings: Settings,
+        window_s: int,
+        *,
+        follow: bool,
+        warn: Warn = warn_stderr,
+        bus: BusSettings | None = None,
     ) -> None:
-        self.directory, self.settings = directory, settings
+        self.directory, self.settings, self.bus = directory, settings, bus
+        self.where: Path | str = directory if bus is None else where(bus)
         self.window = Window(window_s)
         self._warn = warn
+        self._follower: Follower | BusFollower | None = None
+        self._loaded: set[Any] = set()
+        self.now, self.anchored = time.time_ns(), False
+        if bus is None:
+            self._read_log(follow)
+        else:
+            self._read_bus(bus, follow)
+
+    def _read_log(self, follow: bool) -> None:
+        directory, warn, span = self.directory, self._warn, self.window.window_s * NS
         # made before the first read, so nothing written meanwhile is missed; what both see is
         # counted once (`_loaded`, the first poll only)
         self._follower = Follower(directory, warn=warn) if follow else None
-        self.now, self.anchored = time.time_ns(), False
-        span = window_s * NS
         if not follow:
             last = newest_end(newest_rows(directory, 1, warn=warn))
             if last is not None and last < self.now - span:
@@ -88,58 +114,108 @@ class Feed:
         self._loaded = {row.get("trace_id") for row in rows} if follow else set()
         self.window.extend(rows)
 
+    def _read_bus(self, bus: BusSettings, follow: bool) -> None:
+        """The messages stored since the window began (a record is stored after its request ended,
+        so every request that touches the window is among them), then, following, the new ones.
+        `--once`: anchored as for the log, at the last of the requests read, when all of them
+        ended before the window (lines of an old log published again)."""
+        since = self.now - (self.window.window_s + BUS_CLOCK_SLACK_S) * NS
+        follower = BusFollower(bus, since_ns=since, warn=self._warn, role="top")
+        if follow:
+            self._follower = follower
+            return
+        try:
+            rows = [row for trace in follower.backlog() if (row := self._row(trace)) is not None]
+        finally:
+            follower.close()
+        last = newest_end(rows)
+        if last is not None and last < self.now - self.window.window_s * NS:
+            self.now, self.anchored = last, True
+        self.window.extend(rows)
+
+    def close(self) -> None:
+        if isinstance(self._follower, BusFollower):
+            self._follower.close()
+
     def refresh(self) -> dict[str, Any]:
         if self._follower is not None:
             self._poll(self._follower)
             self.now = time.time_ns()
         self.window.evict(self.now)
-        targets = [{"target": name, **s} for name, s in target_status(self.settings).items()]
-        return board(self.window, self.now, anchored=self.anchored, targets=targets)
+        return board(self.window, self.now, anchored=self.anchored, targets=self._targets())
 
-    def _poll(self, follower: Follower) -> None:
+    def _targets(self) -> list[dict[str, Any]]:
+        """The export targets' states from their cursor files; none over NATS, whose exporters
+        keep no cursor files (`tfgw otel status` reads their consumers)."""
+        if self.bus is not None:
+            return []
+        return [{"target": name, **s} for name, s in target_status(self.settings).items()]
+
+    def _poll(self, follower: Follower | BusFollower) -> None:
         loaded, self._loaded = self._loaded, set()
         for trace in follower.poll():
-            row = trace.row()
-            if row is None:
-                self._warn(
-                    f"{trace.file}:{trace.line}: trace {trace.trace_id!r} cannot be summarized, skipped"
-                )
-            elif row.get("trace_id") not in loaded:
+            row = self._row(trace)
+            if row is not None and row.get("trace_id") not in loaded:
                 self.window.add(row)
+
+    def _row(self, trace: Trace) -> dict[str, Any] | None:
+        row = trace.row()
+        if row is None:
+            self._warn(f"{trace.file}:{trace.line}: trace {trace.trace_id!r} cannot be summarized, skipped")
+        return row
 
 
 def run(
-    directory: Path, settings: Settings, window_s: int, *, once: bool, json: bool, interval: float
+    directory: Path,
+    settings: Settings,
+    window_s: int,
+    *,
+    once: bool,
+    json: bool,
+    interval: float,
+    bus: BusSettings | None = None,
 ) -> None:
     """One board (`once`; as JSON with `json`), or boards until stopped: live on a terminal, plain
-    off one."""
+    off one. With `bus`, from the NATS stream rather than the log in `directory`."""
     out = console()
     if once:
-        snapshot = Feed(directory, settings, window_s, follow=False).refresh()
+        feed = Feed(directory, settings, window_s, follow=False, bus=bus)
+        snapshot = feed.refresh()
         if json:
             sys.stdout.write(orjson.dumps(snapshot).decode() + "\n")
         else:
-            print_wide(out, board_view(snapshot, View(), directory))
+            print_wide(out, _view(feed, snapshot, View()))
         return
     live = out.is_terminal and not out.is_dumb_terminal
     last = _LastWarning()
     try:
         with _stop_signals():
-            feed = Feed(directory, settings, window_s, follow=True, warn=last if live else warn_stderr)
-            if live:
-                _live(feed, out, interval, last, keys=sys.stdin.isatty())
-            else:
-                _plain(feed, out, interval)
+            feed = Feed(
+                directory, settings, window_s, follow=True, warn=last if live else warn_stderr, bus=bus
+            )
+            try:
+                if live:
+                    _live(feed, out, interval, last, keys=sys.stdin.isatty())
+                else:
+                    _plain(feed, out, interval)
+            finally:
+                feed.close()
     except KeyboardInterrupt:
         return
     except BrokenPipeError:  # `| head`: the reader is gone; exit quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def _view(feed: Feed, snapshot: dict[str, Any], view: View, **options: Any) -> Any:
+    """The board; its header names the log directory or the stream (`board_view` only prints
+    what it is given as its directory)."""
+    return board_view(snapshot, view, feed.where, **options)  # type: ignore[arg-type]
+
+
 def _plain(feed: Feed, out: Console, interval: float) -> None:
     """A board every `interval` seconds, one after the other, a blank line between them."""
     while True:
-        out.print(board_view(feed.refresh(), View(), feed.directory))
+        out.print(_view(feed, feed.refresh(), View()))
         out.print()
         out.file.flush()
         time.sleep(interval)
@@ -151,7 +227,7 @@ def _live(feed: Feed, out: Console, interval: float, last: _LastWarning, *, keys
     fd = sys.stdin.fileno() if keys else None
 
     def render() -> Any:
-        return board_view(snapshot, view, feed.directory, keys=fd is not None, warning=last.message)
+        return _view(feed, snapshot, view, keys=fd is not None, warning=last.message)
 
     with _cbreak(fd), Live(render(), console=out, screen=True, auto_refresh=False) as board_live:
         due = time.monotonic() + interval

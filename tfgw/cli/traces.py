@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 from functools import partial
@@ -27,12 +28,14 @@ import orjson
 import typer
 from rich.console import Console
 
+from tfgw.bus.live import BusFollower
 from tfgw.cli.check import check
 from tfgw.cli.options import CONFIG, read_settings
 from tfgw.cli.top import run as run_top
 from tfgw.cli.top import top_settings
 from tfgw.config import TracingSettings, find_config
-from tfgw.errors import InputError, NotFoundError
+from tfgw.config_bus import BusSettings
+from tfgw.errors import ConfigError, InputError, NotFoundError
 from tfgw.tracing.diff import Side, Source, breaches, collect, compare, parse_condition
 from tfgw.tracing.reader import (
     Follower,
@@ -132,10 +135,21 @@ def _json_lines(items: Iterable[Any]) -> None:
     sys.stdout.flush()
 
 
+NATS = typer.Option(
+    None,
+    "--nats",
+    metavar="URL",
+    help="Read the NATS JetStream stream at URL (several: comma-separated), every gateway replica's "
+    "requests, instead of the local log; the stream, subject and credentials from the config's [bus]. "
+    'Without it, a config with [bus] kind = "nats" reads its stream unless --dir is given.',
+)
+
+
 @app.command("tail")
 def tail(
     dir: Path | None = DIR,
     config: Path | None = CONFIG,
+    nats: str | None = NATS,
     model: str | None = MODEL,
     errors: bool = typer.Option(False, "--errors", help="Only failed requests."),
     spans: bool = typer.Option(False, "--spans", help="Every span too, indented under its request."),
@@ -145,24 +159,96 @@ def tail(
         help="JSON lines, flushed one by one: each request's row; with --spans followed by its spans "
         "(decoded objects that have a span_id).",
     ),
-    from_start: bool = typer.Option(False, "--from-start", help="Show the requests already logged first."),
+    from_start: bool = typer.Option(
+        False, "--from-start", help="Show the requests already logged (or in the stream) first."
+    ),
 ) -> None:
     """Follow the log: one line per finished request, as it is written, until ^C (or SIGTERM).
-    A log directory that does not exist yet is waited for, as `tail -F` waits for its file."""
-    directory = log_dir(dir, config)
-    follower = Follower(directory, from_start=from_start)
+    A log directory that does not exist yet is waited for, as `tail -F` waits for its file; so is
+    a NATS server or stream that cannot be reached yet (reconnecting for ever)."""
+    bus = _bus(nats, dir, config)
     keep = row_filter(model, Status.error.value if errors else None)
     out = console()
+    show = partial(_tail_all, keep=keep, out=out, spans=spans, json=json)
     try:
         with _stop_on_sigterm():
-            if out.is_terminal and not json:
-                out.print(row_header(), soft_wrap=True)
-            for trace in follower.follow(seen=partial(_say_where, directory)):
-                _tail_one(trace, keep, out, spans=spans, json=json)
+            if bus is None:
+                directory = log_dir(dir, config)
+                follower = Follower(directory, from_start=from_start)
+                show(follower.follow(seen=partial(_say_where, directory)))
+            else:
+                with BusFollower(bus, from_start=from_start) as stream:
+                    show(stream.follow(seen=partial(_say_bus, stream)))
     except KeyboardInterrupt:
         return
     except BrokenPipeError:  # `| head`: the reader is gone; exit quietly, as `tail -f` does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _tail_all(
+    traces: Iterable[Trace],
+    *,
+    keep: Callable[[dict[str, Any]], bool] | None,
+    out: Console,
+    spans: bool,
+    json: bool,
+) -> None:
+    if out.is_terminal and not json:
+        out.print(row_header(), soft_wrap=True)
+    for trace in traces:
+        _tail_one(trace, keep, out, spans=spans, json=json)
+
+
+NATS_SCHEMES = ("nats://", "tls://", "ws://", "wss://")
+
+
+def _bus(url: str | None, dir: Path | None, config: Path | None) -> BusSettings | None:
+    """The stream `tail` and `top` read: `--nats URL` (the rest of the config's `[bus]`, if any,
+    with it), else the config's `[bus]` when its kind is nats and `--dir` is not given; None for
+    the local log."""
+    if url is not None and dir is not None:
+        raise UsageError("--nats and --dir: give one or the other (the stream, or a local log)")
+    if dir is not None:
+        return None
+    urls = None if url is None else _nats_urls(url)
+    path = find_config(config)
+    if path is None:
+        return None if urls is None else BusSettings(kind="nats", urls=urls)
+    bus = read_settings(config, resolve_secrets=False).bus
+    if urls is None and bus.kind != "nats":
+        return None
+    return _bus_secrets(replace(bus, kind="nats", urls=urls or bus.urls), path)
+
+
+def _nats_urls(value: str) -> tuple[str, ...]:
+    urls = tuple(u.strip() for u in value.split(",") if u.strip())
+    for u in urls or ("",):
+        if not u.startswith(NATS_SCHEMES):
+            raise UsageError(f"--nats: expected nats://HOST:PORT (or tls://, ws://, wss://), got {u!r}")
+    return urls
+
+
+def _bus_secrets(bus: BusSettings, path: Path) -> BusSettings:
+    """`[bus] password` and `token` given as `env:VAR`, resolved (only these: a reader needs no
+    other secret of the config)."""
+
+    def resolved(key: str, value: str | None) -> str | None:
+        if value is None or not value.startswith("env:"):
+            return value
+        found = os.environ.get(value[4:])
+        if not found:
+            raise ConfigError(str(path), f"environment variable {value[4:]} is not set", key=f"bus.{key}")
+        return found
+
+    return replace(bus, password=resolved("password", bus.password), token=resolved("token", bus.token))
+
+
+def _say_bus(stream: BusFollower, present: bool) -> None:
+    if present:
+        print(f"tfgw: following {stream.where} (^C to stop)", file=sys.stderr, flush=True)
+    else:
+        why = f": {stream.problem}" if stream.problem else ""
+        print(f"tfgw: waiting for {stream.where}{why} (^C to stop)", file=sys.stderr, flush=True)
 
 
 @contextmanager
@@ -390,6 +476,7 @@ def _window_bound(name: str, arg: str, bound: str, now: int) -> int | None:
 def top(
     dir: Path | None = DIR,
     config: Path | None = CONFIG,
+    nats: str | None = NATS,
     window: str = typer.Option(
         "5m", "--window", help="The stretch of the log the board covers, up to now: 30s, 5m, 1h, ..."
     ),
@@ -413,6 +500,7 @@ def top(
     window_s = parse_since(window, "--window")
     if not 0 < interval < math.inf:
         raise UsageError(f"--interval: expected seconds > 0, got {interval:g}")
-    directory = log_dir(dir, config)
+    bus = _bus(nats, dir, config)
+    directory = log_dir(dir, config) if bus is None else TracingSettings().path
     settings = top_settings(config, directory)
-    run_top(directory, settings, window_s, once=once or json, json=json, interval=interval)
+    run_top(directory, settings, window_s, once=once or json, json=json, interval=interval, bus=bus)
