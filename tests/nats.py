@@ -109,14 +109,19 @@ class Record(NamedTuple):
 
 
 def read_stream(url: str, stream: str = "TFGW_TRACES", subject: str = "tfgw.traces") -> list[Record]:
-    """Every message the stream holds, in stream order, read by an ephemeral pull consumer."""
+    """Every message the stream holds, in stream order, read by an ephemeral pull consumer ([]
+    while the stream does not exist yet)."""
     import nats
+    from nats.js.errors import NotFoundError
 
     async def read() -> list[Record]:
         nc = await nats.connect(url, allow_reconnect=False)
         try:
             js = nc.jetstream()
-            count = (await js.stream_info(stream)).state.messages
+            try:
+                count = (await js.stream_info(stream)).state.messages
+            except NotFoundError:
+                return []
             sub = await js.pull_subscribe(subject, stream=stream)
             out: list[Record] = []
             while len(out) < count:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from tfgw.bus.connect import BusError, connect, describe
+from tfgw.bus.connect import BusError, check_subject, connect, describe
 from tfgw.bus.stream import ensure_stream
 from tfgw.config import Settings
 from tfgw.export.cursor import Cursor, Pending
@@ -59,6 +59,10 @@ BATCH_BYTES = 1024 * 1024
 POLL_S = 0.1
 #: the status in the cursor file is refreshed at least this often
 HEARTBEAT_S = 2.0
+#: the cursor is saved at most this often while lines flow (a save is a write, a rename and a
+#: look at every segment: once a batch it cost ~3.5 µs a line); a restart publishes again at most
+#: this long of lines, which JetStream drops as duplicates
+SAVE_S = 0.5
 #: seconds a batch's acks may take once its last line was sent, before it is published again
 ACK_TIMEOUT_S = 10.0
 #: on stop, seconds the acks of the batch in flight still have to arrive
@@ -131,6 +135,7 @@ class Publisher:
         self.batch_bytes = BATCH_BYTES
         self.stats: dict[str, Any] = {}
         self._saved = 0.0
+        self._unsaved = False  # the cursor moved since it was last saved
 
     def run(self) -> None:
         asyncio.run(self._main())
@@ -172,8 +177,16 @@ class Publisher:
         async def closed() -> None:
             lost.set()
 
+        check_subject(self.bus.subject, "bus.subject")
         nc = await _until(
-            connect(self.bus, "publisher", reconnect=False, on_error=self._failed, on_closed=closed),
+            connect(
+                self.bus,
+                "publisher",
+                reconnect=False,
+                on_error=self._failed,
+                on_closed=closed,
+                checked_subjects=True,
+            ),
             stopping,
             tick=lambda: self._save(cursor),  # the status says why while it connects
         )
@@ -188,12 +201,14 @@ class Publisher:
             while not (stopping.is_set() or lost.is_set()):
                 pending = cursor.read(self.batch_bytes)
                 if not pending:
-                    if self.clock() - self._saved >= HEARTBEAT_S:
+                    if self._unsaved or self.clock() - self._saved >= HEARTBEAT_S:
                         self._save(cursor)
                     await _within(_first(stopping.wait(), lost.wait()), POLL_S)
                     continue
                 failure = await self._publish(nc, acks, pending, cursor, stopping, lost)
-                self._save(cursor)
+                self._unsaved = True
+                if failure or self.clock() - self._saved >= SAVE_S:
+                    self._save(cursor)
                 if failure:
                     raise BusError(failure)
                 backoff.reset()
@@ -255,6 +270,7 @@ class Publisher:
 
     def _save(self, cursor: Cursor) -> None:
         now = self._saved = self.clock()
+        self._unsaved = False
         self.stats["pending_bytes"] = cursor.undelivered_bytes()
         cursor.stats = {**self.stats, "updated": now}
         try:
