@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -25,14 +24,16 @@ import orjson
 import pytest
 
 from tests.fakes.otlp import OtlpHttpReceiver
+from tests.nats import NatsServer
 from tests.processes import spawn, stop
 from tests.samples import Request, span_id, trace_line
-from tfgw.bus.consume import FETCH_MESSAGES, connect, consumer_config, consumer_name, ensure_stream
+from tfgw.bus.connect import connect
+from tfgw.bus.consume import FETCH_MESSAGES, consumer_config, consumer_name
+from tfgw.bus.stream import ensure_stream
 from tfgw.config_bus import BusSettings
 
 pytestmark = pytest.mark.e2e
 
-NATS_SERVER = Path(sys.executable).with_name("nats-server")
 ACK_WAIT_S = 3.0
 SUMMARY = re.compile(
     r"rx: delivered (\d+) spans \((\d+) messages acked, (\d+) redelivered\), "
@@ -40,57 +41,9 @@ SUMMARY = re.compile(
 )
 
 
-# -- a nats-server (until tests/nats.py is shared) ---------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class NatsServer:
-    """`nats-server -js` on 127.0.0.1, its store in `store`; `.stop()` and `.start()` again on the
-    same port and store."""
-
-    def __init__(self, store: Path) -> None:
-        self.store, self.port = store, _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        command = [str(NATS_SERVER), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)]
-        self.process = spawn(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("nats-server did not start") from None
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-            self.process = None
-
-    def __enter__(self) -> NatsServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    with NatsServer(tmp_path / "nats") as server:
+    with NatsServer(tmp_path) as server:
         yield server
 
 
@@ -245,7 +198,9 @@ def test_a_rejected_payload_is_termed_counted_and_never_redelivered(
         wait_until(lambda: rx.requests, 20, "a first request")
         run(_publish(bus, lines(4, 2)))
         rx.wait_for(8, timeout=20)
-        status = _otel_status(tmp_path / "tfgw.toml")
+        statuses: list[Any] = []  # once settled, and its exporter idle on the consumer
+        wait_until(lambda: _settled(statuses, _otel_status(tmp_path / "tfgw.toml")), 20, "settled")
+        status = statuses[-1]
         done = exporter.stop()
     statuses = [r.status for r in rx.requests]  # the two later lines: one payload or two
     assert statuses[0] == "400" and set(statuses[1:]) == {"200"}
@@ -285,6 +240,11 @@ def test_a_retryable_failure_is_redelivered_after_the_nak_delay(
     )
 
 
+def _settled(seen: list[Any], status: Any) -> bool:
+    seen.append(status)
+    return bool(status["rx"]["num_ack_pending"] == 0 and status["rx"]["waiting"])
+
+
 def _otel_status(config: Path, *args: str) -> Any:
     out = subprocess.run(
         [sys.executable, "-m", "tfgw", "otel", "status", "--config", str(config), "--json", *args],
@@ -319,5 +279,5 @@ def test_otel_status_reads_each_consumer_and_says_so_in_one_line_when_nats_is_do
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert (down.returncode, down.stdout) == (1, "")
-    assert down.stderr.startswith(f"tfgw: NATS at {nats_server.url} is unreachable: ")
+    assert down.stderr.startswith(f"tfgw: cannot reach NATS at {nats_server.url} within 3 s: "), down.stderr
     assert len(down.stderr.splitlines()) == 1

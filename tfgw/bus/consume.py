@@ -27,9 +27,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import signal
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,27 +37,25 @@ from typing import Any
 
 import orjson
 
+from tfgw.bus.connect import BusError, connect, describe
+from tfgw.bus.stream import ensure_stream
 from tfgw.config import Settings
 from tfgw.config_bus import BusSettings
 from tfgw.export import encode, send
 from tfgw.export.targets import ResolvedTarget, enabled_targets
 from tfgw.export.worker import BATCH_BYTES
 from tfgw.retry import Backoff
-from tfgw.secrets import scrub
 
 __all__ = [
     "ACK_WAIT_S",
     "CONSUMER_PREFIX",
     "FETCH_MESSAGES",
     "TargetConsumer",
-    "connect",
     "consumer_config",
     "consumer_name",
     "consumers_main",
     "ensure_consumer",
-    "masked",
     "run_consumers",
-    "shown_urls",
     "target_consumers",
 ]
 
@@ -74,94 +70,17 @@ FETCH_MESSAGES = 500
 MAX_ACK_PENDING = 20_000
 #: how long an idle worker's pull waits on the server for a first new message
 WAIT_S = 1.0
-#: how long a worker waits before trying again when NATS is unreachable or answers an error
+#: how long a worker waits before trying again when NATS answers an error
 RECONNECT_S = 1.0
-#: JetStream's duplicate window for a stream this module makes (the publisher's Nats-Msg-Id)
-DUPLICATE_WINDOW_S = 120.0
+#: how long one (re)connection to NATS is tried before the loop looks at `stop` again
+CONNECT_S = 5.0
 
 
 def consumer_name(target: str) -> str:
     return f"{CONSUMER_PREFIX}{target}"
 
 
-# -- the connection and the stream (the same rules as the gateway's publisher) --------------------
-
-
-def _tls(bus: BusSettings) -> ssl.SSLContext | None:
-    if bus.tls is None:
-        return None
-    context = ssl.create_default_context(cafile=bus.tls.ca)
-    if bus.tls.cert and bus.tls.key:
-        context.load_cert_chain(bus.tls.cert, bus.tls.key)
-    return context
-
-
-def shown_urls(bus: BusSettings) -> str:
-    """The servers of `bus` for a message: a user and password in a URL masked."""
-    return ", ".join(re.sub(r"//[^/@]*@", "//…@", url) for url in bus.urls)
-
-
-def masked(bus: BusSettings, text: object) -> str:
-    """`text` fit for a log line: no password or token of `bus` in it."""
-    return scrub(str(text).encode(errors="replace"), bus.secrets()).decode(errors="replace")
-
-
-async def connect(bus: BusSettings, role: str, *, reconnect: bool = True, timeout: float = 2.0) -> Any:
-    """A nats-py client for `bus` named `tfgw-<role>-<pid>`; with `reconnect`, it reconnects forever
-    once connected. Raises ConnectionError (the last server's refusal) or TimeoutError when no
-    server answers."""
-    import nats
-
-    errors: list[Exception] = []
-
-    async def quiet(exc: Exception) -> None:  # nats-py logs a traceback per failed reconnect
-        errors[:] = [exc]
-        log.debug("nats: %s", masked(bus, exc))
-
-    options: dict[str, Any] = {
-        "servers": list(bus.urls),
-        "name": f"tfgw-{role}-{os.getpid()}",
-        "connect_timeout": timeout,
-        "allow_reconnect": reconnect,
-        "max_reconnect_attempts": -1 if reconnect else 0,
-        "reconnect_time_wait": RECONNECT_S,
-        "error_cb": quiet,
-        "tls": _tls(bus),
-        "user": bus.user,
-        "password": bus.password,
-        "token": bus.token,
-        "user_credentials": bus.creds,
-        "nkeys_seed": bus.nkey,
-    }
-    # nats-py's first connect tries the servers round and round however it is told to give up
-    # (max_reconnect_attempts 0 is "forever" there): bound it here, once round the servers
-    bounded = nats.connect(**{k: v for k, v in options.items() if v is not None})
-    try:
-        return await asyncio.wait_for(bounded, timeout * len(bus.urls) + RECONNECT_S)
-    except TimeoutError:
-        if errors:
-            raise ConnectionError(masked(bus, errors[0]) or type(errors[0]).__name__) from errors[0]
-        raise TimeoutError(f"no answer within {timeout * len(bus.urls) + RECONNECT_S:.0f} s") from None
-
-
-async def ensure_stream(js: Any, bus: BusSettings) -> None:
-    """The stream `bus.stream`, made (file storage, the bus's limits) if it does not exist."""
-    from nats.js import api
-    from nats.js.errors import NotFoundError
-
-    try:
-        await js.stream_info(bus.stream)
-    except NotFoundError:
-        config = api.StreamConfig(
-            name=bus.stream,
-            subjects=[bus.subject],
-            storage=api.StorageType.FILE,
-            max_age=bus.max_age_hours * 3600,
-            max_bytes=bus.max_mb * 1024 * 1024,
-            num_replicas=bus.replicas,
-            duplicate_window=DUPLICATE_WINDOW_S,
-        )
-        await js.add_stream(config)
+# -- the consumer ---------------------------------------------------------------------------------
 
 
 def consumer_config(bus: BusSettings, target: str) -> Any:
@@ -183,14 +102,19 @@ def consumer_config(bus: BusSettings, target: str) -> Any:
 
 
 async def ensure_consumer(js: Any, bus: BusSettings, target: str) -> None:
-    """The stream and the target's consumer, each made if missing (an existing one is kept as it is)."""
+    """The stream (`tfgw.bus.stream`) and the target's consumer, each made if missing (an existing
+    one is used as it is); `BusError` when JetStream refuses."""
+    from nats.errors import Error as NatsError
     from nats.js.errors import NotFoundError
 
     await ensure_stream(js, bus)
     try:
-        await js.consumer_info(bus.stream, consumer_name(target))
-    except NotFoundError:
-        await js.add_consumer(bus.stream, consumer_config(bus, target))
+        try:
+            await js.consumer_info(bus.stream, consumer_name(target))
+        except NotFoundError:
+            await js.add_consumer(bus.stream, consumer_config(bus, target))
+    except (OSError, NatsError) as exc:
+        raise BusError(f"JetStream consumer {consumer_name(target)}: {describe(exc, bus)}") from exc
 
 
 # -- pulling ---------------------------------------------------------------------------------------
@@ -238,10 +162,13 @@ class _Puller:
         out: list[Any] = []
         deadline = loop.time() + timeout
         while len(out) < count:
-            try:
-                msg = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                break
+            try:  # what has arrived is taken without a timer: wait_for costs a task a message
+                msg = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    msg = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    break
             status = _status(msg)
             if status is None:
                 out.append(msg)
@@ -341,10 +268,9 @@ class TargetConsumer:
         try:
             while not self.stop.is_set():
                 try:
-                    nc = await connect(self.bus, "exporter")
-                except Exception as exc:  # unreachable: try again until it answers or we stop
-                    self._failed("connect", exc)
-                    await self._wait(RECONNECT_S)
+                    nc = await connect(self.bus, "exporter", timeout=CONNECT_S)
+                except BusError as exc:  # unreachable (logged by connect): again, until it answers or we stop
+                    self.stats["last_error"] = exc.message
                     continue
                 try:
                     await self._consume(nc, sender, pool)
@@ -376,8 +302,8 @@ class TargetConsumer:
                 await _settle(nc, settlement)
                 if settlement.delay:
                     await self._wait(settlement.delay)
-        except (NatsError, TimeoutError) as exc:  # NATS went away or refused: start over
-            self._failed("nats", exc)
+        except (NatsError, BusError, TimeoutError) as exc:  # NATS went away or refused: start over
+            self._failed(exc)
             await self._wait(RECONNECT_S)
         finally:
             await puller.close()
@@ -446,11 +372,11 @@ class TargetConsumer:
             log.warning("target %s: %s; nakked, again in %.1f s", self.target.name, result.message, delay)
         return delay
 
-    def _failed(self, what: str, exc: BaseException) -> None:
-        message = masked(self.bus, exc) or type(exc).__name__
-        if self.stats.get("last_error") != f"{what}: {message}":
-            log.warning("%s: NATS %s: %s", self.target.name, what, message)
-        self.stats["last_error"] = f"{what}: {message}"
+    def _failed(self, exc: BaseException) -> None:
+        message = exc.message if isinstance(exc, BusError) else describe(exc, self.bus)
+        if self.stats.get("last_error") != message:
+            log.warning("%s: %s", self.target.name, message)
+        self.stats["last_error"] = message
 
     async def _wait(self, seconds: float) -> None:
         """Sleep `seconds`, or less once `stop` is set."""

@@ -400,11 +400,12 @@ def status(
 
 def _consumer_status(settings: Settings, json_: bool) -> None:
     """`otel status` in NATS mode: one line per target's consumer; NATS unreachable: exit 1."""
-    from tfgw.export.status import BusUnreachableError, consumer_status
+    from tfgw.bus.connect import BusError
+    from tfgw.export.status import consumer_status
 
     try:
         report = consumer_status(settings)
-    except BusUnreachableError as exc:
+    except BusError as exc:
         print(f"tfgw: {exc.message}", file=sys.stderr)
         raise typer.Exit(1) from None
     if json_:

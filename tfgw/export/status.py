@@ -28,11 +28,10 @@ from typing import Any
 import orjson
 
 from tfgw.config import Settings
-from tfgw.errors import TfgwError
 from tfgw.export.targets import resolve_target, target_names
 from tfgw.tracing.segments import cursor_dir, dropped_spans
 
-__all__ = ["STALE_S", "BusUnreachableError", "consumer_status", "not_running_reason", "target_status"]
+__all__ = ["STALE_S", "consumer_status", "not_running_reason", "target_status"]
 
 STALE_S = 15.0
 FIELDS = (
@@ -40,6 +39,8 @@ FIELDS = (
     "lag_s",
 )  # fmt: skip
 CONSUMER_FIELDS = ("num_pending", "num_ack_pending", "num_redelivered", "delivered", "ack_floor", "waiting")
+#: how long `otel status` tries to reach NATS
+STATUS_TIMEOUT_S = 3.0
 NO_CONSUMER = "no consumer yet: no exporter has run with this target since the stream was made"
 NEVER_STARTED = "never started: no exporter has run with this target since it was added; restart `tfgw serve`"
 
@@ -123,14 +124,10 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days"
 
 
-class BusUnreachableError(TfgwError):
-    """No NATS server of `[bus] url` answered (exit code 1)."""
-
-
 def consumer_status(settings: Settings, targets: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
     """Per target (default: the enabled ones), its consumer's state read from JetStream; a target
-    without a consumer has `state` "no consumer" and `reason`. `BusUnreachableError` when no NATS
-    server answers within a couple of seconds."""
+    without a consumer has `state` "no consumer" and `reason`. `tfgw.bus.connect.BusError` (exit
+    code 1) when no NATS server answers within `STATUS_TIMEOUT_S`."""
     import asyncio
 
     if targets is None:
@@ -141,15 +138,14 @@ def consumer_status(settings: Settings, targets: Iterable[str] | None = None) ->
 
 
 async def _consumer_status(settings: Settings, names: list[str]) -> dict[str, dict[str, Any]]:
+    from nats.errors import Error as NatsError
     from nats.js.errors import NotFoundError
 
-    from tfgw.bus.consume import connect, consumer_name, masked, shown_urls
+    from tfgw.bus.connect import BusError, connect, describe
+    from tfgw.bus.consume import consumer_name
 
     bus = settings.bus
-    try:
-        nc = await connect(bus, "status", reconnect=False, timeout=1.0)
-    except Exception as exc:
-        raise BusUnreachableError(f"NATS at {shown_urls(bus)} is unreachable: {masked(bus, exc)}") from exc
+    nc = await connect(bus, "status", reconnect=False, timeout=STATUS_TIMEOUT_S, on_error=lambda _: None)
     out: dict[str, dict[str, Any]] = {}
     try:
         js = nc.jetstream(timeout=5)
@@ -172,8 +168,8 @@ async def _consumer_status(settings: Settings, names: list[str]) -> dict[str, di
                 "ack_floor": info.ack_floor.stream_seq if info.ack_floor else 0,
                 "waiting": info.num_waiting,
             }
-    except TimeoutError as exc:
-        raise BusUnreachableError(f"NATS at {shown_urls(bus)} did not answer: {masked(bus, exc)}") from exc
+    except (TimeoutError, NatsError) as exc:  # JetStream off, or not answering
+        raise BusError(f"JetStream stream {bus.stream}: {describe(exc, bus)}") from exc
     finally:
         await nc.close()
     return out
