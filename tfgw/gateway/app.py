@@ -54,6 +54,7 @@ from tfgw.metrics.snapshot import snapshot_path
 from tfgw.policy.cache import ResponseCache
 from tfgw.policy.counters import table_path
 from tfgw.policy.limits import Limits
+from tfgw.policy.shared import SharedLimits
 from tfgw.providers import Provider, Stream, create_session
 from tfgw.providers.base import Call, Reply
 from tfgw.tracing import semconv as sc
@@ -84,6 +85,8 @@ class GatewayState:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     cache: ResponseCache | None = None
     limits: Limits | None = None
+    #: with `[bus] kind = "nats"`: the limits counted with every other gateway's
+    shared: SharedLimits | None = None
 
     @property
     def settings(self) -> Settings:
@@ -92,7 +95,8 @@ class GatewayState:
     async def start(self) -> None:
         self.session = create_session()
         self.cache = ResponseCache(self.initial.server.cache_max_bytes)
-        self.runtime = Runtime.build(self.initial, self.session, self.cache, self._limits(self.initial))
+        limits = self._limits(self.initial)
+        self.runtime = Runtime.build(self.initial, self.session, self.cache, limits, shared=self.shared)
         if self.settings.tracing.enabled:
             self.trace_log = TraceLog(self.settings.tracing, targets=self.exports.targets)
             self.trace_log.start()
@@ -107,6 +111,8 @@ class GatewayState:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.shared is not None:
+            await self.shared.close()
         if self.limits is not None:
             self.limits.close()
         if self.session is not None:
@@ -125,7 +131,7 @@ class GatewayState:
         assert self.session is not None and self.cache is not None, "reloads start with serving"
         self.cache.clear()  # an answer cached under the old config may not be the new one's
         limits = self._limits(settings)
-        self.runtime = Runtime.build(settings, self.session, self.cache, limits, self.runtime)
+        self.runtime = Runtime.build(settings, self.session, self.cache, limits, self.runtime, self.shared)
         log.info("config reloaded from %s", settings.path)
 
     def _limits(self, settings: Settings) -> Limits | None:
@@ -135,6 +141,10 @@ class GatewayState:
         elif any(limited(key) for key in settings.keys):
             state = settings.tracing.state_path(settings.server.state_dir)
             self.limits = Limits(settings.keys, table_path(state))
+            if self.initial.bus.kind == "nats":  # counted across gateways once NATS answers
+                self.shared = SharedLimits(self.limits)
+                task = asyncio.create_task(self.shared.connect(self.initial.bus), name="tfgw shared limits")
+                self._tasks.add(task)
         return self.limits
 
     def begin(self, name: str) -> tuple[Runtime, RequestTrace]:
@@ -242,6 +252,8 @@ def _probe_routes(app: Quart, state: GatewayState) -> None:
             body["tracing"] = state.trace_log.stats.as_dict()
         if state.exports.targets:
             body["export"] = state.exports.status()
+        if state.shared is not None:
+            body["limits"] = "shared" if state.shared.counting_shared else "local"
         return Response(orjson.dumps(body), status=200 if ready else 503, content_type=JSON)
 
     @app.get("/metrics")
@@ -288,7 +300,7 @@ def _openai_routes(app: Quart, state: GatewayState) -> None:
             body = await request_body(rt, trace)
             if not isinstance(body.get("messages"), list) or not body["messages"]:
                 raise BadRequestError("'messages' must be a non-empty array", param="messages")
-            body, account = admit_and_guard(rt, trace, key, "chat", body)
+            body, account = await admit_and_guard(rt, trace, key, "chat", body)
             attempts = resolve(rt, trace, body)
             return await answer(rt, trace, key, attempts, body, _CHAT, account=account)
 
@@ -300,7 +312,7 @@ def _openai_routes(app: Quart, state: GatewayState) -> None:
             body = await request_body(rt, trace)
             if "input" not in body:
                 raise BadRequestError("'input' is required", param="input")
-            body, account = admit_and_guard(rt, trace, key, "embeddings", body)
+            body, account = await admit_and_guard(rt, trace, key, "embeddings", body)
             attempts = resolve(rt, trace, body)
             return await answer(rt, trace, key, attempts, body, _EMBED, wire=EMBEDDINGS, account=account)
 

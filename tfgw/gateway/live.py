@@ -27,6 +27,7 @@ from tfgw.gateway.routing import Router
 from tfgw.policy.cache import ResponseCache
 from tfgw.policy.guardrails import Guardrails
 from tfgw.policy.limits import Limits
+from tfgw.policy.shared import SharedLimits
 from tfgw.providers import Provider, build_providers
 
 __all__ = ["POLL_S", "ConfigWatcher", "Runtime", "restart_only"]
@@ -54,6 +55,8 @@ class Runtime:
     limits: Limits | None
     #: the names of the keys that have a limit or a budget
     limited: frozenset[str]
+    #: with a NATS bus: the limits counted across every gateway (`limits` while NATS is down)
+    shared: SharedLimits | None = None
 
     @classmethod
     def build(
@@ -63,6 +66,7 @@ class Runtime:
         cache: ResponseCache,
         limits: Limits | None,
         previous: Runtime | None = None,
+        shared: SharedLimits | None = None,
     ) -> Runtime:
         """The runtime of `settings`, its providers calling through `session`; what the `previous`
         config's router learnt of the targets both name is kept (their health and latency)."""
@@ -75,7 +79,9 @@ class Runtime:
             router.inherit(previous.router)
         guardrails = Guardrails(settings.guardrails)
         counted = frozenset(key.name for key in settings.keys if limited(key))
-        return cls(settings, KeyRing(settings.keys), providers, router, guardrails, cache, limits, counted)
+        return cls(
+            settings, KeyRing(settings.keys), providers, router, guardrails, cache, limits, counted, shared
+        )
 
 
 def restart_only(old: Settings, new: Settings) -> list[str]:

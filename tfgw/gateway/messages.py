@@ -50,7 +50,7 @@ def routes(app: Quart, state: GatewayState) -> None:
         rt, trace = state.begin(f"POST {PREFIX}")
         with request_span(trace):
             key = authenticate(rt, trace)
-            body, account = admit_and_guard(rt, trace, key, "messages", await request_body(rt, trace))
+            body, account = await admit_and_guard(rt, trace, key, "messages", await request_body(rt, trace))
             chat = _Messages(body, translate.to_chat_request)
             attempts = resolve(rt, trace, body)
             return await answer(

@@ -28,6 +28,7 @@ from tfgw.policy import texts
 from tfgw.policy.cache import Cached, StreamRecorder, pieces, request_key
 from tfgw.policy.guardrails import OutputGuard, RuleSet, Verdict
 from tfgw.policy.limits import Admission, Limits
+from tfgw.policy.shared import SharedLimits
 from tfgw.providers.base import Reply
 from tfgw.tracing import semconv as sc
 from tfgw.tracing.fold import StreamFold
@@ -55,20 +56,21 @@ def rules_for(rt: Runtime, body: Mapping[str, Any]) -> RuleSet | None:
 MAX_TOKENS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
-def admit_and_guard(
+async def admit_and_guard(
     rt: Runtime, trace: RequestTrace, key: KeySettings | None, api: str, body: dict[str, Any]
 ) -> tuple[dict[str, Any], Account | None]:
     """The first two stages: the request admitted (`admit`), then its body through the input
     guardrails (`guard_input`)."""
-    account = admit(rt, trace, key, api, body)
+    account = await admit(rt, trace, key, api, body)
     return guard_input(rt, trace, api, body), account
 
 
-def admit(
+async def admit(
     rt: Runtime, trace: RequestTrace, key: KeySettings | None, api: str, body: Mapping[str, Any]
 ) -> Account | None:
     """Count the request against its key's limits and budgets (429 when it is over one, with
-    `Retry-After`), or None when the key has none; the decision and what remains go on `auth`."""
+    `Retry-After`), or None when the key has none; the decision and what remains go on `auth`.
+    With a NATS bus they are counted with every other gateway's (`tfgw.policy.shared`)."""
     limits = rt.limits
     if key is None or limits is None or key.name not in rt.limited:
         return None
@@ -78,16 +80,18 @@ def admit(
     )
     estimate = _estimate(api, body) if key.tpm else 0
     try:
-        admission = limits.admit(key, estimate)
+        counter: Limits | SharedLimits = limits if rt.shared is None else rt.shared
+        if rt.shared is None:
+            admission = limits.admit(key, estimate)
+        else:
+            admission = await rt.shared.admit(key, estimate)
     except RateLimitError as exc:
         span.attributes[sc.AUTH_OUTCOME] = "over_budget" if exc.code == "budget_exceeded" else "rate_limited"
         span.attributes[sc.LIMIT_REFUSED] = exc.limit
         span.fail(exc)
-        span.end = span.events[
-            -1
-        ].time  # `auth` closed before the limits were counted: it lasts to the refusal
+        span.end = span.events[-1].time  # `auth` was closed before the limits: it lasts to the refusal
         raise
-    account = Account(limits, admission, span)
+    account = Account(counter, admission, span)
     trace.at_finish = account.settle  # a request that ends without an answer: no tokens, no cost
     return account
 
@@ -110,7 +114,7 @@ class Account:
 
     __slots__ = ("admission", "limits", "span")
 
-    def __init__(self, limits: Limits, admission: Admission, span: Span) -> None:
+    def __init__(self, limits: Limits | SharedLimits, admission: Admission, span: Span) -> None:
         self.limits, self.admission, self.span = limits, admission, span
 
     def settle(self, usage: Any = None, price: Any = None) -> None:

@@ -41,7 +41,7 @@ def routes(app: Quart, state: GatewayState) -> None:
         rt, trace = state.begin(f"POST {PATH}")
         with request_span(trace):
             key = authenticate(rt, trace)
-            body, account = admit_and_guard(rt, trace, key, "responses", await request_body(rt, trace))
+            body, account = await admit_and_guard(rt, trace, key, "responses", await request_body(rt, trace))
             chat = _Responses(body, translate.to_chat_request)
             attempts = resolve(rt, trace, body)
             return await answer(

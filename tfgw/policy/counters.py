@@ -67,6 +67,7 @@ __all__ = [
     "VERSION",
     "WINDOW",
     "CounterTable",
+    "Slot",
     "key_id",
     "table_path",
 ]
@@ -114,10 +115,149 @@ def key_id(name: str) -> bytes:
     return hashlib.blake2b(name.encode(), digest_size=16).digest()
 
 
-class CounterTable:
+class _Counting:
+    """The arithmetic of one slot at `offset` of `mm`: the window moved, a request counted, one
+    settled. `CounterTable` runs it on the shared table under its lock; `Slot` on a copy of one
+    slot (`tfgw.policy.shared` keeps the slots of keys counted across gateways in NATS)."""
+
+    mm: mmap.mmap | bytearray
+
+    def count(
+        self, offset: int, now_s: int, day: int, month: int, tokens: int, limits: Thresholds
+    ) -> tuple[Counts, bool]:
+        """`take` at `offset`: the counts (after the request if it was counted, as found if not)
+        and whether it was."""
+        mm = self.mm
+        counts = self.advance(offset, now_s, day, month)
+        second, requests, in_tokens, day_spent, month_spent = counts
+        rpm, tpm, day_budget, month_budget = limits
+        if (
+            requests >= rpm
+            or (in_tokens > 0 and in_tokens + tokens > tpm)
+            or day_spent >= day_budget
+            or month_spent >= month_budget
+        ):
+            return counts, False
+        bucket = offset + RING + second % WINDOW * BUCKET.size
+        bucket_requests, bucket_tokens = BUCKET.unpack_from(mm, bucket)
+        BUCKET.pack_into(mm, bucket, bucket_requests + 1, bucket_tokens + tokens)
+        WINDOW_COUNTS.pack_into(mm, offset + _COUNTS_AT, second, requests + 1, in_tokens + tokens)
+        return (second, requests + 1, in_tokens + tokens, day_spent, month_spent), True
+
+    def settled(
+        self,
+        offset: int,
+        now_s: int,
+        day: int,
+        month: int,
+        taken: int,
+        estimate: int,
+        tokens: int,
+        micro_usd: int,
+    ) -> Counts:
+        """`settle` at `offset`: the counts after."""
+        mm = self.mm
+        counts = self.advance(offset, now_s, day, month)
+        if counts[0] - WINDOW < taken <= counts[0]:
+            counts = self._add(offset, counts, taken, tokens - estimate)
+        else:
+            counts = self._add(offset, counts, counts[0], tokens)
+        if micro_usd:
+            second, requests, in_tokens, day_spent, month_spent = counts
+            day_spent, month_spent = day_spent + micro_usd, month_spent + micro_usd
+            SPEND.pack_into(mm, offset + _SPEND_AT, day, day_spent, month, month_spent)
+            counts = second, requests, in_tokens, day_spent, month_spent
+        return counts
+
+    def _add(self, offset: int, counts: Counts, second: int, tokens: int) -> Counts:
+        """Add tokens to the bucket of `second` (in the window `counts` were read from); a bucket
+        never goes below zero."""
+        if not tokens:  # the estimate was right, or a failed call's zero estimate
+            return counts
+        bucket = offset + RING + second % WINDOW * BUCKET.size
+        requests, old = BUCKET.unpack_from(self.mm, bucket)
+        new = old + tokens if old + tokens > 0 else 0
+        BUCKET.pack_into(self.mm, bucket, requests, new)
+        newest, in_requests, in_tokens, day_spent, month_spent = counts
+        in_tokens += new - old
+        WINDOW_COUNTS.pack_into(self.mm, offset + _COUNTS_AT, newest, in_requests, in_tokens)
+        return newest, in_requests, in_tokens, day_spent, month_spent
+
+    def advance(self, offset: int, now_s: int, day: int, month: int) -> Counts:
+        """Move the slot's window to `now_s`, emptying the buckets that left it, and read it: the
+        second to count in, the requests and tokens in the window, the micro-USD spent in `day` and
+        in `month`. A clock that went back less than a window counts in the newest second; further
+        back (or a second from a damaged file far ahead), the window starts again."""
+        second, requests, tokens, slot_day, day_spent, slot_month, month_spent = COUNTS.unpack_from(
+            self.mm, offset + _COUNTS_AT
+        )
+        gap = now_s - second
+        if gap > 0 or gap <= -WINDOW:
+            if gap >= WINDOW or gap < 0:
+                ring = offset + RING
+                self.mm[ring : ring + RING_SIZE] = bytes(RING_SIZE)
+                requests = tokens = 0
+            else:
+                requests, tokens = self._expire(offset, second, now_s, requests, tokens)
+            second = now_s
+            WINDOW_COUNTS.pack_into(self.mm, offset + _COUNTS_AT, second, requests, tokens)
+        return (
+            second,
+            requests,
+            tokens,
+            day_spent if slot_day == day else 0,
+            month_spent if slot_month == month else 0,
+        )
+
+    def _expire(self, offset: int, second: int, now_s: int, requests: int, tokens: int) -> tuple[int, int]:
+        for s in range(second + 1, now_s + 1):
+            bucket = offset + RING + (s % WINDOW) * BUCKET.size
+            gone_requests, gone_tokens = BUCKET.unpack_from(self.mm, bucket)
+            if gone_requests or gone_tokens:
+                requests, tokens = requests - gone_requests, tokens - gone_tokens
+                BUCKET.pack_into(self.mm, bucket, 0, 0)
+        return max(requests, 0), max(tokens, 0)
+
+    def expiry(self, offset: int, second: int, amount: int, column: int) -> int:
+        """The Unix second at which `amount` requests (`column` 0) or tokens (1) will have left the
+        window (advanced to `second`)."""
+        gone = 0
+        for s in range(second - WINDOW + 1, second + 1):
+            gone += BUCKET.unpack_from(self.mm, offset + RING + (s % WINDOW) * BUCKET.size)[column]
+            if gone >= amount:
+                return s + WINDOW
+        return second + WINDOW
+
+    def read(self, offset: int, now_s: int, day: int, month: int) -> Counts:
+        """What `advance` returns, without moving the window (for readers)."""
+        second, _, _, slot_day, day_spent, slot_month, month_spent = COUNTS.unpack_from(
+            self.mm, offset + _COUNTS_AT
+        )
+        requests = tokens = 0
+        if -WINDOW < now_s - second < WINDOW:
+            for s in range(max(second, now_s) - WINDOW + 1, second + 1):
+                r, t = BUCKET.unpack_from(self.mm, offset + RING + (s % WINDOW) * BUCKET.size)
+                requests, tokens = requests + r, tokens + t
+        day_spent = day_spent if slot_day == day else 0
+        return second, requests, tokens, day_spent, month_spent if slot_month == month else 0
+
+
+class Slot(_Counting):
+    """One key's slot as bytes of its own (`SLOT_SIZE`), counted with the table's arithmetic at
+    offset 0: what `tfgw.policy.shared` reads from and writes to NATS's key-value store."""
+
+    __slots__ = ("mm",)
+
+    def __init__(self, data: bytes | None = None) -> None:
+        self.mm = bytearray(data) if data is not None and len(data) == SLOT_SIZE else bytearray(SLOT_SIZE)
+
+
+class CounterTable(_Counting):
     """The mapped table. `take` and `settle`, the two changes a request makes, hold the lock
     themselves; around every other method, `with table:` takes it. Offsets are a slot's byte
     offset in the file."""
+
+    mm: mmap.mmap
 
     def __init__(self, path: Path, fd: int, mm: mmap.mmap, *, writable: bool) -> None:
         self.path, self._fd, self.mm, self.writable = path, fd, mm, writable
@@ -274,21 +414,8 @@ class CounterTable:
                 offset = known[1]
             else:
                 offset = self.slot(name) or self.claim(name, now_s, month)
-            counts = self.advance(offset, now_s, day, month)
-            second, requests, in_tokens, day_spent, month_spent = counts
-            rpm, tpm, day_budget, month_budget = limits
-            if (
-                requests >= rpm
-                or (in_tokens > 0 and in_tokens + tokens > tpm)
-                or day_spent >= day_budget
-                or month_spent >= month_budget
-            ):
-                return offset, counts, False
-            bucket = offset + RING + second % WINDOW * BUCKET.size
-            bucket_requests, bucket_tokens = BUCKET.unpack_from(mm, bucket)
-            BUCKET.pack_into(mm, bucket, bucket_requests + 1, bucket_tokens + tokens)
-            WINDOW_COUNTS.pack_into(mm, offset + _COUNTS_AT, second, requests + 1, in_tokens + tokens)
-            return offset, (second, requests + 1, in_tokens + tokens, day_spent, month_spent), True
+            counts, taken = self.count(offset, now_s, day, month, tokens, limits)
+            return offset, counts, taken
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -314,33 +441,9 @@ class CounterTable:
                 offset = known[1]
             else:
                 offset = self.slot(name) or self.claim(name, now_s, month)
-            counts = self.advance(offset, now_s, day, month)
-            if counts[0] - WINDOW < taken <= counts[0]:
-                counts = self._add(offset, counts, taken, tokens - estimate)
-            else:
-                counts = self._add(offset, counts, counts[0], tokens)
-            if micro_usd:
-                second, requests, in_tokens, day_spent, month_spent = counts
-                day_spent, month_spent = day_spent + micro_usd, month_spent + micro_usd
-                SPEND.pack_into(mm, offset + _SPEND_AT, day, day_spent, month, month_spent)
-                counts = second, requests, in_tokens, day_spent, month_spent
-            return counts
+            return self.settled(offset, now_s, day, month, taken, estimate, tokens, micro_usd)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def _add(self, offset: int, counts: Counts, second: int, tokens: int) -> Counts:
-        """Add tokens to the bucket of `second` (in the window `counts` were read from); a bucket
-        never goes below zero."""
-        if not tokens:  # the estimate was right, or a failed call's zero estimate
-            return counts
-        bucket = offset + RING + second % WINDOW * BUCKET.size
-        requests, old = BUCKET.unpack_from(self.mm, bucket)
-        new = old + tokens if old + tokens > 0 else 0
-        BUCKET.pack_into(self.mm, bucket, requests, new)
-        newest, in_requests, in_tokens, day_spent, month_spent = counts
-        in_tokens += new - old
-        WINDOW_COUNTS.pack_into(self.mm, offset + _COUNTS_AT, newest, in_requests, in_tokens)
-        return newest, in_requests, in_tokens, day_spent, month_spent
 
     def claim(self, name: str, now_s: int, month: int) -> int:
         """`name`'s slot, made room for by `reclaim` if the table is full (the lock held); raises
@@ -353,64 +456,6 @@ class CounterTable:
             busy = f"{self.capacity} keys counting this minute or this month"
             raise TfgwError(f"{self.path}: the limits table is full ({busy})")
         return offset
-
-    def advance(self, offset: int, now_s: int, day: int, month: int) -> Counts:
-        """Move the slot's window to `now_s`, emptying the buckets that left it, and read it: the
-        second to count in, the requests and tokens in the window, the micro-USD spent in `day` and
-        in `month`. A clock that went back less than a window counts in the newest second; further
-        back (or a second from a damaged file far ahead), the window starts again."""
-        second, requests, tokens, slot_day, day_spent, slot_month, month_spent = COUNTS.unpack_from(
-            self.mm, offset + _COUNTS_AT
-        )
-        gap = now_s - second
-        if gap > 0 or gap <= -WINDOW:
-            if gap >= WINDOW or gap < 0:
-                ring = offset + RING
-                self.mm[ring : ring + RING_SIZE] = bytes(RING_SIZE)
-                requests = tokens = 0
-            else:
-                requests, tokens = self._expire(offset, second, now_s, requests, tokens)
-            second = now_s
-            WINDOW_COUNTS.pack_into(self.mm, offset + _COUNTS_AT, second, requests, tokens)
-        return (
-            second,
-            requests,
-            tokens,
-            day_spent if slot_day == day else 0,
-            month_spent if slot_month == month else 0,
-        )
-
-    def _expire(self, offset: int, second: int, now_s: int, requests: int, tokens: int) -> tuple[int, int]:
-        for s in range(second + 1, now_s + 1):
-            bucket = offset + RING + (s % WINDOW) * BUCKET.size
-            gone_requests, gone_tokens = BUCKET.unpack_from(self.mm, bucket)
-            if gone_requests or gone_tokens:
-                requests, tokens = requests - gone_requests, tokens - gone_tokens
-                BUCKET.pack_into(self.mm, bucket, 0, 0)
-        return max(requests, 0), max(tokens, 0)
-
-    def expiry(self, offset: int, second: int, amount: int, column: int) -> int:
-        """The Unix second at which `amount` requests (`column` 0) or tokens (1) will have left the
-        window (advanced to `second`)."""
-        gone = 0
-        for s in range(second - WINDOW + 1, second + 1):
-            gone += BUCKET.unpack_from(self.mm, offset + RING + (s % WINDOW) * BUCKET.size)[column]
-            if gone >= amount:
-                return s + WINDOW
-        return second + WINDOW
-
-    def read(self, offset: int, now_s: int, day: int, month: int) -> Counts:
-        """What `advance` returns, without moving the window (for readers)."""
-        second, _, _, slot_day, day_spent, slot_month, month_spent = COUNTS.unpack_from(
-            self.mm, offset + _COUNTS_AT
-        )
-        requests = tokens = 0
-        if -WINDOW < now_s - second < WINDOW:
-            for s in range(max(second, now_s) - WINDOW + 1, second + 1):
-                r, t = BUCKET.unpack_from(self.mm, offset + RING + (s % WINDOW) * BUCKET.size)
-                requests, tokens = requests + r, tokens + t
-        day_spent = day_spent if slot_day == day else 0
-        return second, requests, tokens, day_spent, month_spent if slot_month == month else 0
 
 
 def _reopen_in_child(ref: weakref.ref[CounterTable]) -> None:

@@ -37,6 +37,7 @@ while another process runs on the same core's other hardware thread.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -52,6 +53,9 @@ __all__ = ["Admission", "Limits", "Usage", "read_usage"]
 
 DAY = 86_400
 MICRO = 1_000_000
+#: (second, amount, column) -> the Unix second `amount` requests (column 0) or tokens (1) will have
+#: left the window
+Expiry = Callable[[int, int, int], int]
 
 
 @dataclass(slots=True)
@@ -72,6 +76,8 @@ class Admission:
     #: the second its estimate was counted in
     second: int = field(default=0, repr=False, compare=False)
     settled: bool = field(default=False, repr=False, compare=False)
+    #: counted in NATS with the other gateways' requests (`tfgw.policy.shared`), not in the table
+    shared: bool = field(default=False, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +195,22 @@ class Limits:
             rules = self._rules[key.name] = _Rules.of(key)
         offset, counts, taken = self._table.take(key.name, now_s, now_s // DAY, month, estimate, rules.limits)
         if not taken:
-            raise self._refusal(rules, offset, now, counts, estimate)
+            raise self.refusal(rules, now, counts, estimate, functools.partial(self._expiry, offset))
         return rules.admission(counts, estimate)
+
+    def rules_of(self, key: KeySettings) -> _Rules:
+        rules = self._rules.get(key.name)
+        if rules is None or rules.key is not key:  # a key from another config than the last reload's
+            rules = self._rules[key.name] = _Rules.of(key)
+        return rules
+
+    def month_of(self, now: float) -> int:
+        calendar = self._calendar
+        return calendar.month if calendar.start <= now < calendar.end else calendar.month_of(now)
+
+    def _expiry(self, offset: int, second: int, amount: int, column: int) -> int:
+        with self._table:
+            return self._table.expiry(offset, second, amount, column)
 
     def settle(self, admission: Admission, tokens: int, cost_usd: float) -> None:
         """Replace the admission's estimate with the `tokens` it used and add its cost: exactly once
@@ -211,6 +231,10 @@ class Limits:
             tokens,
             micro,
         )
+        self.remaining(admission, in_window, day_spent, month_spent)
+
+    def remaining(self, admission: Admission, in_window: int, day_spent: int, month_spent: int) -> None:
+        """What is left of the admission's tpm and budgets, from the counts after its settle."""
         if admission.tpm is not None:
             admission.tpm_remaining = admission.tpm - in_window if in_window < admission.tpm else 0
         if (rules := self._rules.get(admission.key)) is not None:
@@ -226,10 +250,11 @@ class Limits:
         with self._table:
             return _usage(self._table, name, self._clock(), self._calendar)
 
-    def _refusal(
-        self, rules: _Rules, offset: int, now: float, counts: Counts, estimate: int
+    def refusal(
+        self, rules: _Rules, now: float, counts: Counts, estimate: int, expiry: Expiry
     ) -> RateLimitError:
-        """The 429 of the first budget or limit a request the table did not count is over."""
+        """The 429 of the first budget or limit a request that was not counted is over (`expiry`:
+        the second `amount` requests or tokens will have left the window, as `CounterTable.expiry`)."""
         second, requests, tokens, day_spent, month_spent = counts
         key = rules.key
         if day_spent >= rules.day_micro:
@@ -247,15 +272,13 @@ class Limits:
                 "budget_usd_month",
             )
         if requests >= rules.rpm:
-            with self._table:
-                expires = self._table.expiry(offset, second, requests - rules.rpm + 1, 0)
+            expires = expiry(second, requests - rules.rpm + 1, 0)
             return RateLimitError(
                 f"Rate limit reached for key {key.name!r}: {rules.rpm} requests per minute.",
                 retry_after=_wait(expires, now),
                 limit="rpm",
             )
-        with self._table:
-            expires = self._table.expiry(offset, second, min(tokens, tokens + estimate - rules.tpm), 1)
+        expires = expiry(second, min(tokens, tokens + estimate - rules.tpm), 1)
         return RateLimitError(
             f"Rate limit reached for key {key.name!r}: {rules.tpm} tokens per minute"
             f" ({tokens} counted in the last minute, {estimate} estimated for this request).",

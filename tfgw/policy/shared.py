@@ -1,0 +1,218 @@
+"""Limits and budgets counted across gateway replicas, in NATS JetStream's key-value store.
+
+With `[bus] kind = "nats"`, each limited key's slot (the same 1088 bytes as a slot of the local
+table, `tfgw.policy.counters`, counted with the same arithmetic) is one value of the bucket
+`TFGW_LIMITS`, under `k<BLAKE2b-128 of the key's name>`. A request reads the value, counts itself
+in it, and writes it back only if nobody wrote it meanwhile (`update` with the revision it read:
+optimistic concurrency, tried again on a conflict), so every replica counts on the same counts and
+a limit holds exactly across them. It costs the request two round trips to NATS (a get and an
+update: bench/README.md "Shared limits"); the settle after the answer is two more, off the request
+path (a task), so the `auth` span's remaining counts are those at admission.
+
+While NATS cannot be reached (or its answer takes longer than `TIMEOUT_S`), requests are counted
+in the local table instead, so limits hold per host, not across replicas, until it is back (it is
+tried again every `RETRY_S`); what was counted locally is not added to the shared counts later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from tfgw.config import KeySettings
+from tfgw.config_bus import BusSettings
+from tfgw.errors import RateLimitError
+from tfgw.policy.counters import Slot, key_id
+from tfgw.policy.limits import DAY, MICRO, Admission, Limits
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js.kv import KeyValue
+
+__all__ = ["BUCKET", "SharedLimits"]
+
+log = logging.getLogger("tfgw.limits")
+
+BUCKET = "TFGW_LIMITS"
+#: seconds one key-value operation may take before the request is counted locally instead
+TIMEOUT_S = 0.5
+#: seconds after a failure before NATS is tried again (requests are counted locally meanwhile)
+RETRY_S = 1.0
+#: conflicting writes of one count a request goes through before it is counted locally
+ATTEMPTS = 50
+#: seconds a settle waits for the key's next write before it is written alone
+FLUSH_S = 0.05
+
+
+class _Key:
+    """One key's side of this gateway: its reads and writes one at a time (a gateway never
+    conflicts with itself), and the settles not written yet (they go with the next write)."""
+
+    __slots__ = ("flushing", "lock", "pending")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.pending: list[tuple[int, int, int, int]] = []  # (second, estimate, tokens, micro-USD)
+        self.flushing: asyncio.Task[None] | None = None
+
+
+class SharedLimits:
+    """`Limits.admit` and `settle` with the counts in NATS (`local` while it cannot be reached)."""
+
+    def __init__(self, local: Limits, clock: Callable[[], float] = time.time) -> None:
+        self.local = local
+        self._clock = clock
+        self._kv: KeyValue | None = None
+        self._client: Client | None = None
+        self._down_until = 0.0
+        self._keys: dict[str, _Key] = {}
+
+    async def connect(self, bus: BusSettings) -> None:
+        """Connect and bind the bucket (made when it is missing); until this returns, and while
+        it fails, requests are counted locally. Meant to run as a task of its own."""
+        import nats.js.errors
+
+        from tfgw.bus.connect import connect
+
+        self._client = await connect(bus, "limits")
+        js = self._client.jetstream()
+        try:
+            self._kv = await js.key_value(BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            self._kv = await js.create_key_value(bucket=BUCKET, history=1, replicas=bus.replicas)
+
+    @property
+    def counting_shared(self) -> bool:
+        """Whether requests are counted in NATS now (not before it answered, nor while it fails)."""
+        return self._kv is not None and time.monotonic() >= self._down_until
+
+    async def close(self) -> None:
+        """Write what is settled and not written yet, then disconnect."""
+        for name, state in list(self._keys.items()):
+            if state.pending and self._kv is not None:
+                await self._flush(name, state)
+        if self._client is not None:
+            await self._client.close()
+
+    async def admit(self, key: KeySettings, estimated_tokens: int) -> Admission:
+        local, kv = self.local, self._kv
+        if kv is None or time.monotonic() < self._down_until:
+            return local.admit(key, estimated_tokens)
+        now = self._clock()
+        now_s, month, estimate = int(now), local.month_of(now), max(estimated_tokens, 0)
+        rules, state = local.rules_of(key), self._key(key.name)
+        try:
+            async with state.lock:
+                for _ in range(ATTEMPTS):
+                    slot, revision = await self._read(kv, key.name)
+                    settles = self._apply(slot, state, now_s, month)
+                    counts, taken = slot.count(0, now_s, now_s // DAY, month, estimate, rules.limits)
+                    if not taken:
+                        if settles:
+                            self._written(state, settles, await self._write(kv, key.name, slot, revision))
+                        raise local.refusal(rules, now, counts, estimate, functools.partial(slot.expiry, 0))
+                    if self._written(state, settles, await self._write(kv, key.name, slot, revision)):
+                        admission = rules.admission(counts, estimate)
+                        admission.shared = True
+                        return admission
+        except RateLimitError:
+            raise
+        except Exception as exc:  # NATS down, slow, or refusing: count here meanwhile
+            self._failed(exc)
+        return local.admit(key, estimated_tokens)
+
+    def settle(self, admission: Admission, tokens: int, cost_usd: float) -> None:
+        """As `Limits.settle`; a shared admission's tokens and cost are written with the key's next
+        write, or within `FLUSH_S` (off the request path), its remaining counts left as they were
+        at admission."""
+        if not admission.shared:
+            self.local.settle(admission, tokens, cost_usd)
+            return
+        if admission.settled:
+            raise ValueError(f"the admission of key {admission.key!r} is settled already")
+        admission.settled = True
+        micro = round(cost_usd * MICRO) if cost_usd > 0 else 0
+        state = self._key(admission.key)
+        state.pending.append((admission.second, admission.estimated_tokens, tokens, micro))
+        if state.flushing is None:
+            state.flushing = asyncio.get_running_loop().create_task(self._flush_later(admission.key, state))
+
+    async def _flush_later(self, name: str, state: _Key) -> None:
+        try:
+            await asyncio.sleep(FLUSH_S)
+            await self._flush(name, state)
+        finally:
+            state.flushing = None
+
+    async def _flush(self, name: str, state: _Key) -> None:
+        kv = self._kv
+        assert kv is not None
+        try:
+            async with state.lock:
+                for _ in range(ATTEMPTS):
+                    if not state.pending:
+                        return
+                    now = self._clock()
+                    slot, revision = await self._read(kv, name)
+                    settles = self._apply(slot, state, int(now), self.local.month_of(now))
+                    if self._written(state, settles, await self._write(kv, name, slot, revision)):
+                        return
+                raise TimeoutError(f"{ATTEMPTS} conflicting writes")
+        except Exception as exc:
+            self._failed(exc)
+            lost, state.pending[:] = len(state.pending), []
+            log.warning("the tokens and cost of %d request(s) of key %r were not counted in NATS", lost, name)
+
+    def _key(self, name: str) -> _Key:
+        state = self._keys.get(name)
+        if state is None:
+            state = self._keys[name] = _Key()
+        return state
+
+    @staticmethod
+    def _apply(slot: Slot, state: _Key, now_s: int, month: int) -> int:
+        """Settle the key's pending requests in `slot`; how many (taken off only once written)."""
+        for second, estimate, tokens, micro in state.pending:
+            slot.settled(0, now_s, now_s // DAY, month, second, estimate, tokens, micro)
+        return len(state.pending)
+
+    @staticmethod
+    def _written(state: _Key, settles: int, written: bool) -> bool:
+        if written and settles:
+            del state.pending[:settles]
+        return written
+
+    async def _read(self, kv: KeyValue, key: str) -> tuple[Slot, int]:
+        import nats.js.errors
+
+        try:
+            entry = await asyncio.wait_for(kv.get(_kv_key(key)), TIMEOUT_S)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return Slot(), 0
+        return Slot(entry.value), entry.revision or 0
+
+    async def _write(self, kv: KeyValue, key: str, slot: Slot, revision: int) -> bool:
+        import nats.js.errors
+
+        try:
+            await asyncio.wait_for(kv.update(_kv_key(key), bytes(slot.mm), last=revision), TIMEOUT_S)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False  # another gateway wrote it first: read again
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        if time.monotonic() >= self._down_until:
+            log.warning("limits are counted on this host while NATS cannot be used: %s", _describe(exc))
+        self._down_until = time.monotonic() + RETRY_S
+
+
+def _kv_key(name: str) -> str:
+    return "k" + key_id(name).hex()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
