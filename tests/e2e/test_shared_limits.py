@@ -27,10 +27,10 @@ def config(directory: Path, nats_url: str) -> Path:
     path.write_text(
         f"""
 [server]
-state_dir = "{directory / 'state'}"
+state_dir = "{directory / "state"}"
 
 [tracing]
-dir = "{directory / 'traces'}"
+dir = "{directory / "traces"}"
 
 [bus]
 kind = "nats"
