@@ -20,10 +20,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import openai
 import orjson
 import pytest
 
+from tests.e2e.conftest import OPENAI_KEY, gateway_config
+from tests.e2e.gateway import Gateway
 from tests.fakes.otlp import OtlpHttpReceiver
+from tests.fakes.upstream import FakeUpstream
 from tests.nats import NatsServer
 from tests.processes import spawn, stop
 from tests.samples import Request, span_id, trace_line
@@ -31,6 +35,7 @@ from tfgw.bus.connect import connect
 from tfgw.bus.consume import FETCH_MESSAGES, consumer_config, consumer_name
 from tfgw.bus.stream import ensure_stream
 from tfgw.config_bus import BusSettings
+from tfgw.tracing.segments import log_segments
 
 pytestmark = pytest.mark.e2e
 
@@ -281,3 +286,52 @@ def test_otel_status_reads_each_consumer_and_says_so_in_one_line_when_nats_is_do
     assert (down.returncode, down.stdout) == (1, "")
     assert down.stderr.startswith(f"tfgw: cannot reach NATS at {nats_server.url} within 3 s: "), down.stderr
     assert len(down.stderr.splitlines()) == 1
+
+
+def gateway(directory: Path, upstream: FakeUpstream, nats: NatsServer) -> Path:
+    """A gateway of its own trace and state dirs, publishing to `nats` (and exporting nothing)."""
+    directory.mkdir(parents=True)
+    text = gateway_config(upstream.url, directory / "traces")
+    text = text[: text.index("[[keys]]")] + text[text.index("[providers.up]") :]
+    text = text.replace("[server]\n", f'[server]\nstate_dir = "{directory / "state"}"\n', 1)
+    config = directory / "tfgw.toml"
+    config.write_text(text + f'\n[bus]\nkind = "nats"\nurl = "{nats.url}"\n')
+    return config
+
+
+def chat(gw: Gateway, n: int) -> None:
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused", max_retries=0, timeout=10) as client:
+        for _ in range(n):
+            client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+
+
+def logged_span_ids(trace_dir: Path) -> list[str]:
+    return [
+        span["spanId"].lower()
+        for segment in log_segments(trace_dir)
+        for line in segment.read_bytes().splitlines()
+        for rs in orjson.loads(line)["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for span in ss["spans"]
+    ]
+
+
+def test_two_gateways_publish_and_one_exporter_delivers_every_span_of_both_once(
+    tmp_path: Path, nats_server: NatsServer, upstream: FakeUpstream
+) -> None:
+    a, b = gateway(tmp_path / "a", upstream, nats_server), gateway(tmp_path / "b", upstream, nats_server)
+    env = {"E2E_OPENAI_KEY": OPENAI_KEY}
+    with OtlpHttpReceiver() as rx, Gateway(a, env=env) as gw_a, Gateway(b, env=env) as gw_b:
+        exporter = Exporter(write_config(tmp_path, nats_server, rx), "exporter")
+        chat(gw_a, 6)
+        chat(gw_b, 4)
+        chat(gw_a, 2)
+
+        def logged() -> list[str]:
+            return logged_span_ids(tmp_path / "a" / "traces") + logged_span_ids(tmp_path / "b" / "traces")
+
+        wait_until(lambda: len(logged()) == 12 * 4, 20, "both gateways' 12 requests in their logs")
+        wait_until(lambda: len(rx.spans) >= 12 * 4, 30, "every span delivered")
+        done = exporter.stop()
+    assert sorted(s["spanId"] for s in rx.spans) == sorted(logged())
+    assert done == {"delivered": 48, "acked": 12, "redelivered": 0, "rejected": 0, "termed": 0}
