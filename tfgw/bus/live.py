@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from tfgw.bus.connect import BusError, connect, describe, masked
 from tfgw.config_bus import BusSettings
-from tfgw.tracing.reader import Trace, _line_traces, warn_stderr
+from tfgw.tracing.reader import Trace, line_traces, warn_stderr
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -180,7 +180,7 @@ class BusFollower:
             sequence, data = value
             # one line of the log without its newline: give it one, so that bad JSON is not taken
             # for a torn last line
-            yield from _line_traces(self._file, sequence, data + b"\n", self._warn)
+            yield from line_traces(self._file, sequence, data + b"\n", self._warn)
 
     # -- the loop's side ------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ __all__ = [
     "file_traces",
     "find_trace",
     "is_segment",
+    "line_traces",
     "newest_rows",
     "read_rows",
     "read_traces",
@@ -194,7 +195,8 @@ def _groups(path: Path, line: int, data: Mapping[str, Any], warn: Warn) -> dict[
     return groups
 
 
-def _line_traces(path: Path, line: int, raw: bytes, warn: Warn) -> list[Trace]:
+def line_traces(path: Path, line: int, raw: bytes, warn: Warn) -> list[Trace]:
+    """The traces of one line `raw` (line number `line` of `path`: what a warning names)."""
     data = _decode(path, line, raw, warn)
     if data is None:
         return []
@@ -232,7 +234,7 @@ def _segment_traces(path: Path, offset: int, line: int, warn: Warn) -> Iterator[
     """The traces of a segment from `offset` (the start of line `line + 1`), each with the offset
     just past its line."""
     for n, end, raw in _lines(path, offset, line):
-        for trace in _line_traces(path, n, raw, warn):
+        for trace in line_traces(path, n, raw, warn):
             yield trace, end
 
 
@@ -361,13 +363,13 @@ def _find_in_file(path: Path, prefix: str, warn: Warn) -> Iterator[Trace]:
         line += 1
         if str(row.get("trace_id") or "").lower().startswith(prefix):
             for n, _, raw in _lines(path, start, line - 1):
-                yield from _matching(_line_traces(path, n, raw, warn), prefix)
+                yield from _matching(line_traces(path, n, raw, warn), prefix)
                 return
         start = end
     needle = prefix.encode()
     for n, _, raw in _lines(path, start, line):
         if needle in raw:
-            yield from _matching(_line_traces(path, n, raw, warn), prefix)
+            yield from _matching(line_traces(path, n, raw, warn), prefix)
 
 
 def _find_in_foreign(path: Path, prefix: str, warn: Warn) -> Iterator[Trace]:
@@ -504,7 +506,7 @@ class Follower:
                     return
                 cursor.offset += len(raw)
                 cursor.line += 1
-                yield from _line_traces(path, cursor.line, raw, self._warn)
+                yield from line_traces(path, cursor.line, raw, self._warn)
 
 
 def _last_newline_end(path: Path, size: int, block: int = 1 << 16) -> int:
