@@ -1,6 +1,7 @@
 """What a limit counted across gateways costs a request (tfgw.policy.shared): the time of
-`SharedLimits.admit` (a get and an update in NATS JetStream's key-value store) against the local
-table's `Limits.admit`, on a real nats-server on 127.0.0.1, one client, N sequential requests.
+`SharedLimits.admit` (NATS JetStream's key-value store) against the local table's `Limits.admit`,
+on a real nats-server on 127.0.0.1, N sequential requests of one key: one gateway alone, then two
+taking turns (each admission after the other's write: a conflict every time, the costly case).
 
     python bench/shared_limits.py              # 2,000 requests, about 5 seconds
     python bench/shared_limits.py --requests 10000
@@ -34,21 +35,26 @@ def percentile(values: list[float], p: float) -> float:
 async def measure(url: str, directory: Path, requests: int) -> dict[str, float]:
     key = KeySettings(name="bench", hash="sha256:" + "0" * 64, rpm=10**9, tpm=10**12)
     local = Limits([key], directory / "limits.bin")
-    shared = SharedLimits(Limits([key], directory / "other.bin"))
-    await shared.connect(BusSettings(kind="nats", urls=(url,)))
+    bus = BusSettings(kind="nats", urls=(url,))
+    shared = [SharedLimits(Limits([key], directory / f"gateway-{i}.bin")) for i in range(2)]
+    for gateway in shared:
+        await gateway.connect(bus)
     out: dict[str, float] = {}
-    for name, admit in (("local", None), ("shared", shared)):
+    # one gateway alone on the key; then two taking turns (every admission after the other's write)
+    for name, turns in (("local", None), ("shared", shared[:1]), ("shared_two_gateways", shared)):
         times, cpu = [], time.process_time()
-        for _ in range(requests):
+        for i in range(requests):
             t = time.perf_counter()
-            admission = local.admit(key, 10) if admit is None else await admit.admit(key, 10)
+            counter = local if turns is None else turns[i % len(turns)]
+            admission = local.admit(key, 10) if turns is None else await turns[i % len(turns)].admit(key, 10)
             times.append(time.perf_counter() - t)
-            (local if admit is None else admit).settle(admission, 10, 0.0)
+            counter.settle(admission, 10, 0.0)
         await asyncio.sleep(0.5)  # the shared settles, tasks of their own
         out[f"{name}_p50_ms"] = round(percentile(times, 50) * 1000, 3)
         out[f"{name}_p99_ms"] = round(percentile(times, 99) * 1000, 3)
         out[f"{name}_cpu_us_per_request"] = round((time.process_time() - cpu) / requests * 1e6, 1)
-    await shared.close()
+    for gateway in shared:
+        await gateway.close()
     return out
 
 

@@ -5,9 +5,14 @@ table, `tfgw.policy.counters`, counted with the same arithmetic) is one value of
 `TFGW_LIMITS`, under `k<BLAKE2b-128 of the key's name>`. A request reads the value, counts itself
 in it, and writes it back only if nobody wrote it meanwhile (`update` with the revision it read:
 optimistic concurrency, tried again on a conflict), so every replica counts on the same counts and
-a limit holds exactly across them. It costs the request two round trips to NATS (a get and an
-update: bench/README.md "Shared limits"); the settle after the answer is two more, off the request
-path (a task), so the `auth` span's remaining counts are those at admission.
+a limit holds exactly across them.
+
+A request costs one round trip to NATS while this gateway is the last to have written the key (an
+update with the revision of its own last write), three when another one wrote since (the update
+refused, a get, the update); a refusal always reads the key first (bench/README.md "Shared
+limits"). A gateway takes its requests of one key one at a time, so it never conflicts with
+itself, and an answer's tokens and cost go with the key's next write, or alone within `FLUSH_S`,
+off the request path: the `auth` span's remaining counts are those at admission.
 
 While NATS cannot be reached (or its answer takes longer than `TIMEOUT_S`), requests are counted
 in the local table instead, so limits hold per host, not across replicas, until it is back (it is
@@ -52,12 +57,15 @@ class _Key:
     """One key's side of this gateway: its reads and writes one at a time (a gateway never
     conflicts with itself), and the settles not written yet (they go with the next write)."""
 
-    __slots__ = ("flushing", "lock", "pending")
+    __slots__ = ("flushing", "known", "lock", "pending")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.pending: list[tuple[int, int, int, int]] = []  # (second, estimate, tokens, micro-USD)
         self.flushing: asyncio.Task[None] | None = None
+        #: the value and revision this gateway last wrote: written on again without a read, until
+        #: another gateway's write makes that fail
+        self.known: tuple[bytes, int] | None = None
 
 
 class SharedLimits:
@@ -108,14 +116,20 @@ class SharedLimits:
         try:
             async with state.lock:
                 for _ in range(ATTEMPTS):
-                    slot, revision = await self._read(kv, key.name)
+                    cached = state.known is not None
+                    slot, revision = await self._read(kv, key.name, state)
                     settles = self._apply(slot, state, now_s, month)
                     counts, taken = slot.count(0, now_s, now_s // DAY, month, estimate, rules.limits)
+                    if not taken and cached:  # refused on what this gateway last wrote: ask NATS
+                        state.known = None
+                        continue
                     if not taken:
                         if settles:
-                            self._written(state, settles, await self._write(kv, key.name, slot, revision))
+                            self._written(
+                                state, settles, await self._write(kv, key.name, slot, revision, state)
+                            )
                         raise local.refusal(rules, now, counts, estimate, functools.partial(slot.expiry, 0))
-                    if self._written(state, settles, await self._write(kv, key.name, slot, revision)):
+                    if self._written(state, settles, await self._write(kv, key.name, slot, revision, state)):
                         admission = rules.admission(counts, estimate)
                         admission.shared = True
                         return admission
@@ -157,9 +171,9 @@ class SharedLimits:
                     if not state.pending:
                         return
                     now = self._clock()
-                    slot, revision = await self._read(kv, name)
+                    slot, revision = await self._read(kv, name, state)
                     settles = self._apply(slot, state, int(now), self.local.month_of(now))
-                    if self._written(state, settles, await self._write(kv, name, slot, revision)):
+                    if self._written(state, settles, await self._write(kv, name, slot, revision, state)):
                         return
                 raise TimeoutError(f"{ATTEMPTS} conflicting writes")
         except Exception as exc:
@@ -186,22 +200,27 @@ class SharedLimits:
             del state.pending[:settles]
         return written
 
-    async def _read(self, kv: KeyValue, key: str) -> tuple[Slot, int]:
+    async def _read(self, kv: KeyValue, key: str, state: _Key) -> tuple[Slot, int]:
         import nats.js.errors
 
+        if state.known is not None:  # what this gateway wrote last: one round trip, not two
+            return Slot(state.known[0]), state.known[1]
         try:
             entry = await asyncio.wait_for(kv.get(_kv_key(key)), TIMEOUT_S)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return Slot(), 0
         return Slot(entry.value), entry.revision or 0
 
-    async def _write(self, kv: KeyValue, key: str, slot: Slot, revision: int) -> bool:
+    async def _write(self, kv: KeyValue, key: str, slot: Slot, revision: int, state: _Key) -> bool:
         import nats.js.errors
 
+        data = bytes(slot.mm)
+        state.known = None  # until this write is known to have been taken
         try:
-            await asyncio.wait_for(kv.update(_kv_key(key), bytes(slot.mm), last=revision), TIMEOUT_S)
+            written = await asyncio.wait_for(kv.update(_kv_key(key), data, last=revision), TIMEOUT_S)
         except nats.js.errors.KeyWrongLastSequenceError:
             return False  # another gateway wrote it first: read again
+        state.known = data, written
         return True
 
     def _failed(self, exc: BaseException) -> None:
