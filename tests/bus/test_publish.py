@@ -238,3 +238,13 @@ def test_the_cursor_moves_past_the_lines_acked_in_order_and_no_further() -> None
     blank = Pending("c", 0, 9, [b"ab", b"cd"])  # a blank line was skipped: offsets unknown inside
     _advance(cursor, [blank], 1)
     assert cursor.offsets == {"a": 22, "b": 3}
+
+
+def test_a_lines_message_id_is_its_root_spans_ids_or_else_its_digest() -> None:
+    import hashlib
+
+    line = orjson.dumps(trace_line(Request(7)))
+    root = orjson.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert msg_id(line) == root["traceId"] + root["spanId"]
+    foreign = b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"x","traceId":"ab"}]}]}]}'
+    assert msg_id(foreign) == hashlib.blake2b(foreign, digest_size=16).hexdigest()

@@ -5,7 +5,7 @@ nothing it does (NATS slow, down, or refusing) can delay or fail a request. It f
 from a cursor of its own, `{trace dir}/.cursors/nats.json` (tfgw.export.cursor, as a target's; the
 log's retention keeps what it has not published, up to `[tracing] max_disk_mb`), and publishes each
 line as one message on `bus.subject`: exactly the line's bytes, no newline, with the header
-`Nats-Msg-Id` = the line's BLAKE2b-128 hex digest (`msg_id`). A batch of lines (`BATCH_BYTES`) is
+`Nats-Msg-Id` = the line's first span's trace id and span id (`msg_id`). A batch of lines (`BATCH_BYTES`) is
 pipelined (every line sent, then the acks awaited, in order) and the cursor moves past the lines
 JetStream acknowledged, in order, and only those: NATS down means lines wait on disk and go out in
 order once it is back. A line JetStream did not acknowledge is published again; one it stored whose
@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -73,8 +74,18 @@ RECONNECT_MAX_S = 2.0
 T = TypeVar("T")
 
 
+#: the first span of a line as tfgw writes it: the request's root, its trace and span ids first
+_FIRST_SPAN = re.compile(rb'"traceId":"([0-9a-f]{32})","spanId":"([0-9a-f]{16})"')
+
+
 def msg_id(line: bytes) -> str:
-    """The line's `Nats-Msg-Id`: its BLAKE2b-128 digest in hex."""
+    """The line's `Nats-Msg-Id`: its first span's trace id and span id (tfgw's lines: the request's
+    root span, whose id is new for every request, where the trace id is the caller's when it sent a
+    traceparent), read with one regex search; else the line's BLAKE2b-128 digest (a 7 kB line's
+    digest costs ~17 µs, the search ~1)."""
+    found = _FIRST_SPAN.search(line)
+    if found is not None:
+        return (found.group(1) + found.group(2)).decode()
     return hashlib.blake2b(line, digest_size=16).hexdigest()
 
 
