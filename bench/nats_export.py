@@ -10,9 +10,12 @@ directory), with a `Nats-Msg-Id` each as the gateway's publisher sends them. Eve
 durable consumer on that stream (`tfgw.bus.consume.consumer_config`, from the stream's start) and
 starts N worker processes, each a `tfgw.bus.consume.TargetConsumer` (fetch, encode as
 http/protobuf without gzip, send, ack), all on that one consumer. The clock runs from the moment
-every worker is connected and told to go until the receiver (`export_throughput.py`'s, its own
+every worker is ready and told to go until the receiver (`export_throughput.py`'s, its own
 process) has counted every span; each worker reports its CPU time. Everything stays on 127.0.0.1;
 the server, the receiver and the workers are stopped on exit, on errors and ^C too.
+
+For comparison, measured in the same run: the same lines through the log mode's pipeline (parse,
+prepare, encode, send, 2,000-span payloads; `export_throughput.measure_send`), without NATS.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from export_throughput import Target, make_lines, receiver, spans_in  # noqa: E402
+from export_throughput import Target, make_lines, measure_send, receiver, spans_in  # noqa: E402
 
 from tfgw.bus.consume import connect, consumer_config, ensure_stream  # noqa: E402
 from tfgw.config_bus import BusSettings  # noqa: E402
@@ -202,10 +205,17 @@ def main() -> None:
     if args.worker:
         work(args.worker, args.target, args.endpoint)
         return
+    import gc
+
     raw = make_lines(args.requests)
     spans = spans_in(raw)
+    gc.collect()
+    gc.freeze()  # the lines made here are not a worker's: the pipeline measured here skips them
+    gc.set_threshold(20_000, 10, 10)  # as an exporter process (and each worker here) sets it
     best: dict[int, dict[str, Any]] = {}
     with nats_server() as url, receiver("http") as (endpoint, counter):
+        # the same lines sent by the log mode's pipeline, without NATS, in this process
+        local = measure_send(raw, BenchTarget(endpoint, "http/protobuf", None), 2000, counter, args.repeat)
         asyncio.run(_publish(BusSettings(kind="nats", urls=(url,)), raw))
         for workers in (1, 2):
             for run in range(args.repeat):
@@ -218,6 +228,7 @@ def main() -> None:
         "lines": len(raw),
         "spans": spans,
         "bytes_per_line": round(sum(map(len, raw)) / len(raw)),
+        "local_log_pipeline": {k: local[k] for k in ("spans_per_s", "spans_per_cpu_s", "batch_spans")},
         "results": list(best.values()),
         "speedup_2w": round(best[2]["spans_per_s"] / best[1]["spans_per_s"], 2),
     }
@@ -229,6 +240,8 @@ def main() -> None:
     print(f"{report['machine']}; {len(raw):,} lines, {spans:,} spans, {size:,} bytes a line\n")
     print("| workers | spans/s (wall) | spans/CPU-s (workers) | spans by worker | redelivered |")
     print("| ---: | ---: | ---: | --- | ---: |")
+    rate, cpu = f"{local['spans_per_s']:,}", f"{local['spans_per_cpu_s']:,}"
+    print(f"| no NATS: the log mode's pipeline | {rate} | {cpu} | | |")
     for r in report["results"]:
         by = ", ".join(f"{n:,}" for n in r["delivered_by_worker"])
         rate, cpu = f"{r['spans_per_s']:,}", f"{r['spans_per_cpu_s']:,}"

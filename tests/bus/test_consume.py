@@ -13,7 +13,7 @@ import orjson
 
 from tests.export.target_stub import TargetStub
 from tests.samples import Request, trace_line
-from tfgw.bus.consume import TargetConsumer, _Settlement, consumer_config
+from tfgw.bus.consume import TargetConsumer, _num_delivered, _Settlement, consumer_config
 from tfgw.config_bus import BusSettings
 from tfgw.export.encode import EncodedBatch
 from tfgw.export.send import SendResult
@@ -149,3 +149,9 @@ def test_every_exporter_shares_one_durable_explicit_ack_consumer_per_target() ->
         "idle_heartbeat": 0,
         "inactive_threshold": 0,
     }
+
+
+def test_the_delivery_count_is_read_from_either_form_of_reply_subject() -> None:
+    v1 = "$JS.ACK.TFGW_TRACES.tfgw-mw.3.17.20.1733000000000000000.0"
+    v2 = "$JS.ACK._.ACCHASH.TFGW_TRACES.tfgw-mw.2.17.20.1733000000000000000.0.xyz"
+    assert [_num_delivered(v1), _num_delivered(v2), _num_delivered("inbox.1")] == [3, 2, 1]

@@ -181,6 +181,17 @@ class _Puller:
         return out
 
 
+def _num_delivered(reply: str) -> int:
+    """The delivery count in a JetStream message's reply subject, without parsing the rest of it:
+    `$JS.ACK.<stream>.<consumer>.<delivered>.…` (9 tokens), or with a domain and an account hash
+    before the stream (12 tokens, nats-server 2.9 and later)."""
+    tokens = reply.split(".")
+    try:
+        return int(tokens[4] if len(tokens) == 9 else tokens[6])
+    except (IndexError, ValueError):
+        return 1
+
+
 def _status(msg: Any) -> str | None:
     headers = msg.headers
     if msg.data or not headers:
@@ -314,7 +325,7 @@ class TargetConsumer:
         except Exception:  # not a JetStream reply subject: nothing to learn from it
             return
         self.stats["lag_s"] = max(0.0, self.clock() - meta.timestamp.timestamp())
-        self.stats["redelivered"] += sum(1 for m in msgs if m.metadata.num_delivered > 1)
+        self.stats["redelivered"] += sum(1 for m in msgs if _num_delivered(m.reply) > 1)
 
     def _deliver(self, msgs: list[Any], sender: send.Sender) -> _Settlement:
         """Encode and send the fetch (in the target's send thread): what to ack, term and nak."""
