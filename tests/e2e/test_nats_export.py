@@ -215,10 +215,11 @@ def test_a_rejected_payload_is_termed_counted_and_never_redelivered(
         "target rx rejected 12 spans (3 messages termed): span attribute too long" in exporter.log.read_text()
     )
     assert status == {
-        "rx": {
+        "publisher": None,  # no gateway publishes from this machine's trace log
+        "consumers": {"rx": {
             "consumer": "tfgw-rx", "state": "consumer", "reason": None, "num_pending": 0,
             "num_ack_pending": 0, "num_redelivered": 0, "delivered": 5, "ack_floor": 5, "waiting": 1,
-        }
+        }},
     }  # fmt: skip
 
 
@@ -247,7 +248,14 @@ def test_a_retryable_failure_is_redelivered_after_the_nak_delay(
 
 def _settled(seen: list[Any], status: Any) -> bool:
     seen.append(status)
-    return bool(status["rx"]["num_ack_pending"] == 0 and status["rx"]["waiting"])
+    rx = status["consumers"]["rx"]
+    return bool(rx["num_ack_pending"] == 0 and rx["waiting"])
+
+
+def _publisher(seen: list[Any], status: Any) -> dict[str, Any]:
+    seen.append(status)
+    publisher = status["publisher"] or {}
+    return {k: publisher.get(k) for k in ("state", "delivered", "pending_bytes", "last_error")}
 
 
 def _otel_status(config: Path, *args: str) -> Any:
@@ -333,5 +341,10 @@ def test_two_gateways_publish_and_one_exporter_delivers_every_span_of_both_once(
         wait_until(lambda: len(logged()) == 12 * 4, 20, "both gateways' 12 requests in their logs")
         wait_until(lambda: len(rx.spans) >= 12 * 4, 30, "every span delivered")
         done = exporter.stop()
+        # on gateway a's machine `otel status` shows its publisher too (its file: at least every 2 s)
+        seen: list[Any] = []
+        expected = {"state": "running", "delivered": 8, "pending_bytes": 0, "last_error": None}
+        wait_until(lambda: _publisher(seen, _otel_status(a)) == expected, 10, "gateway a's publisher")
+    assert seen[-1]["consumers"] == {}  # gateway a's config names no target
     assert sorted(s["spanId"] for s in rx.spans) == sorted(logged())
     assert done == {"delivered": 48, "acked": 12, "redelivered": 0, "rejected": 0, "termed": 0}

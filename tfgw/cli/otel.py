@@ -399,32 +399,35 @@ def status(
 
 
 def _consumer_status(settings: Settings, json_: bool) -> None:
-    """`otel status` in NATS mode: one line per target's consumer; NATS unreachable: exit 1."""
+    """`otel status` in NATS mode: one line per target's consumer, then this machine's publisher
+    when a gateway publishes from its trace log; NATS unreachable: one line, exit 1."""
     from tfgw.bus.connect import BusError
-    from tfgw.export.status import consumer_status
+    from tfgw.export.status import consumer_status, publisher_status
 
     try:
-        report = consumer_status(settings)
+        consumers = consumer_status(settings)
     except BusError as exc:
         print(f"tfgw: {exc.message}", file=sys.stderr)
         raise typer.Exit(1) from None
+    publisher = publisher_status(settings)
     if json_:
-        print(orjson.dumps(report).decode())
+        print(orjson.dumps({"consumers": consumers, "publisher": publisher}).decode())
         return
     columns = (
-        "target",
-        "consumer",
-        "pending",
-        "ack pending",
-        "redelivered",
-        "delivered",
-        "waiting",
-        "reason",
-    )
+        "target", "consumer", "pending", "ack pending", "redelivered", "delivered", "waiting", "reason",
+    )  # fmt: skip
     table = Table(*columns, box=None, pad_edge=False, header_style="bold")
-    for target, s in report.items():
+    for target, s in consumers.items():
         counts = (s["num_pending"], s["num_ack_pending"], s["num_redelivered"], s["delivered"], s["waiting"])
         table.add_row(
             target, s["consumer"], *("-" if n is None else str(n) for n in counts), s["reason"] or ""
         )
     _print_table(table)
+    if publisher is not None:
+        pending = publisher["pending_bytes"]
+        said = [
+            f"publisher: {publisher['state']}",
+            f"{publisher['delivered'] or 0} lines on the stream",
+            "pending -" if pending is None else f"pending {pending / 1024:.0f} KiB",
+        ]
+        print(", ".join(said + [m for m in (publisher["last_error"], publisher["reason"]) if m]))

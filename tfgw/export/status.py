@@ -14,7 +14,9 @@ for each target's durable consumer (`tfgw-<target>`) instead: messages not yet d
 exporter (`num_pending`), delivered and waiting for their ack (`num_ack_pending`), delivered more
 than once (`num_redelivered`), deliveries so far (`delivered`, redeliveries included), the stream
 sequence every message up to which is settled (`ack_floor`), and the exporters' pull requests
-waiting on it now (`waiting`: 0 means no exporter is idle on it, or none runs).
+waiting on it now (`waiting`: 0 means no exporter is idle on it, or none runs). The gateway's
+publisher on this machine keeps a cursor file as a target's exporter does (`nats`):
+`publisher_status` reads it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from tfgw.config import Settings
 from tfgw.export.targets import resolve_target, target_names
 from tfgw.tracing.segments import cursor_dir, dropped_spans
 
-__all__ = ["STALE_S", "consumer_status", "not_running_reason", "target_status"]
+__all__ = ["STALE_S", "consumer_status", "not_running_reason", "publisher_status", "target_status"]
 
 STALE_S = 15.0
 FIELDS = (
@@ -173,3 +175,13 @@ async def _consumer_status(settings: Settings, names: list[str]) -> dict[str, di
     finally:
         await nc.close()
     return out
+
+
+def publisher_status(settings: Settings, *, now: float | None = None) -> dict[str, Any] | None:
+    """The publisher of this machine's gateway (`tfgw.bus.publish`, its cursor `nats`) as
+    `target_status` reads a target's; None when no gateway has published from this trace log."""
+    from tfgw.bus.publish import CURSOR
+
+    if not (cursor_dir(settings.tracing.path) / f"{CURSOR}.json").exists():
+        return None
+    return target_status(settings, [CURSOR], now=now)[CURSOR]
