@@ -348,3 +348,24 @@ def test_two_gateways_publish_and_one_exporter_delivers_every_span_of_both_once(
     assert seen[-1]["consumers"] == {}  # gateway a's config names no target
     assert sorted(s["spanId"] for s in rx.spans) == sorted(logged())
     assert done == {"delivered": 48, "acked": 12, "redelivered": 0, "rejected": 0, "termed": 0}
+
+
+def test_serve_with_exporter_delivers_from_the_stream_through_the_same_consumer(
+    tmp_path: Path, nats_server: NatsServer, upstream: FakeUpstream
+) -> None:
+    config = gateway(tmp_path / "a", upstream, nats_server)
+    with OtlpHttpReceiver() as rx:
+        config.write_text(config.read_text() + f'\n[otel.targets.rx]\nkind = "otlp"\nendpoint = "{rx.url}"\n')
+        with Gateway(config, "--exporter", env={"E2E_OPENAI_KEY": OPENAI_KEY}) as gw:
+            chat(gw, 3)
+            wait_until(lambda: len(rx.spans) >= 3 * 4, 30, "every span delivered")
+            infos: list[Any] = []  # the acks follow the backend's answer
+            wait_until(lambda: _acked(infos, bus_of(nats_server)) == 3, 10, "the 3 messages acked")
+    assert sorted(s["spanId"] for s in rx.spans) == sorted(logged_span_ids(tmp_path / "a" / "traces"))
+    assert (infos[-1].name, infos[-1].num_pending, infos[-1].num_ack_pending) == ("tfgw-rx", 0, 0)
+
+
+def _acked(infos: list[Any], bus: BusSettings) -> int:
+    infos.append(run(_consumer_info(bus, "rx")))
+    floor: int = infos[-1].ack_floor.stream_seq
+    return floor
