@@ -175,7 +175,9 @@ class _Puller:
             elif status == "409" and oversize and not out and "MaxBytes" in _description(msg):
                 return await self._pull({"batch": 1, "no_wait": True}, 1, timeout)
             elif status != "100":  # 100: an idle heartbeat
-                if status not in ("404", "408", "409"):
+                if status == "503" or "Deleted" in _description(msg):  # the consumer is gone: make it again
+                    raise BusError(f"pull on {self.subject}: {status} {_description(msg)}")
+                if status not in ("404", "408", "409"):  # 404, 408, 409: this request's end
                     log.warning("nats pull on %s: %s %s", self.subject, status, _description(msg))
                 break
         return out
@@ -282,6 +284,7 @@ class TargetConsumer:
                     nc = await connect(self.bus, "exporter", timeout=CONNECT_S)
                 except BusError as exc:  # unreachable (logged by connect): again, until it answers or we stop
                     self.stats["last_error"] = exc.message
+                    await self._wait(RECONNECT_S)
                     continue
                 try:
                     await self._consume(nc, sender, pool)
