@@ -33,23 +33,33 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def measure(url: str, directory: Path, requests: int) -> dict[str, float]:
-    key = KeySettings(name="bench", hash="sha256:" + "0" * 64, rpm=10**9, tpm=10**12)
+    key = KeySettings(name="bench", hash="sha256:" + "0" * 64, rpm=10**9, budget_usd_day=10**6)
     local = Limits([key], directory / "limits.bin")
     bus = BusSettings(kind="nats", urls=(url,))
     shared = [SharedLimits(Limits([key], directory / f"gateway-{i}.bin")) for i in range(2)]
     for gateway in shared:
         await gateway.connect(bus)
     out: dict[str, float] = {}
-    # one gateway alone on the key; then two taking turns (every admission after the other's write)
-    for name, turns in (("local", None), ("shared", shared[:1]), ("shared_two_gateways", shared)):
+    # one gateway alone on the key; then two taking turns (every admission after the other's
+    # write); back to back, and 2 ms apart (a request's own time: reservations are made meanwhile)
+    scenarios = (
+        ("local", None, 0.0),
+        ("shared", shared[:1], 0.0),
+        ("shared_two_gateways", shared, 0.0),
+        ("shared_2ms_apart", shared[:1], 0.002),
+        ("shared_two_gateways_2ms_apart", shared, 0.002),
+    )
+    for name, turns, gap in scenarios:
         times, cpu = [], time.process_time()
         for i in range(requests):
+            if gap:
+                await asyncio.sleep(gap)
             t = time.perf_counter()
             counter = local if turns is None else turns[i % len(turns)]
             admission = local.admit(key, 10) if turns is None else await turns[i % len(turns)].admit(key, 10)
             times.append(time.perf_counter() - t)
             counter.settle(admission, 10, 0.0)
-        await asyncio.sleep(0.5)  # the shared settles, tasks of their own
+        await asyncio.sleep(1.5)  # the shared settles and reservations, tasks of their own
         out[f"{name}_p50_ms"] = round(percentile(times, 50) * 1000, 3)
         out[f"{name}_p99_ms"] = round(percentile(times, 99) * 1000, 3)
         out[f"{name}_cpu_us_per_request"] = round((time.process_time() - cpu) / requests * 1e6, 1)

@@ -169,6 +169,22 @@ class _Counting:
             counts = second, requests, in_tokens, day_spent, month_spent
         return counts
 
+    def release(self, offset: int, now_s: int, day: int, month: int, second: int) -> Counts:
+        """Take back one request counted in `second` that was never made (a reservation of
+        `tfgw.policy.shared`), if that second is still in the window; the counts after."""
+        mm = self.mm
+        counts = self.advance(offset, now_s, day, month)
+        newest, requests, tokens, day_spent, month_spent = counts
+        if not newest - WINDOW < second <= newest:
+            return counts
+        bucket = offset + RING + second % WINDOW * BUCKET.size
+        bucket_requests, bucket_tokens = BUCKET.unpack_from(mm, bucket)
+        if bucket_requests <= 0:
+            return counts
+        BUCKET.pack_into(mm, bucket, bucket_requests - 1, bucket_tokens)
+        WINDOW_COUNTS.pack_into(mm, offset + _COUNTS_AT, newest, requests - 1, tokens)
+        return newest, requests - 1, tokens, day_spent, month_spent
+
     def _add(self, offset: int, counts: Counts, second: int, tokens: int) -> Counts:
         """Add tokens to the bucket of `second` (in the window `counts` were read from); a bucket
         never goes below zero."""

@@ -49,7 +49,7 @@ from tfgw.config import KeySettings
 from tfgw.errors import BudgetExceededError, RateLimitError
 from tfgw.policy.counters import CAPACITY, CounterTable, Counts
 
-__all__ = ["Admission", "Limits", "Usage", "read_usage"]
+__all__ = ["Admission", "Limits", "Rules", "Usage", "read_usage"]
 
 DAY = 86_400
 MICRO = 1_000_000
@@ -297,6 +297,10 @@ class Limits:
             retry_after=_wait(resets, now),
             limit=name,
         )
+
+
+#: a key's limits as `admit` compares them (`tfgw.policy.shared` counts with them too)
+Rules = _Rules
 
 
 def read_usage(path: Path, names: Iterable[str], clock: Callable[[], float] = time.time) -> dict[str, Usage]:

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 from tfgw.config import KeySettings
 from tfgw.config_bus import BusSettings
 from tfgw.errors import RateLimitError
-from tfgw.policy.counters import Slot, key_id
-from tfgw.policy.limits import DAY, MICRO, Admission, Limits
+from tfgw.policy.counters import Counts, Slot, key_id
+from tfgw.policy.limits import DAY, MICRO, Admission, Limits, Rules
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -51,13 +51,18 @@ RETRY_S = 1.0
 ATTEMPTS = 50
 #: seconds a settle waits for the key's next write before it is written alone
 FLUSH_S = 0.05
+#: requests of a key a gateway keeps counted ahead (reservations) for its next requests
+RESERVE = 2
+#: seconds a request counted ahead (a reservation) is kept for the next request before it is given
+#: back; a request admitted on one counts from when it was counted, at most this much earlier
+RESERVED_S = 1
 
 
 class _Key:
     """One key's side of this gateway: its reads and writes one at a time (a gateway never
     conflicts with itself), and the settles not written yet (they go with the next write)."""
 
-    __slots__ = ("flushing", "known", "lock", "pending")
+    __slots__ = ("flushing", "known", "lock", "pending", "reserved", "reserving")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
@@ -66,6 +71,16 @@ class _Key:
         #: the value and revision this gateway last wrote: written on again without a read, until
         #: another gateway's write makes that fail
         self.known: tuple[bytes, int] | None = None
+        #: requests counted ahead (the counts right after each), for the next requests to use
+        self.reserved: list[Counts] = []
+        self.reserving: asyncio.Task[None] | None = None
+
+    def take_reserved(self, now_s: int) -> Counts | None:
+        """A request counted ahead, if there is one counted within `RESERVED_S` of `now_s`."""
+        for i, counts in enumerate(self.reserved):
+            if now_s - counts[0] <= RESERVED_S:  # an older one is given back by its own task
+                return self.reserved.pop(i)
+        return None
 
 
 class SharedLimits:
@@ -110,34 +125,93 @@ class SharedLimits:
         local, kv = self.local, self._kv
         if kv is None or time.monotonic() < self._down_until:
             return local.admit(key, estimated_tokens)
-        now = self._clock()
-        now_s, month, estimate = int(now), local.month_of(now), max(estimated_tokens, 0)
         rules, state = local.rules_of(key), self._key(key.name)
+        reserved = state.take_reserved(int(self._clock()))
+        if reserved is not None:  # counted already: no round trip on the request path
+            self._reserve(key, rules, state)
+            return _shared(rules.admission(reserved, 0))
+        now = self._clock()
+        estimate = max(estimated_tokens, 0)
         try:
             async with state.lock:
-                for _ in range(ATTEMPTS):
-                    cached = state.known is not None
-                    slot, revision = await self._read(kv, key.name, state)
-                    settles = self._apply(slot, state, now_s, month)
-                    counts, taken = slot.count(0, now_s, now_s // DAY, month, estimate, rules.limits)
-                    if not taken and cached:  # refused on what this gateway last wrote: ask NATS
-                        state.known = None
-                        continue
-                    if not taken:
-                        if settles:
-                            self._written(
-                                state, settles, await self._write(kv, key.name, slot, revision, state)
-                            )
-                        raise local.refusal(rules, now, counts, estimate, functools.partial(slot.expiry, 0))
-                    if self._written(state, settles, await self._write(kv, key.name, slot, revision, state)):
-                        admission = rules.admission(counts, estimate)
-                        admission.shared = True
-                        return admission
+                counts = await self._count(kv, key, state, rules, now, estimate)
         except RateLimitError:
             raise
         except Exception as exc:  # NATS down, slow, or refusing: count here meanwhile
             self._failed(exc)
-        return local.admit(key, estimated_tokens)
+            return local.admit(key, estimated_tokens)
+        self._reserve(key, rules, state)
+        return _shared(rules.admission(counts, estimate))
+
+    async def _count(
+        self, kv: KeyValue, key: KeySettings, state: _Key, rules: Rules, now: float, estimate: int
+    ) -> Counts:
+        """Count one request in the key's shared slot (its pending settles with it), under
+        `state.lock`: the counts after it, or the refusal's `RateLimitError`."""
+        now_s, month = int(now), self.local.month_of(now)
+        for _ in range(ATTEMPTS):
+            cached = state.known is not None
+            slot, revision = await self._read(kv, key.name, state)
+            settles = self._apply(slot, state, now_s, month)
+            counts, taken = slot.count(0, now_s, now_s // DAY, month, estimate, rules.limits)
+            if not taken and cached:  # refused on what this gateway last wrote: ask NATS
+                state.known = None
+                continue
+            if not taken:
+                if settles:
+                    self._written(state, settles, await self._write(kv, key.name, slot, revision, state))
+                raise self.local.refusal(rules, now, counts, estimate, functools.partial(slot.expiry, 0))
+            if self._written(state, settles, await self._write(kv, key.name, slot, revision, state)):
+                return counts
+        raise TimeoutError(f"{ATTEMPTS} conflicting writes")
+
+    # -- reservations: one request of a key counted ahead, for the next request to use ------------
+
+    def _reserve(self, key: KeySettings, rules: Rules, state: _Key) -> None:
+        """Count the key's next request ahead, off the request path (a task), unless one is
+        counted already, or being counted, or the key has a tpm (its requests' tokens are not
+        known ahead)."""
+        if (
+            key.tpm is None
+            and len(state.reserved) < RESERVE
+            and state.reserving is None
+            and self._kv is not None
+        ):
+            state.reserving = asyncio.get_running_loop().create_task(self._reservation(key, rules, state))
+
+    async def _reservation(self, key: KeySettings, rules: Rules, state: _Key) -> None:
+        kv = self._kv
+        assert kv is not None
+        try:
+            async with state.lock:
+                counts = await self._count(kv, key, state, rules, self._clock(), 0)
+            state.reserved.append(counts)
+        except RateLimitError:
+            return  # at the limit: the next request asks NATS itself
+        except Exception as exc:
+            self._failed(exc)
+            return
+        finally:
+            state.reserving = None
+        self._reserve(key, rules, state)  # the next one, while fewer than RESERVE are counted
+        await asyncio.sleep(RESERVED_S)
+        if counts in state.reserved:  # not used: given back, so that no other gateway waits for it
+            state.reserved.remove(counts)
+            await self._release(kv, key.name, state, counts[0])
+
+    async def _release(self, kv: KeyValue, name: str, state: _Key, second: int) -> None:
+        try:
+            async with state.lock:
+                for _ in range(ATTEMPTS):
+                    now = self._clock()
+                    now_s, month = int(now), self.local.month_of(now)
+                    slot, revision = await self._read(kv, name, state)
+                    settles = self._apply(slot, state, now_s, month)
+                    slot.release(0, now_s, now_s // DAY, month, second)
+                    if self._written(state, settles, await self._write(kv, name, slot, revision, state)):
+                        return
+        except Exception as exc:  # it leaves the window within a minute anyway
+            self._failed(exc)
 
     def settle(self, admission: Admission, tokens: int, cost_usd: float) -> None:
         """As `Limits.settle`; a shared admission's tokens and cost are written with the key's next
@@ -227,6 +301,11 @@ class SharedLimits:
         if time.monotonic() >= self._down_until:
             log.warning("limits are counted on this host while NATS cannot be used: %s", _describe(exc))
         self._down_until = time.monotonic() + RETRY_S
+
+
+def _shared(admission: Admission) -> Admission:
+    admission.shared = True
+    return admission
 
 
 def _kv_key(name: str) -> str:
