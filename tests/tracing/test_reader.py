@@ -96,6 +96,7 @@ def test_the_public_surface() -> None:
         "file_traces",
         "find_trace",
         "is_segment",
+        "line_traces",
         "newest_rows",
         "read_rows",
         "read_traces",
