@@ -6,13 +6,14 @@ consumer, each in its own process, to a local receiver.
 
 The lines are `bench/export_throughput.py`'s (the gateway's own encoder, content kept, 4 spans a
 request), published once to a stream of a `nats-server -js` started here (its store in a temporary
-directory), with a `Nats-Msg-Id` each as the gateway's publisher sends them. Every run makes a new
-durable consumer on that stream (`tfgw.bus.consume.consumer_config`, from the stream's start) and
-starts N worker processes, each a `tfgw.bus.consume.TargetConsumer` (fetch, encode as
-http/protobuf without gzip, send, ack), all on that one consumer. The clock runs from the moment
-every worker is ready and told to go until the receiver (`export_throughput.py`'s, its own
-process) has counted every span; each worker reports its CPU time. Everything stays on 127.0.0.1;
-the server, the receiver and the workers are stopped on exit, on errors and ^C too.
+directory), with a `Nats-Msg-Id` each as the gateway's publisher sends them
+(`tfgw.bus.publish.msg_id`). Every run makes a new durable consumer on that stream
+(`tfgw.bus.consume.consumer_config`, from the stream's start) and starts N worker processes, each
+a `tfgw.bus.consume.TargetConsumer` (fetch, encode as http/protobuf without gzip, send, ack), all
+on that one consumer. The clock runs from the moment every worker is ready and told to go until
+the receiver (`export_throughput.py`'s, its own process) has counted every span; each worker
+reports its CPU time. Everything stays on 127.0.0.1; the server, the receiver and the workers are
+stopped on exit, on errors and ^C too.
 
 For comparison, measured in the same run: the same lines through the log mode's pipeline (parse,
 prepare, encode, send, 2,000-span payloads; `export_throughput.measure_send`), without NATS.
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -45,7 +45,10 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from export_throughput import Target, make_lines, measure_send, receiver, spans_in  # noqa: E402
 
-from tfgw.bus.consume import connect, consumer_config, ensure_stream  # noqa: E402
+from tfgw.bus.connect import connect  # noqa: E402
+from tfgw.bus.consume import consumer_config  # noqa: E402
+from tfgw.bus.publish import msg_id  # noqa: E402
+from tfgw.bus.stream import ensure_stream  # noqa: E402
 from tfgw.config_bus import BusSettings  # noqa: E402
 from tfgw.tracing.conventions import CONVENTIONS  # noqa: E402
 
@@ -103,17 +106,13 @@ async def _publish(bus: BusSettings, raw: list[bytes]) -> None:
     nc = await connect(bus, "bench")
     js = nc.jetstream()
     await ensure_stream(js, bus)
+
+    def headers(line: bytes) -> dict[str, str]:
+        return {"Nats-Msg-Id": msg_id(line)}
+
     for i in range(0, len(raw), 500):
-        await asyncio.gather(
-            *(
-                js.publish(
-                    bus.subject,
-                    line,
-                    headers={"Nats-Msg-Id": hashlib.blake2b(line, digest_size=16).hexdigest()},
-                )
-                for line in raw[i : i + 500]
-            )
-        )
+        chunk = raw[i : i + 500]
+        await asyncio.gather(*(js.publish(bus.subject, line, headers=headers(line)) for line in chunk))
     await nc.close()
 
 

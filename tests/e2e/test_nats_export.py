@@ -10,7 +10,6 @@ as it is.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from tests.processes import spawn, stop
 from tests.samples import Request, span_id, trace_line
 from tfgw.bus.connect import connect
 from tfgw.bus.consume import FETCH_MESSAGES, consumer_config, consumer_name
+from tfgw.bus.publish import msg_id
 from tfgw.bus.stream import ensure_stream
 from tfgw.config_bus import BusSettings
 from tfgw.tracing.segments import log_segments
@@ -77,9 +77,7 @@ async def _publish(bus: BusSettings, data: list[bytes]) -> None:
     js = nc.jetstream()
     await ensure_stream(js, bus)
     for line in data:
-        await js.publish(
-            bus.subject, line, headers={"Nats-Msg-Id": hashlib.blake2b(line, digest_size=16).hexdigest()}
-        )
+        await js.publish(bus.subject, line, headers={"Nats-Msg-Id": msg_id(line)})
     await nc.close()
 
 
