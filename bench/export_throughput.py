@@ -81,6 +81,8 @@ class Target:
     exclude_request_data: bool = False
     timeout: float = 30.0
     secrets: tuple[str, ...] = ()
+    conventions: tuple[str, ...] = ("openinference", "gen_ai")
+    metrics: bool = False
 
 
 # -- the lines ---------------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +49,9 @@ from tfgw.bus.consume import consumer_config  # noqa: E402
 from tfgw.bus.publish import msg_id  # noqa: E402
 from tfgw.bus.stream import ensure_stream  # noqa: E402
 from tfgw.config_bus import BusSettings  # noqa: E402
-from tfgw.tracing.conventions import CONVENTIONS  # noqa: E402
 
 HOST = "127.0.0.1"
 NATS_SERVER = Path(sys.executable).with_name("nats-server")
-
-
-@dataclass(frozen=True)
-class BenchTarget(Target):
-    """`export_throughput.Target` with the fields a consumer's encoding reads besides."""
-
-    conventions: tuple[str, ...] = CONVENTIONS
-    metrics: bool = False
 
 
 # -- the server and the stream ----------------------------------------------------------------------
@@ -136,7 +126,7 @@ def work(url: str, target: str, endpoint: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     bus = BusSettings(kind="nats", urls=(url,))
-    consumer = TargetConsumer(BenchTarget(endpoint, "http/protobuf", None, name=target), bus, stop)  # type: ignore[arg-type]
+    consumer = TargetConsumer(Target(endpoint, "http/protobuf", None, name=target), bus, stop)  # type: ignore[arg-type]
     print("ready", flush=True)
     sys.stdin.readline()
     start = time.process_time()
@@ -214,7 +204,7 @@ def main() -> None:
     best: dict[int, dict[str, Any]] = {}
     with nats_server() as url, receiver("http") as (endpoint, counter):
         # the same lines sent by the log mode's pipeline, without NATS, in this process
-        local = measure_send(raw, BenchTarget(endpoint, "http/protobuf", None), 2000, counter, args.repeat)
+        local = measure_send(raw, Target(endpoint, "http/protobuf", None), 2000, counter, args.repeat)
         asyncio.run(_publish(BusSettings(kind="nats", urls=(url,)), raw))
         for workers in (1, 2):
             for run in range(args.repeat):
