@@ -12,12 +12,22 @@ from __future__ import annotations
 import math
 import time
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
 from tfgw.metrics import catalog as c
 
 __all__ = ["Aggregate", "Histogram"]
+
+#: every key of a row this tfgw writes that the aggregate reads (tfgw.tracing.rows)
+ROW_KEYS = (
+    "model", "provider", "key", "status", "http_status", "route", "spans", "tokens_in", "tokens_out",
+    "tokens_cached", "tokens_reasoning", "cost", "operation", "provider_system", "retries",
+    "fallbacks", "cache_hit", "guardrails", "refusal", "duration_ms", "ttft_ms", "error_type", "chunks",
+)  # fmt: skip
+TIME_BUCKETS = len(c.DURATION.buckets)
+TOKEN_BUCKETS = len(c.TOKEN_USAGE.buckets)
 
 Labels = tuple[Any, ...]
 
@@ -49,7 +59,10 @@ class Aggregate:
 
     def __init__(self, started_ns: int | None = None) -> None:
         self.started_ns = time.time_ns() if started_ns is None else started_ns
-        self.series: dict[c.Metric, dict[Labels, Any]] = {m: {} for m in c.CATALOG}
+        #: a counter's series count from 0 when first seen (`defaultdict`), the others are set
+        self.series: dict[c.Metric, dict[Labels, Any]] = {
+            m: defaultdict(int) if m.kind == c.COUNTER else {} for m in c.CATALOG
+        }
         self.rows = 0
         s = self.series
         self._requests, self._tokens, self._cost = s[c.REQUESTS], s[c.TOKENS], s[c.COST]
@@ -58,62 +71,69 @@ class Aggregate:
         self._spans = s[c.SPANS_WRITTEN]
 
     def add(self, row: Mapping[str, Any]) -> None:
-        """Count one request's row."""
+        """Count one request's row (a row of another tfgw version, short of keys, as None there)."""
+        try:
+            self._add(row)
+        except KeyError:
+            self._add({name: row.get(name) for name in ROW_KEYS})
+
+    def _add(self, row: Mapping[str, Any]) -> None:
+        # subscripts, not `get`, and the histograms inline: this runs for every request
+        model, provider, key, status = row["model"], row["provider"], row["key"], row["status"]
+        tokens_in, tokens_out, spans = row["tokens_in"], row["tokens_out"], row["spans"]
+        cached, reasoning, cost = row["tokens_cached"], row["tokens_reasoning"], row["cost"]
+        operation, retries, fallbacks = row["operation"], row["retries"], row["fallbacks"]
         self.rows += 1
-        get = row.get
-        model, provider, key = get("model"), get("provider"), get("key")
-        labels = (get("route"), model, provider, key, get("status"), get("http_status"))
-        self._requests[labels] = self._requests.get(labels, 0) + 1
-        self._spans[()] = self._spans.get((), 0) + (get("spans") or 0)
-        tokens_in, tokens_out = get("tokens_in"), get("tokens_out")
+        self._requests[row["route"], model, provider, key, status, row["http_status"]] += 1
+        self._spans[()] += spans or 0
         tokens = self._tokens
-        for kind, count in (
-            ("input", tokens_in), ("output", tokens_out), ("cached", get("tokens_cached")),
-            ("reasoning", get("tokens_reasoning")),
-        ):  # fmt: skip
-            if count is not None:
-                by_kind = (model, provider, key, kind)
-                tokens[by_kind] = tokens.get(by_kind, 0) + count
-        if (cost := get("cost")) is not None:
-            priced = (model, provider, key)
-            self._cost[priced] = self._cost.get(priced, 0) + cost
-        if (operation := get("operation")) is not None:
-            self._add_genai(row, (operation, get("provider_system"), model), tokens_in, tokens_out)
-        if get("retries") or get("fallbacks") or get("cache_hit") is not None:
-            self._add_routing(row, model, provider)
-        if (rules := get("guardrails")) is not None:
+        if tokens_in is not None:
+            tokens[model, provider, key, "input"] += tokens_in
+        if tokens_out is not None:
+            tokens[model, provider, key, "output"] += tokens_out
+        if cached is not None:
+            tokens[model, provider, key, "cached"] += cached
+        if reasoning is not None:
+            tokens[model, provider, key, "reasoning"] += reasoning
+        if cost is not None:
+            self._cost[model, provider, key] += cost
+        if operation is not None:
+            self._add_genai(row, (operation, row["provider_system"], model), tokens_in, tokens_out)
+        if retries:
+            self.series[c.RETRIES][model, provider] += retries
+        if fallbacks:
+            self.series[c.FALLBACKS][model, provider] += fallbacks
+        if (hit := row["cache_hit"]) is not None:
+            self.series[c.CACHE][model, "hit" if hit else "miss"] += 1
+        if (rules := row["guardrails"]) is not None:
             evaluations = self.series[c.GUARDRAILS]
             for rule in rules:
-                outcome = tuple(rule)
-                evaluations[outcome] = evaluations.get(outcome, 0) + 1
-        if (refusal := get("refusal")) is not None:
-            refusals = self.series[c.REFUSALS]
-            refusals[key, refusal] = refusals.get((key, refusal), 0) + 1
+                evaluations[tuple(rule)] += 1
+        if (refusal := row["refusal"]) is not None:
+            self.series[c.REFUSALS][key, refusal] += 1
 
     def _add_genai(self, row: Mapping[str, Any], genai: Labels, tokens_in: Any, tokens_out: Any) -> None:
         """The GenAI histograms: no key label (docs/metrics.md, cardinality)."""
-        duration_ms, ttft_ms = row.get("duration_ms"), row.get("ttft_ms")
+        duration_ms, ttft_ms = row["duration_ms"], row["ttft_ms"]
         if duration_ms is not None:
-            error = row.get("error_type") if row.get("status") == "error" else None
-            _record(self._duration, c.DURATION, (*genai, error), duration_ms / 1000)
+            error = row["error_type"] if row["status"] == "error" else None
+            labels = (*genai, error)
+            if (histogram := self._duration.get(labels)) is None:
+                histogram = self._duration[labels] = Histogram(TIME_BUCKETS)
+            histogram.record(c.DURATION.buckets, duration_ms / 1000)
+        usage = self._usage
         for kind, count in (("input", tokens_in), ("output", tokens_out)):
             if count is not None:
-                _record(self._usage, c.TOKEN_USAGE, (*genai, kind), count)
+                labels = (*genai, kind)
+                if (histogram := usage.get(labels)) is None:
+                    histogram = usage[labels] = Histogram(TOKEN_BUCKETS)
+                histogram.record(c.TOKEN_USAGE.buckets, count)
         if ttft_ms is not None:
             _record(self._ttfc, c.TIME_TO_FIRST_CHUNK, genai, ttft_ms / 1000)
-            chunks = row.get("chunks")
+            chunks = row["chunks"]
             if duration_ms is not None and isinstance(chunks, int) and chunks > 1:
                 per_chunk = max(0.0, duration_ms - ttft_ms) / (chunks - 1) / 1000
                 _record(self._tpoc, c.TIME_PER_OUTPUT_CHUNK, genai, per_chunk)
-
-    def _add_routing(self, row: Mapping[str, Any], model: Any, provider: Any) -> None:
-        for metric, count in ((c.RETRIES, row.get("retries")), (c.FALLBACKS, row.get("fallbacks"))):
-            if count:
-                series = self.series[metric]
-                series[model, provider] = series.get((model, provider), 0) + count
-        if (hit := row.get("cache_hit")) is not None:
-            lookups, labels = self.series[c.CACHE], (model, "hit" if hit else "miss")
-            lookups[labels] = lookups.get(labels, 0) + 1
 
     def set_targets(self, targets: Mapping[str, Mapping[str, Any]]) -> bool:
         """The export targets' counters and gauges now (per target: `delivered`, `rejected`,

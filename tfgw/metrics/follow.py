@@ -64,7 +64,7 @@ class RowsFollower:
             del self.offsets[gone]
 
     def _rows(self, path: Path, data: bytes) -> Iterator[dict[str, Any]]:
-        for raw in data.splitlines():
+        for raw in data.split(b"\n")[:-1]:  # `data` ends with its last line's newline
             try:
                 row = orjson.loads(raw)
             except orjson.JSONDecodeError:
