@@ -25,8 +25,8 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from tfgw.config import KeySettings
 from tfgw.config_bus import BusSettings
@@ -93,6 +93,7 @@ class SharedLimits:
         self._client: Client | None = None
         self._down_until = 0.0
         self._keys: dict[str, _Key] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     async def connect(self, bus: BusSettings) -> None:
         """Connect and bind the bucket (made when it is missing); until this returns, and while
@@ -114,12 +115,27 @@ class SharedLimits:
         return self._kv is not None and time.monotonic() >= self._down_until
 
     async def close(self) -> None:
-        """Write what is settled and not written yet, then disconnect."""
+        """Stop counting ahead, give back what is counted ahead and not used, write what is settled
+        and not written yet, then disconnect."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        kv = self._kv
         for name, state in list(self._keys.items()):
-            if state.pending and self._kv is not None:
-                await self._flush(name, state)
+            if kv is not None:
+                for counts in state.reserved:
+                    await self._release(kv, name, state, counts[0])
+                state.reserved.clear()
+                if state.pending:
+                    await self._flush(name, state)
         if self._client is not None:
             await self._client.close()
+
+    def _task(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     async def admit(self, key: KeySettings, estimated_tokens: int) -> Admission:
         local, kv = self.local, self._kv
@@ -177,7 +193,7 @@ class SharedLimits:
             and state.reserving is None
             and self._kv is not None
         ):
-            state.reserving = asyncio.get_running_loop().create_task(self._reservation(key, rules, state))
+            state.reserving = self._task(self._reservation(key, rules, state))
 
     async def _reservation(self, key: KeySettings, rules: Rules, state: _Key) -> None:
         kv = self._kv
@@ -227,7 +243,7 @@ class SharedLimits:
         state = self._key(admission.key)
         state.pending.append((admission.second, admission.estimated_tokens, tokens, micro))
         if state.flushing is None:
-            state.flushing = asyncio.get_running_loop().create_task(self._flush_later(admission.key, state))
+            state.flushing = self._task(self._flush_later(admission.key, state))
 
     async def _flush_later(self, name: str, state: _Key) -> None:
         try:
