@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import signal
+from importlib import resources
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,7 @@ def create_app(settings: Settings, *, exports: Exports = NO_EXPORTS) -> Quart:
     app.after_serving(state.stop)
     _error_handlers(app, settings)
     _probe_routes(app, state)
+    _openapi_route(app, state)
     _openai_routes(app, state)
     messages.routes(app, state)
     responses.routes(app, state)
@@ -283,6 +285,20 @@ def _probe_routes(app: Quart, state: GatewayState) -> None:
             return Response(orjson.dumps(messages.model_list(names)), content_type=JSON)
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "tfgw"} for name in names]
         return Response(orjson.dumps({"object": "list", "data": data}), content_type=JSON)
+
+
+def _openapi_route(app: Quart, state: GatewayState) -> None:
+    """/openapi.json: the document of every route (tfgw/gateway/openapi.json, shipped in the
+    package), behind a gateway key when there are keys, like /metrics."""
+    document = resources.files("tfgw.gateway").joinpath("openapi.json").read_bytes()
+
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        rt = state.runtime
+        assert rt is not None
+        headers = client_headers()
+        rt.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
+        return Response(document, content_type=JSON)
 
 
 def _unavailable(reason: str) -> Response:
