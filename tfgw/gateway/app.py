@@ -18,8 +18,8 @@ import contextlib
 import logging
 import os
 import signal
-from importlib import resources
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
