@@ -43,7 +43,7 @@ from tfgw.config import Settings
 from tfgw.config_bus import BusSettings
 from tfgw.export import encode, send
 from tfgw.export.targets import ResolvedTarget, enabled_targets
-from tfgw.export.worker import BATCH_BYTES
+from tfgw.export.worker import BATCH_BYTES, count_delivery
 from tfgw.retry import Backoff
 
 __all__ = [
@@ -361,17 +361,8 @@ class TargetConsumer:
 
     def _delivered(self, batch: encode.EncodedBatch, result: send.SendResult, messages: int) -> None:
         self._backoff.reset()
-        self.stats["retrying"] = False
-        self.stats["attempts"] = 0
-        if result.outcome == "accepted":
-            self.stats["delivered"] += batch.spans - result.rejected_spans
-            self.stats["partial_rejected"] += result.rejected_spans
-            if result.rejected_spans:
-                self.stats["last_error"] = f"partial success: {result.message}"
-            self.stats["last_success"] = self.clock()
+        if count_delivery(self.stats, batch, result, self.clock()):
             return
-        self.stats["rejected"] += batch.spans
-        self.stats["last_error"] = f"rejected ({result.status}): {result.message}"
         log.warning(
             "target %s rejected %d spans (%d messages termed): %s",
             self.target.name, batch.spans, messages, result.message,

@@ -133,18 +133,8 @@ class TargetExporter:
                     yield encode.prepare(line, target)
 
     def _delivered(self, batch: encode.EncodedBatch, result: send.SendResult) -> None:
-        self.stats["retrying"] = False
-        self.stats["attempts"] = 0
-        if result.outcome == "accepted":
-            self.stats["delivered"] += batch.spans - result.rejected_spans
-            self.stats["partial_rejected"] += result.rejected_spans
-            if result.rejected_spans:
-                self.stats["last_error"] = f"partial success: {result.message}"
-            self.stats["last_success"] = self.clock()
-            return
-        self.stats["rejected"] += batch.spans
-        self.stats["last_error"] = f"rejected ({result.status}): {result.message}"
-        log.warning("target %s rejected %d spans: %s", self.target.name, batch.spans, result.message)
+        if not count_delivery(self.stats, batch, result, self.clock()):
+            log.warning("target %s rejected %d spans: %s", self.target.name, batch.spans, result.message)
 
     def _retrying(self, result: send.SendResult, cursor: Cursor) -> None:
         self.stats["retrying"] = True
@@ -171,6 +161,25 @@ def _newest_end(line: Mapping[str, Any]) -> float:
         for span in ss.get("spans") or ()
     ]
     return max(ends, default=0) / 1e9
+
+
+def count_delivery(
+    stats: dict[str, Any], batch: encode.EncodedBatch, result: send.SendResult, now: float
+) -> bool:
+    """A batch the backend answered for good, in a target's `stats` (the local log's exporter and
+    NATS's consumer keep the same ones): whether it was accepted (in whole or in part)."""
+    stats["retrying"] = False
+    stats["attempts"] = 0
+    if result.outcome == "accepted":
+        stats["delivered"] += batch.spans - result.rejected_spans
+        stats["partial_rejected"] += result.rejected_spans
+        if result.rejected_spans:
+            stats["last_error"] = f"partial success: {result.message}"
+        stats["last_success"] = now
+        return True
+    stats["rejected"] += batch.spans
+    stats["last_error"] = f"rejected ({result.status}): {result.message}"
+    return False
 
 
 def exporter_main(
