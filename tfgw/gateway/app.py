@@ -242,20 +242,9 @@ def _probe_routes(app: Quart, state: GatewayState) -> None:
     @app.get("/readyz")
     async def readyz() -> Response:
         ready = state.runtime is not None
-        body: dict[str, Any] = {
-            "status": "ready" if ready else "starting",
-            "version": __version__,
-            "models": len(state.settings.models),
-            "worker": os.getpid(),
-        }
-        if state.watcher is not None:
-            body["config"] = {"reloads": state.watcher.reloads, "refused": state.watcher.refused}
-        if state.trace_log is not None:
-            body["tracing"] = state.trace_log.stats.as_dict()
-        if state.exports.targets:
-            body["export"] = state.exports.status()
-        if state.shared is not None:
-            body["limits"] = "shared" if state.shared.counting_shared else "local"
+        body: dict[str, Any] = {"status": "ready" if ready else "starting"}
+        if _readyz_details(state):
+            body.update(_readiness(state))
         return Response(orjson.dumps(body), status=200 if ready else 503, content_type=JSON)
 
     @app.get("/metrics")
@@ -299,6 +288,33 @@ def _openapi_route(app: Quart, state: GatewayState) -> None:
         headers = client_headers()
         rt.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
         return Response(document, content_type=JSON)
+
+
+def _readyz_details(state: GatewayState) -> bool:
+    """Whether `GET /readyz` shows more than its status: always without gateway keys; with keys
+    only to a caller with one (a probe that sends none gets the status alone; a wrong key is 401)."""
+    if not state.settings.keys:
+        return True
+    headers = client_headers()
+    if state.runtime is None or not (headers.get("authorization") or headers.get("x-api-key")):
+        return False
+    state.runtime.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
+    return True
+
+
+def _readiness(state: GatewayState) -> dict[str, Any]:
+    """What `GET /readyz` says beside its status (docs/http.md)."""
+    body: dict[str, Any] = {"version": __version__, "models": len(state.settings.models)}
+    body["worker"] = os.getpid()
+    if state.watcher is not None:
+        body["config"] = {"reloads": state.watcher.reloads, "refused": state.watcher.refused}
+    if state.trace_log is not None:
+        body["tracing"] = state.trace_log.stats.as_dict()
+    if state.exports.targets:
+        body["export"] = state.exports.status()
+    if state.shared is not None:
+        body["limits"] = "shared" if state.shared.counting_shared else "local"
+    return body
 
 
 def _unavailable(reason: str) -> Response:

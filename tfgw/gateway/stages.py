@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ANTHROPIC",
     "EMBEDDINGS",
+    "HEADER_CAPS",
     "OPENAI",
     "RESPONSES",
     "SSE_HEADERS",
@@ -59,6 +60,13 @@ __all__ = [
 T = TypeVar("T")
 
 JSON = "application/json"
+
+#: the longest value taken of each header recorded on the trace (characters), and its attribute
+HEADER_CAPS: dict[str, tuple[int, str]] = {
+    "x-tfgw-metadata": (4096, sc.METADATA),
+    "x-tfgw-session-id": (256, sc.SESSION_ID),
+    "x-tfgw-user-id": (256, sc.USER_ID),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +141,7 @@ def client_headers() -> dict[str, str]:
 
 def authenticate(rt: Runtime, trace: RequestTrace) -> KeySettings | None:
     headers = client_headers()
+    _within_caps(trace, headers)
     if metadata := headers.get("x-tfgw-metadata"):
         trace.root.attributes[sc.METADATA] = _metadata(metadata)
     span = trace.child("auth")
@@ -440,6 +449,17 @@ async def json_body(settings: Settings) -> dict[str, Any]:
 
 def total_tokens(usage: Any) -> int:
     return int(usage.get("total_tokens") or 0) if isinstance(usage, Mapping) else 0
+
+
+def _within_caps(trace: RequestTrace, headers: Mapping[str, str]) -> None:
+    """The headers a caller describes itself with are recorded on every span of its trace, so each
+    has a cap (`HEADER_CAPS`): one longer is 400 naming it, and what `begin` recorded of it is taken
+    off the root span, which then holds none of it."""
+    for name, (cap, attribute) in HEADER_CAPS.items():
+        value = headers.get(name)
+        if value is not None and len(value) > cap:
+            trace.root.attributes.pop(attribute, None)
+            raise BadRequestError(f"The {name} header is longer than {cap} characters.", param=name)
 
 
 def _metadata(raw: str) -> str:
