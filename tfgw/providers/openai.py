@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 import aiohttp
 import orjson
 
+from tfgw.errors import ProviderError
 from tfgw.providers.base import (
     Call,
     Chunk,
@@ -30,13 +31,17 @@ __all__ = ["OpenAIProvider", "OpenAIStream"]
 class OpenAIStream(SseStream):
     """OpenAI's own SSE frames, relayed as they come, byte for byte. The gateway always asks for
     the usage chunk (`stream_options.include_usage`) so that streamed calls carry token counts; it
-    reaches the client only if the client asked for it too (else it is cut out of the bytes)."""
+    reaches the client only if the client asked for it too (else it is cut out of the bytes).
+    A stream that ends before `data: [DONE]` (the connection closed or reset half-way) is the
+    provider's failure, raised after the last whole event went on: an answer cut short must not
+    pass for a whole one."""
 
     def __init__(self, client: HttpClient, resp: aiohttp.ClientResponse, client_wants_usage: bool) -> None:
         super().__init__(client, resp)
         self.client_wants_usage = client_wants_usage
 
     async def batches(self) -> AsyncIterator[StreamBatch]:
+        done = False
         async for _, block in self.reads():
             if not block:  # no event ended in this read yet
                 continue
@@ -44,6 +49,7 @@ class OpenAIStream(SseStream):
             hidden: bytes | None = None
             for _, data in sse_events(block):
                 if data == b"[DONE]":
+                    done = True
                     continue
                 chunk = self.parse(data)
                 if not isinstance(chunk, dict):
@@ -52,6 +58,8 @@ class OpenAIStream(SseStream):
                     hidden = data
                 chunks.append(chunk)
             yield (block if hidden is None else _without(block, hidden)), chunks
+        if not done:
+            raise ProviderError(f"provider {self.client.provider!r} ended the stream before [DONE]")
 
 
 def _without(block: bytes, data: bytes) -> bytes:
