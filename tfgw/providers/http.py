@@ -25,6 +25,7 @@ __all__ = [
     "JSON_STRING",
     "EventReader",
     "HttpClient",
+    "InvalidEventError",
     "PassThrough",
     "Proxies",
     "SseStream",
@@ -162,6 +163,11 @@ class HttpClient:
         return ProviderError(f"provider {self.provider!r} failed: {type(exc).__name__}")
 
 
+class InvalidEventError(ProviderError):
+    """A stream event whose data is not JSON: relayed as it came, it tells the client nothing, so
+    the route's own error event follows it (unlike a provider's error event, which is the news)."""
+
+
 class SseStream(Stream):
     """An upstream SSE response read as it arrives; subclasses turn its events into OpenAI frames.
 
@@ -210,8 +216,8 @@ class SseStream(Stream):
         except orjson.JSONDecodeError as exc:
             raise self.invalid() from exc
 
-    def invalid(self) -> ProviderError:
-        return ProviderError(f"provider {self.client.provider!r} sent an invalid SSE event")
+    def invalid(self) -> InvalidEventError:
+        return InvalidEventError(f"provider {self.client.provider!r} sent an invalid SSE event")
 
 
 class EventReader(Protocol):
@@ -242,7 +248,8 @@ class PassThrough(SseStream):
     """A provider's SSE response in the client's own API, relayed as it came, each read in one write;
     its events are read on the side as chat chunks for the span (`reader`). An error event reaches
     the client as the provider sent it and then ends the stream as failed; so does a stream that
-    ends before the API's terminal event."""
+    ends before the API's terminal event. An event that is not JSON reaches the client too, and is
+    followed by the route's own error event."""
 
     def __init__(self, client: HttpClient, resp: aiohttp.ClientResponse, reader: EventReader) -> None:
         super().__init__(client, resp)
@@ -276,8 +283,8 @@ class PassThrough(SseStream):
                         failed = failed or exc
             yield data, chunks
         reader = self.reader
-        if failed is not None:
-            failed.relayed = True  # the client has had the event the failure came from
+        if failed is not None:  # the client has had the event the failure came from: its news
+            failed.relayed = not isinstance(failed, InvalidEventError)  # unless it was not JSON
         elif not reader.finished:
             provider = self.client.provider
             failed = ProviderError(f"provider {provider!r} ended the stream before {reader.terminal}")
