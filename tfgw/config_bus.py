@@ -5,12 +5,15 @@ gateway replicas publish to and exporter workers, `tfgw traces tail --nats` and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from tfgw.config_toml import KeyPath, TableChecker
+from tfgw.errors import ConfigError
 
-__all__ = ["BUS_KINDS", "BusChecks", "BusSettings", "TlsSettings"]
+__all__ = ["BUS_KINDS", "BusChecks", "BusSettings", "TlsSettings", "with_bus_secrets"]
 
 BUS_KINDS = ("local", "nats")
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -113,3 +116,18 @@ class BusChecks(TableChecker):
             cert=self.value(tt, tp, "cert", str, None),
             key=self.value(tt, tp, "key", str, None),
         )
+
+
+def with_bus_secrets(bus: BusSettings, path: Path) -> BusSettings:
+    """`[bus] password` and `token` given as `env:VAR`, resolved, for a command that read its config
+    without resolving secrets (only these: reading NATS needs no other secret of the config)."""
+
+    def resolved(key: str, value: str | None) -> str | None:
+        if value is None or not value.startswith("env:"):
+            return value
+        found = os.environ.get(value[4:])
+        if not found:
+            raise ConfigError(str(path), f"environment variable {value[4:]} is not set", key=f"bus.{key}")
+        return found
+
+    return replace(bus, password=resolved("password", bus.password), token=resolved("token", bus.token))

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.e2e.gateway import Gateway
@@ -55,7 +58,8 @@ targets = [{{ provider = "mock", model = "demo-1" }}]
 def counting(gw: Gateway, how: str, timeout: float = 15.0) -> None:
     """Wait until the gateway counts its limits `how` ("shared" once NATS answered, "local")."""
     deadline = time.monotonic() + timeout
-    while (found := httpx.get(f"{gw.url}/readyz").json().get("limits")) != how:
+    headers = {"authorization": f"Bearer {KEY}"}  # /readyz's details need a key when keys exist
+    while (found := httpx.get(f"{gw.url}/readyz", headers=headers).json().get("limits")) != how:
         assert time.monotonic() < deadline, f"limits counted {found!r}, not {how!r}"
         time.sleep(0.05)
 
@@ -81,6 +85,14 @@ def test_an_rpm_limit_holds_exactly_across_two_gateways_and_per_host_while_nats_
             answers = [ask(clients[i % 2]) for i in range(4 * RPM)]
             assert answers.count(200) == RPM and answers.count(429) == 3 * RPM
             assert answers[:RPM] == [200] * RPM  # the first five, whichever gateway took them
+            # `tfgw keys list` shows the count across both gateways, read from NATS
+            listed = subprocess.run(
+                [sys.executable, "-m", "tfgw", "keys", "list", "--json", "--config", str(a_config)],
+                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            assert (listed.returncode, listed.stderr) == (0, "")
+            (row,) = orjson.loads(listed.stdout)
+            assert (row["name"], row["rpm"], row["usage"]["rpm"]) == ("team", RPM, RPM)
             # NATS down: each gateway counts on its own (its own table), requests still answered
             nats.stop()
             assert ask(clients[0]) == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tfgw.cli.options import CONFIG, config_path
-from tfgw.config import KeySettings, load
+from tfgw.config import KeySettings, Settings, load
+from tfgw.config_bus import with_bus_secrets
 from tfgw.config_file import append_table, remove_table
 from tfgw.errors import ConfigError
 from tfgw.keys import generate_key, hash_key
@@ -49,9 +51,9 @@ def list_(
 ) -> None:
     """List the keys: their limits and what each has used in the last minute, today and this month
     (UTC). Never the keys themselves."""
-    settings = load(config_path(config), resolve_secrets=False)
-    path = table_path(settings.tracing.state_path(settings.server.state_dir))
-    used = read_usage(path, [k.name for k in settings.keys])
+    file = config_path(config)
+    settings = load(file, resolve_secrets=False)
+    used = _usage(settings, file)
     rows = [_row(k, used[k.name]) for k in settings.keys]
     if json:
         print(orjson.dumps(rows).decode())
@@ -68,6 +70,21 @@ def list_(
             _spend(usage.spent_usd_month, key.budget_usd_month),
         )
     Console().print(table if rows else "no keys: the gateway accepts any caller on loopback")
+
+
+def _usage(settings: Settings, file: Path) -> dict[str, Usage]:
+    """Each key's usage: counted across the gateways in NATS with a NATS bus, else in the local
+    table (and the local table, said so on stderr, when NATS cannot be reached)."""
+    names = [k.name for k in settings.keys]
+    if settings.bus.kind == "nats" and names:
+        from tfgw.bus.connect import BusError
+        from tfgw.policy.shared import read_shared_usage
+
+        try:
+            return asyncio.run(read_shared_usage(with_bus_secrets(settings.bus, file), names))
+        except BusError as exc:
+            print(f"tfgw: {exc.message}; showing this host's counts", file=sys.stderr)
+    return read_usage(table_path(settings.tracing.state_path(settings.server.state_dir)), names)
 
 
 def _row(key: KeySettings, usage: Usage) -> dict[str, object]:

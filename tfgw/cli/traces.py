@@ -34,8 +34,8 @@ from tfgw.cli.options import CONFIG, read_settings
 from tfgw.cli.top import run as run_top
 from tfgw.cli.top import top_settings
 from tfgw.config import TracingSettings, find_config
-from tfgw.config_bus import BusSettings
-from tfgw.errors import ConfigError, InputError, NotFoundError
+from tfgw.config_bus import BusSettings, with_bus_secrets
+from tfgw.errors import InputError, NotFoundError
 from tfgw.tracing.diff import Side, Source, breaches, collect, compare, parse_condition
 from tfgw.tracing.reader import (
     Follower,
@@ -217,7 +217,7 @@ def _bus(url: str | None, dir: Path | None, config: Path | None) -> BusSettings 
     bus = read_settings(config, resolve_secrets=False).bus
     if urls is None and bus.kind != "nats":
         return None
-    return _bus_secrets(replace(bus, kind="nats", urls=urls or bus.urls), path)
+    return with_bus_secrets(replace(bus, kind="nats", urls=urls or bus.urls), path)
 
 
 def _nats_urls(value: str) -> tuple[str, ...]:
@@ -226,21 +226,6 @@ def _nats_urls(value: str) -> tuple[str, ...]:
         if not u.startswith(NATS_SCHEMES):
             raise UsageError(f"--nats: expected nats://HOST:PORT (or tls://, ws://, wss://), got {u!r}")
     return urls
-
-
-def _bus_secrets(bus: BusSettings, path: Path) -> BusSettings:
-    """`[bus] password` and `token` given as `env:VAR`, resolved (only these: a reader needs no
-    other secret of the config)."""
-
-    def resolved(key: str, value: str | None) -> str | None:
-        if value is None or not value.startswith("env:"):
-            return value
-        found = os.environ.get(value[4:])
-        if not found:
-            raise ConfigError(str(path), f"environment variable {value[4:]} is not set", key=f"bus.{key}")
-        return found
-
-    return replace(bus, password=resolved("password", bus.password), token=resolved("token", bus.token))
 
 
 def _say_bus(stream: BusFollower, present: bool) -> None:

@@ -328,6 +328,11 @@ def _usage(table: CounterTable, name: str, now: float, calendar: _Calendar) -> U
     return Usage(requests, tokens, day_spent / MICRO, month_spent / MICRO)
 
 
+def month_of(now: float) -> int:
+    """The UTC month of `now`, as the table counts months (`year * 12 + month - 1`)."""
+    return _Calendar().month_of(now)
+
+
 def _micro(usd: float) -> int:
     return round(usd * MICRO)
 

@@ -25,20 +25,20 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from tfgw.config import KeySettings
 from tfgw.config_bus import BusSettings
 from tfgw.errors import RateLimitError
 from tfgw.policy.counters import Counts, Slot, key_id
-from tfgw.policy.limits import DAY, MICRO, Admission, Limits, Rules
+from tfgw.policy.limits import DAY, MICRO, Admission, Limits, Rules, Usage, month_of
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js.kv import KeyValue
 
-__all__ = ["BUCKET", "SharedLimits"]
+__all__ = ["BUCKET", "SharedLimits", "read_shared_usage"]
 
 log = logging.getLogger("tfgw.limits")
 
@@ -317,6 +317,39 @@ class SharedLimits:
         if time.monotonic() >= self._down_until:
             log.warning("limits are counted on this host while NATS cannot be used: %s", _describe(exc))
         self._down_until = time.monotonic() + RETRY_S
+
+
+async def read_shared_usage(
+    bus: BusSettings, names: Iterable[str], clock: Callable[[], float] = time.time, timeout: float = 3.0
+) -> dict[str, Usage]:
+    """What each key has used across the gateways, from NATS (`tfgw keys list` with a NATS bus):
+    zeros for a key never counted there; `BusError` when NATS cannot be reached within `timeout`."""
+    import nats.js.errors
+
+    from tfgw.bus.connect import connect
+
+    client = await connect(bus, "keys", reconnect=False, timeout=timeout)
+    try:
+        try:
+            kv = await client.jetstream().key_value(BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            return {name: Usage() for name in names}
+        now = clock()
+        now_s, month = int(now), month_of(now)
+        out = {}
+        for name in names:
+            try:
+                entry = await asyncio.wait_for(kv.get(_kv_key(name)), timeout)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                out[name] = Usage()
+                continue
+            _, requests, tokens, day_spent, month_spent = Slot(entry.value).read(
+                0, now_s, now_s // DAY, month
+            )
+            out[name] = Usage(requests, tokens, day_spent / MICRO, month_spent / MICRO)
+        return out
+    finally:
+        await client.close()
 
 
 def _shared(admission: Admission) -> Admission:
