@@ -4,9 +4,11 @@ by itself on install or on start (no `.pth` file), and no network when a module 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -100,3 +102,17 @@ def test_the_wheel_starts_nothing_but_the_cli(wheel: Path) -> None:
         assert [n for n in z.namelist() if n.endswith(".pth")] == []
         entry_points = z.read(f"tfgw-{__version__}.dist-info/entry_points.txt").decode()
     assert entry_points == "[console_scripts]\ntfgw = tfgw.cli:main\n"
+
+
+def test_the_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    """requirements.lock (`pip-compile --generate-hashes`, SECURITY.md) holds each dependency of
+    pyproject.toml, each of its pins with at least one sha256."""
+    wanted = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~; \[]", d, maxsplit=1)[0].lower() for d in wanted}
+    entries = re.split(r"\n(?=[a-z0-9])", (REPO / "requirements.lock").read_text())
+    pins = {}
+    for entry in entries:
+        if match := re.match(r"([a-z0-9._-]+)==(\S+)", entry):
+            pins[match[1]] = len(re.findall(r"--hash=sha256:[0-9a-f]{64}", entry))
+    assert names <= set(pins), names - set(pins)
+    assert [name for name, hashes in pins.items() if not hashes] == []

@@ -1,5 +1,10 @@
 """Who is calling: gateway keys checked by hash. Their limits and budgets are counted by every
-worker together (`tfgw.policy.limits`, admitted in `tfgw.gateway.policy.admit`)."""
+worker together (`tfgw.policy.limits`, admitted in `tfgw.gateway.policy.admit`).
+
+Only hashes are held, and a key presented is hashed before anything compares it: the look-up
+compares SHA-256 digests, whose bytes a caller cannot choose, so how long it takes says nothing of
+any configured key (the same reasoning as comparing with `hmac.compare_digest`, at one hash and
+one dict look-up a request). The hash itself is not a key: sent as one, it is hashed again."""
 
 from __future__ import annotations
 
