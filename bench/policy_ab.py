@@ -231,7 +231,7 @@ def policy_seen(gateway: Endpoint, directory: Path, sent: int) -> dict[str, int]
     went by): cache misses and hits (a hit marks its root and LLM spans), guardrail verdicts."""
     deadline = time.monotonic() + 30
     while (
-        written := int(trace_log_stats(gateway.port).get("written", 0))
+        written := int(trace_log_stats(gateway.port, KEY).get("written", 0))
     ) < sent and time.monotonic() < deadline:
         time.sleep(0.1)
     data = b"".join(f.read_bytes() for f in (directory / f"traces-{gateway.port}").glob("*.jsonl"))

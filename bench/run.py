@@ -299,11 +299,12 @@ def export_runs(
     return runs, {"traces_written": written, "spans_expected": written * 4, "spans_delivered": delivered}
 
 
-def trace_log_stats(port: int) -> dict[str, Any]:
-    """The gateway's trace log counters from `GET /readyz` (written, dropped, errors)."""
+def trace_log_stats(port: int, key: str | None = None) -> dict[str, Any]:
+    """The gateway's trace log counters from `GET /readyz` (written, dropped, errors); with keys
+    configured the details need one, `key`."""
     connection = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
-        connection.request("GET", "/readyz")
+        connection.request("GET", "/readyz", headers={"authorization": f"Bearer {key}"} if key else {})
         return dict(json.loads(connection.getresponse().read()).get("tracing") or {})
     finally:
         connection.close()
