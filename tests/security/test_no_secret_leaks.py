@@ -288,7 +288,8 @@ def test_no_secret_in_any_artifact_of_a_full_run(secured: Run) -> None:
     kinds = {where.split(" ", 1)[0] for where in secured.blobs}
     assert kinds == {"answer", "file", "tfgw", "gateway", "export"}
     files = [where for where in secured.blobs if where.startswith("file ")]
-    for expected in ("file traces/", "file state/", "file nats/nats-server.log", "file tfgw.toml.stderr"):
+    expected_files = ("traces/", "state/", "nats/nats-store/", "nats/nats-server.log", "tfgw.toml.stderr")
+    for expected in (f"file {name}" for name in expected_files):
         assert any(where.startswith(expected) for where in files), (expected, files)
 
 
