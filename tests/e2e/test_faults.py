@@ -60,7 +60,7 @@ def faults_config(faulty: str, refused: str, good: str, traces: Path) -> str:
             parts.append(
                 f'[providers.{provider}]\nkind = "{kind}"\nbase_url = "{url}{path}"\napi_key = "k"\n{extra}\n'
             )
-        for fault in FAULTS:
+        for fault in (*FAULTS, "drip"):  # drip: for the client that goes away (test_client_faults)
             provider = f"{name}-refused" if fault == "refused" else name
             target = f'{{ provider = "{provider}", model = "{fault}" }}'
             parts.append(f'[[models]]\nname = "{name}-{fault}"\ntargets = [{target}]\ntimeout = {TIMEOUT}\n')

@@ -31,12 +31,26 @@ __all__ = ["bind", "serve"]
 
 log = logging.getLogger("tfgw.server")
 
+#: connections waiting to be accepted (Hypercorn's default is 100): a burst of new clients queues
+#: in the kernel rather than being refused
+BACKLOG = 2048
+#: seconds a connection may sit without a request in progress, between requests or before its
+#: first request's headers are complete (Hypercorn's `keep_alive_timeout`): idle connections, and a
+#: slowloris trickling its headers, are closed after it whatever they send
+KEEP_ALIVE_TIMEOUT = 5.0
+#: no timeout on each read from a connection (Hypercorn's `read_timeout`): it would also cut a
+#: long stream whose client sends nothing while it reads; a body that trickles in is bounded by the
+#: app's BODY_TIMEOUT instead (docs/faults.md)
+READ_TIMEOUT = None
+
 
 def bind(settings: Settings, host: str, port: int) -> tuple[Config, Sockets]:
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.graceful_timeout = settings.server.graceful_timeout
-    config.backlog = 2048
+    config.backlog = BACKLOG
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    config.read_timeout = READ_TIMEOUT
     config.accesslog = None
     config.errorlog = logging.getLogger("tfgw.hypercorn")
     return config, config.create_sockets()
