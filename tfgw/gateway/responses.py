@@ -15,6 +15,7 @@ import orjson
 from quart import Quart, Response
 
 from tfgw.formats import responses as translate
+from tfgw.gateway import fields
 from tfgw.gateway.policy import admit_and_guard
 from tfgw.gateway.stages import (
     RESPONSES,
@@ -41,7 +42,9 @@ def routes(app: Quart, state: GatewayState) -> None:
         rt, trace = state.begin(f"POST {PATH}")
         with request_span(trace):
             key = authenticate(rt, trace)
-            body, account = await admit_and_guard(rt, trace, key, "responses", await request_body(rt, trace))
+            body = await request_body(rt, trace)
+            fields.check(body, fields.RESPONSES)
+            body, account = await admit_and_guard(rt, trace, key, "responses", body)
             chat = _Responses(body, translate.to_chat_request)
             attempts = resolve(rt, trace, body)
             return await answer(

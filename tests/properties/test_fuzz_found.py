@@ -1,0 +1,42 @@
+"""What the fuzzing of the HTTP surface found (tests/properties/test_http_fuzz.py), each case as it
+came: a 400 in the route's shape naming the field, where the gateway answered 500 before."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from tfgw.config import demo_settings
+from tfgw.gateway import create_app
+
+
+def post(path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    async def main() -> tuple[int, Any]:
+        async with create_app(demo_settings()).test_app() as test_app:
+            answer = await test_app.test_client().post(path, data=orjson.dumps(body))
+            return answer.status_code, orjson.loads(await answer.get_data())
+
+    return asyncio.run(main())
+
+
+def openai_400(message: str, param: str) -> tuple[int, Any]:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": None}
+    return 400, {"error": error}
+
+
+RESPONSE = {"model": "demo", "input": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("text", "json", "an object"),
+        ("reasoning", "high", "an object"),
+        ("tools", 5, "an array"),
+    ],
+)
+def test_responses_fields_of_another_type_are_400_naming_them(field: str, value: Any, says: str) -> None:
+    assert post("/v1/responses", {**RESPONSE, field: value}) == openai_400(f"'{field}' must be {says}", field)

@@ -1,0 +1,44 @@
+"""The JSON types of the request-body fields the gateway itself reads (the translators, the mock
+provider, policy), checked at the edge: a body whose field has another type is a 400 naming the
+field and the type it takes, in the route's shape, before anything reads it.
+
+Only what a client of the real API would be refused for is refused: each rule is one the
+API's own reference states. Fields the gateway does not read are passed on as they are, and `null`
+stands for a field that is absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tfgw.errors import BadRequestError
+
+__all__ = ["RESPONSES", "Field", "check"]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    #: what the field takes, as the error says it: "an array of objects"
+    says: str
+    test: Callable[[Any], bool]
+
+
+OBJECT = Field("an object", lambda value: isinstance(value, Mapping))
+ARRAY = Field("an array", lambda value: isinstance(value, list))
+
+#: OpenAI Responses (what `tfgw.formats.responses` reads)
+RESPONSES: Mapping[str, Field] = {
+    "tools": ARRAY,
+    "text": OBJECT,
+    "reasoning": OBJECT,
+}
+
+
+def check(body: Mapping[str, Any], fields: Mapping[str, Field]) -> None:
+    """Raises a 400 for the first of `fields` whose value in `body` is not what it takes."""
+    for name, field in fields.items():
+        value = body.get(name)
+        if value is not None and not field.test(value):
+            raise BadRequestError(f"'{name}' must be {field.says}", param=name)
