@@ -40,3 +40,21 @@ RESPONSE = {"model": "demo", "input": "hi"}
 )
 def test_responses_fields_of_another_type_are_400_naming_them(field: str, value: Any, says: str) -> None:
     assert post("/v1/responses", {**RESPONSE, field: value}) == openai_400(f"'{field}' must be {says}", field)
+
+
+MESSAGE = {"model": "demo", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("tools", 5, "an array"),
+        ("stop_sequences", 5, "an array of strings"),
+        ("stop_sequences", [1], "an array of strings"),
+    ],
+)
+def test_messages_fields_of_another_type_are_400_in_anthropics_shape(
+    field: str, value: Any, says: str
+) -> None:
+    error = {"type": "invalid_request_error", "message": f"'{field}' must be {says}"}
+    assert post("/v1/messages", {**MESSAGE, field: value}) == (400, {"type": "error", "error": error})

@@ -15,7 +15,7 @@ from typing import Any
 
 from tfgw.errors import BadRequestError
 
-__all__ = ["RESPONSES", "Field", "check"]
+__all__ = ["MESSAGES", "RESPONSES", "Field", "check"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +25,18 @@ class Field:
     test: Callable[[Any], bool]
 
 
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
 OBJECT = Field("an object", lambda value: isinstance(value, Mapping))
 ARRAY = Field("an array", lambda value: isinstance(value, list))
 
+#: Anthropic Messages (what `tfgw.formats.messages` reads)
+MESSAGES: Mapping[str, Field] = {
+    "tools": ARRAY,
+    "stop_sequences": Field("an array of strings", _strings),
+}
 #: OpenAI Responses (what `tfgw.formats.responses` reads)
 RESPONSES: Mapping[str, Field] = {
     "tools": ARRAY,

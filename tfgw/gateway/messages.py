@@ -18,6 +18,7 @@ from quart import Quart, Response
 from tfgw.errors import BadRequestError
 from tfgw.formats import messages as translate
 from tfgw.formats.messages import MessagesStream
+from tfgw.gateway import fields
 from tfgw.gateway.policy import admit_and_guard
 from tfgw.gateway.stages import (
     ANTHROPIC,
@@ -50,7 +51,9 @@ def routes(app: Quart, state: GatewayState) -> None:
         rt, trace = state.begin(f"POST {PREFIX}")
         with request_span(trace):
             key = authenticate(rt, trace)
-            body, account = await admit_and_guard(rt, trace, key, "messages", await request_body(rt, trace))
+            body = await request_body(rt, trace)
+            fields.check(body, fields.MESSAGES)
+            body, account = await admit_and_guard(rt, trace, key, "messages", body)
             chat = _Messages(body, translate.to_chat_request)
             attempts = resolve(rt, trace, body)
             return await answer(
