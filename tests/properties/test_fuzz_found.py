@@ -58,3 +58,24 @@ def test_messages_fields_of_another_type_are_400_in_anthropics_shape(
 ) -> None:
     error = {"type": "invalid_request_error", "message": f"'{field}' must be {says}"}
     assert post("/v1/messages", {**MESSAGE, field: value}) == (400, {"type": "error", "error": error})
+
+
+CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        ({"messages": ["hi"]}, "messages", "an array of objects"),
+        ({"tools": "x"}, "tools", "an array of objects, each 'function' an object"),
+        (
+            {"tools": [{"type": "function", "function": "f"}]},
+            "tools",
+            "an array of objects, each 'function' an object",
+        ),
+        ({"n": "x"}, "n", "an integer from 1 to 128"),
+        ({"n": 10**9}, "n", "an integer from 1 to 128"),
+    ],
+)
+def test_chat_fields_of_another_type_are_400_naming_them(body: dict[str, Any], field: str, says: str) -> None:
+    assert post("/v1/chat/completions", {**CHAT, **body}) == openai_400(f"'{field}' must be {says}", field)

@@ -32,7 +32,7 @@ from tfgw import __version__
 from tfgw.config import Settings
 from tfgw.errors import BadRequestError, TfgwError
 from tfgw.formats.messages import ERROR_TYPES as ANTHROPIC_ERROR_TYPES
-from tfgw.gateway import messages, responses
+from tfgw.gateway import fields, messages, responses
 from tfgw.gateway.auth import limited
 from tfgw.gateway.live import POLL_S, ConfigWatcher, Runtime, restart_only
 from tfgw.gateway.policy import admit_and_guard
@@ -332,6 +332,7 @@ def _openai_routes(app: Quart, state: GatewayState) -> None:
             body = await request_body(rt, trace)
             if not isinstance(body.get("messages"), list) or not body["messages"]:
                 raise BadRequestError("'messages' must be a non-empty array", param="messages")
+            fields.check(body, fields.CHAT)
             body, account = await admit_and_guard(rt, trace, key, "chat", body)
             attempts = resolve(rt, trace, body)
             return await answer(rt, trace, key, attempts, body, _CHAT, account=account)

@@ -15,7 +15,7 @@ from typing import Any
 
 from tfgw.errors import BadRequestError
 
-__all__ = ["MESSAGES", "RESPONSES", "Field", "check"]
+__all__ = ["CHAT", "MESSAGES", "RESPONSES", "Field", "check"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +25,32 @@ class Field:
     test: Callable[[Any], bool]
 
 
+def _objects(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, Mapping) for item in value)
+
+
 def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
+def _chat_tools(value: Any) -> bool:
+    return _objects(value) and all(isinstance(tool.get("function", {}), Mapping) for tool in value)
+
+
+def _choices(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 128
+
+
 OBJECT = Field("an object", lambda value: isinstance(value, Mapping))
 ARRAY = Field("an array", lambda value: isinstance(value, list))
+OBJECTS = Field("an array of objects", _objects)
 
+#: chat completions (what the mock provider and the policy read; the rest goes on as it is)
+CHAT: Mapping[str, Field] = {
+    "messages": OBJECTS,
+    "tools": Field("an array of objects, each 'function' an object", _chat_tools),
+    "n": Field("an integer from 1 to 128", _choices),
+}
 #: Anthropic Messages (what `tfgw.formats.messages` reads)
 MESSAGES: Mapping[str, Field] = {
     "tools": ARRAY,
