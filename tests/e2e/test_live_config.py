@@ -21,6 +21,7 @@ from tfgw.keys import generate_key, hash_key
 
 HELLO = [{"role": "user", "content": "hello there"}]
 ENV = {"E2E_OPENAI_KEY": OPENAI_KEY}
+READYZ = {"authorization": f"Bearer {GATEWAY_KEY}"}  # /readyz's details need a key when keys exist
 NEW_MODEL = '\n[[models]]\nname = "gpt-new"\ntargets = [{ provider = "up", model = "gpt-4o" }]\n'
 DEAD_URL = 'base_url = "http://127.0.0.1:9/v1"'
 
@@ -44,11 +45,11 @@ def status(gw: Gateway, key: str, model: str = "gpt") -> int:
 def workers_seen(gw: Gateway, tries: int = 20) -> set[int]:
     """The worker processes that answered `tries` new connections (a SIGHUP sent before a worker
     serves is not a reload of it)."""
-    return {httpx.get(f"{gw.url}/readyz", timeout=5).json()["worker"] for _ in range(tries)}
+    return {httpx.get(f"{gw.url}/readyz", headers=READYZ, timeout=5).json()["worker"] for _ in range(tries)}
 
 
 def reloads(gw: Gateway) -> dict[str, int]:
-    return httpx.get(f"{gw.url}/readyz", timeout=5).json()["config"]
+    return httpx.get(f"{gw.url}/readyz", headers=READYZ, timeout=5).json()["config"]
 
 
 @pytest.fixture

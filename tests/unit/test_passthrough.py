@@ -157,7 +157,7 @@ def test_a_message_stream_reads_its_text_deltas_as_text_alone_in_one_pass() -> N
     assert read(event_by_event(StreamTranslator("m", created=0)), MESSAGE) == expected
 
 
-INVALID = "provider 'up' sent an invalid SSE event (relayed: True)"
+INVALID = "provider 'up' sent an invalid SSE event (relayed: False)"
 
 
 @pytest.mark.parametrize(

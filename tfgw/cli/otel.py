@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tfgw.config import (
     find_config,
     load,
 )
+from tfgw.config_bus import with_bus_secrets
 from tfgw.config_file import delete_table, update_table
 from tfgw.errors import ConfigError, InputError, NotFoundError
 from tfgw.export.targets import (
@@ -364,6 +366,8 @@ def status(
 
     settings = _settings(config)
     if settings.bus.kind == "nats":
+        if settings.path is not None:  # the config was read with its secrets left as env:VAR
+            settings = replace(settings, bus=with_bus_secrets(settings.bus, Path(settings.path)))
         _consumer_status(settings, json_)
         return
     report = target_status(settings)
