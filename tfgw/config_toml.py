@@ -135,13 +135,25 @@ def dotted(path: KeyPath) -> str:
 # --------------------------------------------------------------------------------------------------
 # Finding lines: tomllib reports lines only for syntax errors, so the source is scanned once.
 
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
-_ASSIGN = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.\-" ]+?)\s*=""")
+_BASIC = r'"(?:[^"\\]|\\.)*"'  # a basic-string key, escapes (\") included
+_HEADER = re.compile(rf"""^\s*(\[\[?)\s*((?:{_BASIC}|'[^']*'|[^\]"'])+?)\s*\]\]?\s*(?:#.*)?$""")
+_ASSIGN = re.compile(rf"""^\s*((?:{_BASIC}|'[^']*'|[A-Za-z0-9_.\-" ])+?)\s*=""")
 
 
 def _split_key(text: str) -> tuple[str, ...]:
-    parts = re.findall(r'"([^"]*)"|\'([^\']*)\'|([^.\s]+)', text)
-    return tuple(a or b or c for a, b, c in parts)
+    parts = re.findall(r'"((?:[^"\\]|\\.)*)"|\'([^\']*)\'|([^.\s]+)', text)
+    return tuple(_unescape(a) if a else b or c for a, b, c in parts)
+
+
+def _unescape(quoted: str) -> str:
+    """A basic-string key as TOML reads it (`"\\u001f"` is one character), so that the key the
+    validator names is found; as written when it is not valid TOML."""
+    if "\\" not in quoted:
+        return quoted
+    try:
+        return next(iter(tomllib.loads(f'"{quoted}" = 0')))
+    except tomllib.TOMLDecodeError:
+        return quoted
 
 
 class KeyLocator:
@@ -153,7 +165,8 @@ class KeyLocator:
         self.headers: list[int] = []
         counters: dict[KeyPath, int] = {}
         table: KeyPath = ()
-        for number, line in enumerate(source.splitlines(), start=1):
+        # TOML ends lines at LF (CRLF too) only; str.splitlines would also at \x85, \u2028, ...
+        for number, line in enumerate(source.split("\n"), start=1):
             if header := _HEADER.match(line):
                 keys = _split_key(header.group(2))
                 resolved = self._resolve(keys, counters)
@@ -163,7 +176,8 @@ class KeyLocator:
                     table = (*resolved, index)
                 else:
                     table = resolved
-                self.lines.setdefault(table, number)
+                for end in range(1, len(table) + 1):  # `[a.b]` makes `a` here too, if not before
+                    self.lines.setdefault(table[:end], number)
                 self.headers.append(number)
                 continue
             if assign := _ASSIGN.match(line):
