@@ -4,14 +4,18 @@ has, and behind a gateway key when the config has keys."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from importlib import resources
 from typing import Any
 
+import httpx
 import orjson
+import pytest
 from quart.typing import TestClientProtocol as Client
 
+from tests.e2e.gateway import Gateway
 from tfgw.config import KeySettings, demo_settings
 from tfgw.gateway import create_app
 from tfgw.keys import hash_key
@@ -87,3 +91,29 @@ def test_openapi_json_needs_a_key_when_there_are_keys() -> None:
         assert orjson.loads(await answer.get_data()) == document()
 
     run(settings, test)
+
+
+def raw(port: int, request: bytes) -> bytes:
+    """The whole answer to `request` on a fresh connection (the server closes it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.e2e
+def test_a_real_gateway_serves_the_document_and_its_server_refuses_bad_headers_before_the_app() -> None:
+    """What docs/http.md excepts from the fuzzing: hypercorn answers these, with no JSON body."""
+    with Gateway(None, "--demo") as gateway:
+        answer = httpx.get(f"{gateway.url}/openapi.json", timeout=10)
+        assert (answer.status_code, answer.json()) == (200, document())
+        # headers not ended after 16 KiB (h11's limit on what it holds incomplete): 431
+        big = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 20_000
+        status, _, rest = raw(gateway.port, big).partition(b"\r\n")
+        assert (status, rest.rsplit(b"\r\n\r\n", 1)[1]) == (b"HTTP/1.1 431 ", b"")
+        # a header name that is not a token, or NUL, CR or LF in a value: 400
+        control = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx(bad): a\r\n\r\n"
+        status, _, rest = raw(gateway.port, control).partition(b"\r\n")
+        assert (status, rest.rsplit(b"\r\n\r\n", 1)[1]) == (b"HTTP/1.1 400 ", b"")

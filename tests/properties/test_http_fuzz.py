@@ -130,7 +130,7 @@ def _latin1(name: str, value: Any) -> bool:
         f"{name}{value}".encode("latin-1")
     except UnicodeEncodeError:
         return False
-    return "\r" not in f"{name}{value}" and "\n" not in f"{name}{value}" and name.isascii()
+    return not {"\r", "\n", "\0"} & set(f"{name}{value}") and name.isascii()
 
 
 def check(method: str, path: str, status: int, content_type: str, body: bytes) -> None:
