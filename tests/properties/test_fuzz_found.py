@@ -79,3 +79,38 @@ CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
 )
 def test_chat_fields_of_another_type_are_400_naming_them(body: dict[str, Any], field: str, says: str) -> None:
     assert post("/v1/chat/completions", {**CHAT, **body}) == openai_400(f"'{field}' must be {says}", field)
+
+
+#: found with the same probes, in files this change does not own: a 500 until they are fixed there
+NESTED = pytest.mark.xfail(
+    strict=True,
+    reason="a content part of another type reaches tfgw/formats/messages.py, tfgw/formats/responses.py"
+    " and tfgw/providers/mock.py, which join or .get() it: each should refuse it (400 naming the field)",
+)
+
+
+@NESTED
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/v1/chat/completions",
+            {**CHAT, "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+        ),
+        (
+            "/v1/messages",
+            {**MESSAGE, "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+        ),
+        (
+            "/v1/messages",
+            {**MESSAGE, "messages": [{"role": "user", "content": [{"type": "image", "source": 5}]}]},
+        ),
+        (
+            "/v1/responses",
+            {**RESPONSE, "input": [{"type": "message", "content": [{"type": "input_text", "text": 5}]}]},
+        ),
+    ],
+)
+def test_a_content_part_of_another_type_is_400_not_500(path: str, body: dict[str, Any]) -> None:
+    status, answer = post(path, body)
+    assert status == 400, answer
