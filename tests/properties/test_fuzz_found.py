@@ -81,15 +81,6 @@ def test_chat_fields_of_another_type_are_400_naming_them(body: dict[str, Any], f
     assert post("/v1/chat/completions", {**CHAT, **body}) == openai_400(f"'{field}' must be {says}", field)
 
 
-#: found with the same probes, in files this change does not own: a 500 until they are fixed there
-NESTED = pytest.mark.xfail(
-    strict=True,
-    reason="a content part of another type reaches tfgw/formats/messages.py, tfgw/formats/responses.py"
-    " and tfgw/providers/mock.py, which join or .get() it: each should refuse it (400 naming the field)",
-)
-
-
-@NESTED
 @pytest.mark.parametrize(
     ("path", "body"),
     [

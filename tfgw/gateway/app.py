@@ -332,7 +332,7 @@ def _openai_routes(app: Quart, state: GatewayState) -> None:
             body = await request_body(rt, trace)
             if not isinstance(body.get("messages"), list) or not body["messages"]:
                 raise BadRequestError("'messages' must be a non-empty array", param="messages")
-            fields.check(body, fields.CHAT)
+            fields.check(body, fields.CHAT, fields.chat_parts)
             body, account = await admit_and_guard(rt, trace, key, "chat", body)
             attempts = resolve(rt, trace, body)
             return await answer(rt, trace, key, attempts, body, _CHAT, account=account)

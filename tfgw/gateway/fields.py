@@ -15,7 +15,16 @@ from typing import Any
 
 from tfgw.errors import BadRequestError
 
-__all__ = ["CHAT", "MESSAGES", "RESPONSES", "Field", "check"]
+__all__ = [
+    "CHAT",
+    "MESSAGES",
+    "RESPONSES",
+    "Field",
+    "chat_parts",
+    "check",
+    "messages_parts",
+    "responses_parts",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,7 @@ CHAT: Mapping[str, Field] = {
 }
 #: Anthropic Messages (what `tfgw.formats.messages` reads)
 MESSAGES: Mapping[str, Field] = {
+    "messages": OBJECTS,
     "tools": ARRAY,
     "stop_sequences": Field("an array of strings", _strings),
 }
@@ -64,9 +74,75 @@ RESPONSES: Mapping[str, Field] = {
 }
 
 
-def check(body: Mapping[str, Any], fields: Mapping[str, Field]) -> None:
-    """Raises a 400 for the first of `fields` whose value in `body` is not what it takes."""
+def check(body: Mapping[str, Any], fields: Mapping[str, Field], parts: Parts | None = None) -> None:
+    """Raises a 400 for the first of `fields` whose value in `body` is not what it takes, then for
+    the first content part `parts` finds of another shape than its type says."""
     for name, field in fields.items():
         value = body.get(name)
         if value is not None and not field.test(value):
             raise BadRequestError(f"'{name}' must be {field.says}", param=name)
+    if parts is not None and (found := parts(body)) is not None:
+        where, says = found
+        raise BadRequestError(f"'{where}' must be {says}", param=where)
+
+
+# -- content parts: what a part of each type holds, where the translators and the mock read it --
+
+#: (where, what it must be) of the first part of another shape, or None
+Parts = Callable[[Mapping[str, Any]], "tuple[str, str] | None"]
+
+#: a part's type -> (its field read as text or as an object, what it must be)
+CHAT_PARTS = {"text": ("text", "a string")}
+MESSAGES_PARTS = {"text": ("text", "a string"), "image": ("source", "an object")}
+RESPONSES_PARTS = {t: ("text", "a string") for t in ("input_text", "output_text", "text")}
+_TESTS: Mapping[str, Callable[[Any], bool]] = {
+    "a string": lambda value: isinstance(value, str),
+    "an object": lambda value: isinstance(value, Mapping),
+}
+
+
+def _content(content: Any, where: str, kinds: Mapping[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """A message's content: a string (or absent) needs nothing; a list's parts are objects, each
+    holding what its type says."""
+    if not isinstance(content, list):
+        return None
+    for j, part in enumerate(content):
+        if not isinstance(part, Mapping):
+            return f"{where}[{j}]", "an object"
+        rule = kinds.get(part.get("type"))  # type: ignore[arg-type]
+        if rule is not None and not _TESTS[rule[1]](part.get(rule[0])):
+            return f"{where}[{j}].{rule[0]}", rule[1]
+    return None
+
+
+def chat_parts(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    for i, message in enumerate(body.get("messages") or ()):
+        content = message.get("content")  # a string: the common case, no call
+        if (
+            isinstance(content, list)
+            and (found := _content(content, f"messages[{i}].content", CHAT_PARTS)) is not None
+        ):
+            return found
+    return None
+
+
+def messages_parts(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    for i, message in enumerate(body.get("messages") or ()):
+        content = message.get("content")  # a string: the common case, no call
+        if (
+            isinstance(content, list)
+            and (found := _content(content, f"messages[{i}].content", MESSAGES_PARTS)) is not None
+        ):
+            return found
+    return _content(body.get("system"), "system", MESSAGES_PARTS)
+
+
+def responses_parts(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    items = body.get("input")
+    for i, item in enumerate(items if isinstance(items, list) else ()):
+        if not isinstance(item, Mapping):
+            return f"input[{i}]", "an object"
+        content = item.get("content")
+        if isinstance(content, list) and (found := _content(content, f"input[{i}].content", RESPONSES_PARTS)):
+            return found
+    return None

@@ -52,7 +52,7 @@ def routes(app: Quart, state: GatewayState) -> None:
         with request_span(trace):
             key = authenticate(rt, trace)
             body = await request_body(rt, trace)
-            fields.check(body, fields.MESSAGES)
+            fields.check(body, fields.MESSAGES, fields.messages_parts)
             body, account = await admit_and_guard(rt, trace, key, "messages", body)
             chat = _Messages(body, translate.to_chat_request)
             attempts = resolve(rt, trace, body)

@@ -43,7 +43,7 @@ def routes(app: Quart, state: GatewayState) -> None:
         with request_span(trace):
             key = authenticate(rt, trace)
             body = await request_body(rt, trace)
-            fields.check(body, fields.RESPONSES)
+            fields.check(body, fields.RESPONSES, fields.responses_parts)
             body, account = await admit_and_guard(rt, trace, key, "responses", body)
             chat = _Responses(body, translate.to_chat_request)
             attempts = resolve(rt, trace, body)
