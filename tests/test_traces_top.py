@@ -200,6 +200,17 @@ def test_board_text_is_pinned_whole(tmp_path: Path) -> None:
     assert "\n".join(line.rstrip() for line in out.export_text().split("\n")) == OLD_TEXT
 
 
+def test_a_board_of_a_stream_points_to_its_consumers_not_to_adding_a_target(tmp_path: Path) -> None:
+    log = write_old_log(tmp_path / "log")
+    (tmp_path / "tfgw.toml").write_text(CONFIG)
+    board = Feed(log, top_settings(tmp_path / "tfgw.toml", log), 300, follow=False).refresh()
+    out = Console(record=True, width=160, file=io.StringIO())
+    out.print(board_view({**board, "targets": []}, View(), "nats:TFGW_TRACES"))
+    lines = [line.rstrip() for line in out.export_text().split("\n")]
+    assert "export: the targets' consumers on the stream: `tfgw otel status`" in lines
+    assert lines[0].startswith("tfgw traces top  nats:TFGW_TRACES  last 5m to ")
+
+
 def test_the_board_sorted_filtered_and_errors_only() -> None:
     window = Window(300)
     window.extend(row_of(trace_line(r)) for r in OLD)

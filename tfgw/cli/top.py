@@ -209,7 +209,7 @@ def run(
 def _view(feed: Feed, snapshot: dict[str, Any], view: View, **options: Any) -> Any:
     """The board; its header names the log directory or the stream (`board_view` only prints
     what it is given as its directory)."""
-    return board_view(snapshot, view, feed.where, **options)  # type: ignore[arg-type]
+    return board_view(snapshot, view, feed.where, **options)
 
 
 def _plain(feed: Feed, out: Console, interval: float) -> None:

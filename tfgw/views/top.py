@@ -123,7 +123,7 @@ def duration(seconds: float) -> str:
 def board_view(
     board: Mapping[str, Any],
     view: View,
-    directory: Path,
+    directory: Path | str,
     *,
     keys: bool = False,
     warning: str | None = None,
@@ -141,13 +141,13 @@ def board_view(
         parts.append(Text("no model matches the filter", style="dim"))
     else:
         parts.append(Text(f"no requests in the last {duration(board['window_s'])}", style="dim"))
-    parts.append(_targets(board["targets"]))
+    parts.append(_targets(board["targets"], local=isinstance(directory, Path)))
     if warning:
         parts.append(Text(f"warning: {warning}", style="yellow"))
     return Group(*parts)
 
 
-def _header(board: Mapping[str, Any], directory: Path) -> Text:
+def _header(board: Mapping[str, Any], directory: Path | str) -> Text:
     now = datetime.fromisoformat(board["now"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
     window = duration(board["window_s"])
     text = Text.assemble(("tfgw traces top", "bold"), f"  {directory}  last {window} to {now}")
@@ -193,7 +193,9 @@ def _models_table(models: Sequence[Mapping[str, Any]], view: View, window: str) 
     return table
 
 
-def _targets(targets: Sequence[Mapping[str, Any]]) -> RenderableType:
+def _targets(targets: Sequence[Mapping[str, Any]], *, local: bool = True) -> RenderableType:
+    if not targets and not local:  # a stream: its consumers are in `tfgw otel status`
+        return Text("export: the targets' consumers on the stream: `tfgw otel status`", style="dim")
     if not targets:
         return Text("export: no targets (add one with `tfgw otel set KIND`)", style="dim")
     table = Table(box=None, pad_edge=False, header_style="bold")
