@@ -12,7 +12,15 @@ from typing import Any
 
 from tfgw.config_toml import KeyPath, TableChecker
 
-__all__ = ["CONVENTIONS", "OTEL_KINDS", "OTEL_PROTOCOLS", "OTEL_REQUIRED", "OtelChecks", "OtelTargetSettings"]
+__all__ = [
+    "CONVENTIONS",
+    "OTEL_KINDS",
+    "OTEL_PROTOCOLS",
+    "OTEL_REQUIRED",
+    "RESERVED_TARGET_NAMES",
+    "OtelChecks",
+    "OtelTargetSettings",
+]
 
 OTEL_KINDS = ("arize", "middleware", "otlp")
 OTEL_PROTOCOLS = ("grpc", "http/protobuf", "http/json")
@@ -23,6 +31,8 @@ OTEL_REQUIRED = {
     "middleware": ("endpoint", "api_key"),
     "otlp": ("endpoint",),
 }
+#: a name a target cannot have: its cursor would be the NATS publisher's (tfgw.bus.publish)
+RESERVED_TARGET_NAMES = frozenset(("nats",))
 #: target names become file names (the exporter's cursor), so they are kept plain
 OTEL_TARGET_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: the span conventions a target can receive, in the order they are listed
@@ -75,6 +85,8 @@ class OtelChecks(TableChecker):
             path = ("otel", "targets", name)
             if not OTEL_TARGET_NAME.fullmatch(name):
                 raise self.fail(path, "a target name may only use letters, digits, '-' and '_' (64 at most)")
+            if name in RESERVED_TARGET_NAMES:
+                raise self.fail(path, f"the target name {name!r} is reserved (the NATS publisher's cursor)")
             t = self.table(item, path, allowed)
             kind = self.choice(t, path, "kind", OTEL_KINDS, None)
             if kind is None:

@@ -162,6 +162,10 @@ def test_example_config_covers_every_section_and_parses(monkeypatch: pytest.Monk
             "t.toml:4: otel.targets.t.conventions[1]: must be one of openinference, gen_ai, got 'otel'",
         ),
         (
+            '[otel.targets.nats]\nkind = "otlp"\nendpoint = "http://c"\n',
+            "t.toml:1: otel.targets.nats: the target name 'nats' is reserved (the NATS publisher's cursor)",
+        ),
+        (
             '[otel.targets.t]\nkind = "otlp"\nendpoint = "http://c"\nconventions = []\n',
             "t.toml:4: otel.targets.t.conventions: needs at least one of openinference, gen_ai",
         ),

@@ -32,6 +32,7 @@ from tfgw.config import (
 )
 from tfgw.config_bus import with_bus_secrets
 from tfgw.config_file import delete_table, update_table
+from tfgw.config_otel import RESERVED_TARGET_NAMES
 from tfgw.errors import ConfigError, InputError, NotFoundError
 from tfgw.export.targets import (
     ENV_TARGET,
@@ -147,6 +148,8 @@ def set_(
     name = name or kind.value
     if not OTEL_TARGET_NAME.fullmatch(name):
         raise InputError(f"--name: only letters, digits, '-' and '_' (64 at most), got {name!r}")
+    if name in RESERVED_TARGET_NAMES:
+        raise InputError(f"--name: {name!r} is reserved (the NATS publisher's cursor); choose another")
     path = _config_to_edit(config)
     current = load(path, resolve_secrets=False).otel_targets.get(name) if path.exists() else None
     given = {
