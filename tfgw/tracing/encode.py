@@ -22,6 +22,7 @@ import orjson
 
 from tfgw.tracing import otlp
 from tfgw.tracing import semconv as sc
+from tfgw.tracing.conventions import GENAI_TO_OI_PROVIDER, OI_TO_GENAI_PROVIDER
 from tfgw.tracing.fold import StreamFold
 from tfgw.tracing.rows import summarize_decoded
 from tfgw.tracing.spans import Constant, LlmCall, RequestTrace, Span
@@ -31,33 +32,6 @@ __all__ = ["Encoder", "provider_identity"]
 #: OpenInference leaves base64 images longer than this out (OPENINFERENCE_BASE64_IMAGE_MAX_LENGTH)
 MAX_INLINE_IMAGE = 32_000
 REDACTED = "__REDACTED__"
-
-#: the well-known provider names of both conventions, OpenInference's `llm.provider` -> GenAI's
-#: `gen_ai.provider.name` (v1.41.1; `moonshot_ai` is the GenAI repository's next name). A name one
-#: convention has no value for is written as it is (fireworks, cerebras, together, ollama).
-OI_TO_GENAI = {
-    "openai": "openai",
-    "anthropic": "anthropic",
-    "cohere": "cohere",
-    "mistralai": "mistral_ai",
-    "azure": "azure.ai.openai",
-    "google": "gcp.gen_ai",
-    "aws": "aws.bedrock",
-    "xai": "x_ai",
-    "deepseek": "deepseek",
-    "groq": "groq",
-    "perplexity": "perplexity",
-    "moonshot": "moonshot_ai",
-    "fireworks": "fireworks",
-    "cerebras": "cerebras",
-    "together": "together",
-    "ollama": "ollama",
-}
-GENAI_TO_OI = {gen: oi for oi, gen in OI_TO_GENAI.items()} | {
-    "azure.ai.inference": "azure",
-    "gcp.gemini": "google",
-    "gcp.vertex_ai": "google",
-}
 
 #: the host of a base URL (a suffix after a dot, or a glob) -> (llm.provider, gen_ai.provider.name)
 KNOWN_HOSTS = {
@@ -129,7 +103,9 @@ def provider_identity(kind: str, base_url: str, system: str | None = None) -> di
     host = parts.hostname or ""
     provider, family, gen = KIND_IDENTITY.get(kind, KIND_IDENTITY["openai"])
     if system:
-        provider, gen = GENAI_TO_OI.get(system, system), OI_TO_GENAI.get(system, system)
+        # either convention's spelling; a name both spell alike (fireworks, ollama, …) as it is
+        provider = GENAI_TO_OI_PROVIDER.get(system, system)
+        gen = OI_TO_GENAI_PROVIDER.get(system, system)
     elif known := _known_host(host, parts.port):
         provider, gen = known
     attrs: dict[str, Any] = {sc.LLM_PROVIDER: provider, sc.LLM_SYSTEM: family, sc.GEN_PROVIDER: gen}
