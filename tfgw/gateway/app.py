@@ -250,10 +250,7 @@ def _probe_routes(app: Quart, state: GatewayState) -> None:
     @app.get("/metrics")
     async def metrics() -> Response:
         """The exporter's snapshot (docs/metrics.md), behind a gateway key when there are keys."""
-        rt = state.runtime
-        assert rt is not None
-        headers = client_headers()
-        rt.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
+        _key_checked(state)
         if not state.settings.tracing.enabled:
             return _unavailable("no metrics: tracing is disabled ([tracing] enabled = false)")
         path = snapshot_path(state.settings)
@@ -266,10 +263,7 @@ def _probe_routes(app: Quart, state: GatewayState) -> None:
     @app.get("/v1/models")
     async def models() -> Response:
         headers = client_headers()
-        rt = state.runtime
-        assert rt is not None
-        rt.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
-        names = list(rt.settings.models)
+        names = list(_key_checked(state).settings.models)
         if "anthropic-version" in headers:  # Anthropic's clients list models in their own shape
             return Response(orjson.dumps(messages.model_list(names)), content_type=JSON)
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "tfgw"} for name in names]
@@ -283,10 +277,7 @@ def _openapi_route(app: Quart, state: GatewayState) -> None:
 
     @app.get("/openapi.json")
     async def openapi() -> Response:
-        rt = state.runtime
-        assert rt is not None
-        headers = client_headers()
-        rt.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
+        _key_checked(state)
         return Response(document, content_type=JSON)
 
 
@@ -298,8 +289,18 @@ def _readyz_details(state: GatewayState) -> bool:
     headers = client_headers()
     if state.runtime is None or not (headers.get("authorization") or headers.get("x-api-key")):
         return False
-    state.runtime.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
+    _key_checked(state)
     return True
+
+
+def _key_checked(state: GatewayState) -> Runtime:
+    """The runtime, once the request's key (`Authorization` or `x-api-key`) is checked: 401 for a
+    missing or wrong one when the config has keys. For the untraced routes."""
+    rt = state.runtime
+    assert rt is not None, "requests come once serving has started"
+    headers = client_headers()
+    rt.keys.authenticate(headers.get("authorization"), api_key=headers.get("x-api-key"))
+    return rt
 
 
 def _readiness(state: GatewayState) -> dict[str, Any]:
