@@ -43,7 +43,7 @@ from tfgw.config import Settings
 from tfgw.config_bus import BusSettings
 from tfgw.export import encode, send
 from tfgw.export.targets import ResolvedTarget, enabled_targets
-from tfgw.export.worker import BATCH_BYTES, count_delivery
+from tfgw.export.worker import BATCH_BYTES, count_delivery, count_dropped
 from tfgw.retry import Backoff
 
 __all__ = [
@@ -336,10 +336,7 @@ class TargetConsumer:
         out = _Settlement()
         settled = 0
         for batch in encode.batches(lines, self.target.protocol, max_spans=self.max_spans):
-            if batch.dropped:
-                self.stats["unsendable"] += batch.dropped_spans
-                for dropped in batch.dropped:
-                    log.warning("%s: %s", self.target.name, dropped.reason)
+            count_dropped(self.stats, batch, self.target.name)
             if not batch.spans:
                 continue
             result = sender.send(batch)

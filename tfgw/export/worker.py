@@ -103,10 +103,7 @@ class TargetExporter:
             return True
         self.stats["lag_s"] = max(0.0, self.clock() - _newest_end(first))
         for batch in encode.batches(itertools.chain((first,), lines), self.target.protocol):
-            if batch.dropped:
-                self.stats["unsendable"] += batch.dropped_spans
-                for dropped in batch.dropped:
-                    log.warning("%s: %s", self.target.name, dropped.reason)
+            count_dropped(self.stats, batch, self.target.name)
             if not batch.spans:
                 continue
             delivery = send.deliver(
@@ -161,6 +158,15 @@ def _newest_end(line: Mapping[str, Any]) -> float:
         for span in ss.get("spans") or ()
     ]
     return max(ends, default=0) / 1e9
+
+
+def count_dropped(stats: dict[str, Any], batch: encode.EncodedBatch, target: str) -> None:
+    """The spans of a batch that cannot be sent at all (too large for one payload), counted and
+    said (both deliverers)."""
+    if batch.dropped:
+        stats["unsendable"] += batch.dropped_spans
+        for dropped in batch.dropped:
+            log.warning("%s: %s", target, dropped.reason)
 
 
 def count_delivery(
