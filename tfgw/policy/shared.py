@@ -218,14 +218,9 @@ class SharedLimits:
     async def _release(self, kv: KeyValue, name: str, state: _Key, second: int) -> None:
         try:
             async with state.lock:
-                for _ in range(ATTEMPTS):
-                    now = self._clock()
-                    now_s, month = int(now), self.local.month_of(now)
-                    slot, revision = await self._read(kv, name, state)
-                    settles = self._apply(slot, state, now_s, month)
-                    slot.release(0, now_s, now_s // DAY, month, second)
-                    if self._written(state, settles, await self._write(kv, name, slot, revision, state)):
-                        return
+                await self._write_back(kv, name, state, lambda slot, now_s, month: slot.release(
+                    0, now_s, now_s // DAY, month, second
+                ))  # fmt: skip
         except Exception as exc:  # it leaves the window within a minute anyway
             self._failed(exc)
 
@@ -257,19 +252,28 @@ class SharedLimits:
         assert kv is not None
         try:
             async with state.lock:
-                for _ in range(ATTEMPTS):
-                    if not state.pending:
-                        return
-                    now = self._clock()
-                    slot, revision = await self._read(kv, name, state)
-                    settles = self._apply(slot, state, int(now), self.local.month_of(now))
-                    if self._written(state, settles, await self._write(kv, name, slot, revision, state)):
-                        return
-                raise TimeoutError(f"{ATTEMPTS} conflicting writes")
+                if state.pending and not await self._write_back(kv, name, state):
+                    raise TimeoutError(f"{ATTEMPTS} conflicting writes")
         except Exception as exc:
             self._failed(exc)
             lost, state.pending[:] = len(state.pending), []
             log.warning("the tokens and cost of %d request(s) of key %r were not counted in NATS", lost, name)
+
+    async def _write_back(
+        self, kv: KeyValue, name: str, state: _Key, change: Callable[[Slot, int, int], Any] | None = None
+    ) -> bool:
+        """The key's pending settles (and `change`, given the slot, the second and the month)
+        written into its shared slot, under `state.lock`; False after `ATTEMPTS` conflicts."""
+        for _ in range(ATTEMPTS):
+            now = self._clock()
+            now_s, month = int(now), self.local.month_of(now)
+            slot, revision = await self._read(kv, name, state)
+            settles = self._apply(slot, state, now_s, month)
+            if change is not None:
+                change(slot, now_s, month)
+            if self._written(state, settles, await self._write(kv, name, slot, revision, state)):
+                return True
+        return False
 
     def _key(self, name: str) -> _Key:
         state = self._keys.get(name)
