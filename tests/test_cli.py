@@ -33,7 +33,7 @@ def tfgw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     [
         ("[server]\nport = 8787\nprot = 1\n",
          "bad.toml:3: server.prot: unknown key (allowed: host, port, workers, max_body_bytes, "
-         "graceful_timeout, state_dir, cache_max_mb, reload)"),
+         "body_timeout, graceful_timeout, state_dir, cache_max_mb, reload)"),
         ("[server]\nport = \"high\"\n", "bad.toml:2: server.port: expected an integer, got a string"),
         ("[providers.p]\nkind = \"openai\"\napi_key = \"env:TFGW_TEST_UNSET_VAR\"\n",
          "bad.toml:3: providers.p.api_key: environment variable TFGW_TEST_UNSET_VAR is not set"),

@@ -70,6 +70,8 @@ class ServerSettings:
     port: int = 8787
     workers: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
+    #: seconds a request's whole body may take to arrive (408 past it), however often a byte comes
+    body_timeout: float = 60.0
     graceful_timeout: float = 30.0
     #: where limits and budgets are counted (a file every worker maps; `tfgw keys list` reads it);
     #: None: `state` beside the trace directory
@@ -295,6 +297,7 @@ class _Validator(PolicyChecks, OtelChecks, BusChecks):
             "port",
             "workers",
             "max_body_bytes",
+            "body_timeout",
             "graceful_timeout",
             "state_dir",
             "cache_max_mb",
@@ -309,6 +312,7 @@ class _Validator(PolicyChecks, OtelChecks, BusChecks):
             port=port,
             workers=self.positive(t, path, "workers", int, 1),
             max_body_bytes=self.positive(t, path, "max_body_bytes", int, 10 * 1024 * 1024),
+            body_timeout=self.positive(t, path, "body_timeout", float, 60.0),
             graceful_timeout=self.positive(t, path, "graceful_timeout", float, 30.0, zero=True),
             state_dir=self.value(t, path, "state_dir", str, None),
             reload=self.value(t, path, "reload", bool, True),

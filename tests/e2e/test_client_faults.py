@@ -4,8 +4,6 @@ slowloris, an oversized body, hundreds of idle connections (the limits are docs/
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,11 +17,10 @@ from tests.e2e.test_faults import KEY, faults_config
 from tests.e2e.traces import TraceFiles
 from tests.fakes.faulty import FaultyUpstream, refused_url
 from tests.fakes.upstream import FakeUpstream
-from tests.processes import running
 from tfgw.gateway.server import KEEP_ALIVE_TIMEOUT
 
 MAX_BODY = 64 * 1024
-#: Quart's message for a body that did not arrive within BODY_TIMEOUT
+#: Quart's message for a body that did not arrive within `[server] body_timeout`
 SLOW_BODY = (
     "The server closed the network connection because the browser didn't finish the request"
     " within the specified time."
@@ -50,7 +47,7 @@ def config(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     path = tmp_path_factory.mktemp("cgw") / "tfgw.toml"
-    server = f"[server]\nmax_body_bytes = {MAX_BODY}\n"
+    server = f"[server]\nmax_body_bytes = {MAX_BODY}\nbody_timeout = 1.0\n"
     path.write_text(server + faults_config(faulty.url, refused_url(), shared_upstream.url, traces.dir))
     return path
 
@@ -89,14 +86,6 @@ def answer_of(sock: socket.socket, trickle: bytes = b"") -> tuple[int, dict[str,
         data += more
     head, body = data.split(b"\r\n\r\n", 1)
     return int(head.split(b" ", 2)[1]), orjson.loads(body[: _length(data)])
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except ConnectionRefusedError:
-        return False
-    return True
 
 
 def _length(data: bytes) -> int:
@@ -213,37 +202,15 @@ def test_idle_and_slowloris_connections_do_not_stop_a_request_and_are_closed(gw:
             sock.close()
 
 
-SLOW_BODY_SERVER = """
-import asyncio, sys
-from hypercorn.asyncio.run import worker_serve
-from hypercorn.utils import wrap_app
-from tfgw.config import load
-from tfgw.gateway.app import create_app
-from tfgw.gateway.server import bind
-
-settings = load(sys.argv[1])
-app = create_app(settings)
-app.config["BODY_TIMEOUT"] = float(sys.argv[2])
-config, sockets = bind(settings, "127.0.0.1", 0)
-print(sockets.insecure_sockets[0].getsockname()[1], flush=True)
-asyncio.run(worker_serve(wrap_app(app, config.wsgi_max_body_size, "asgi"), config, sockets=sockets))
-"""
-
-
-def test_a_slow_body_gets_408_after_the_body_timeout(config: Path) -> None:
-    """The app's body timeout (Quart's BODY_TIMEOUT, 60 s in tfgw) shortened to 1 s, on the
-    gateway's own app and sockets: a body that trickles in is answered 408, in the route's shape."""
-    command = [sys.executable, "-c", SLOW_BODY_SERVER, str(config), "1"]
-    with running(command, stdout=subprocess.PIPE, text=True) as server:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
-        until(lambda: _listening(port))
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            head = f"POST /v1/messages HTTP/1.1\r\nhost: x\r\n{AUTH}content-length: 1000\r\n\r\n"
-            sock.sendall(head.encode() + b'{"model": ')
-            start = time.monotonic()
-            status, body = answer_of(sock, trickle=b" ")  # a byte every 0.2 s does not extend it
-            elapsed = time.monotonic() - start
+def test_a_slow_body_gets_408_after_the_body_timeout(gw: Gateway) -> None:
+    """`[server] body_timeout` (1 s in this module's config): a body that trickles in is answered
+    408, in the route's shape, once the whole of it has not come within the timeout."""
+    with connect(gw) as sock:
+        head = f"POST /v1/messages HTTP/1.1\r\nhost: x\r\n{AUTH}content-length: 1000\r\n\r\n"
+        sock.sendall(head.encode() + b'{"model": ')
+        start = time.monotonic()
+        status, body = answer_of(sock, trickle=b" ")  # a byte every 0.2 s does not extend it
+        elapsed = time.monotonic() - start
     assert (status, body) == (
         408,
         {

@@ -104,7 +104,7 @@ def test_example_config_covers_every_section_and_parses(monkeypatch: pytest.Monk
         (
             "[server]\nport = 8787\nprot = 1\n",
             "t.toml:3: server.prot: unknown key (allowed: host, port, workers, "
-            "max_body_bytes, graceful_timeout, state_dir, cache_max_mb, reload)",
+            "max_body_bytes, body_timeout, graceful_timeout, state_dir, cache_max_mb, reload)",
         ),
         (
             "[buss]\n",

@@ -176,7 +176,7 @@ def create_app(settings: Settings, *, exports: Exports = NO_EXPORTS) -> Quart:
     app.config.update(
         MAX_CONTENT_LENGTH=settings.server.max_body_bytes,
         RESPONSE_TIMEOUT=None,  # streams last as long as the provider streams
-        BODY_TIMEOUT=60,
+        BODY_TIMEOUT=settings.server.body_timeout,
     )
     state = GatewayState(settings, exports=exports)
     app.extensions["tfgw"] = state

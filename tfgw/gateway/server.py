@@ -40,7 +40,7 @@ BACKLOG = 2048
 KEEP_ALIVE_TIMEOUT = 5.0
 #: no timeout on each read from a connection (Hypercorn's `read_timeout`): it would also cut a
 #: long stream whose client sends nothing while it reads; a body that trickles in is bounded by the
-#: app's BODY_TIMEOUT instead (docs/faults.md)
+#: app's BODY_TIMEOUT, `[server] body_timeout`, instead (docs/faults.md)
 READ_TIMEOUT = None
 
 
