@@ -152,6 +152,33 @@ def test_a_full_disk_is_counted_and_leaves_no_partial_line(
     assert stats["last_error"] == "OSError: [Errno 28] No space left on device"
 
 
+def test_lines_whose_rows_cannot_be_written_are_cut_back_with_them(
+    settings: TracingSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = TraceLog(settings, clock=Clock(T0))
+    log.start()
+    first = write(log)
+    real_write = os.write
+
+    def rows_full(fd: int, data: bytes | memoryview) -> int:
+        if fd == log._rows:  # the lines went in, the disk filled up before their rows
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(trace_log.os, "write", rows_full)
+    write(log, 2)
+    monkeypatch.setattr(trace_log.os, "write", real_write)
+    last = write(log)
+    log.close()
+    (segment,) = segments(settings.path)
+    assert [{span["traceId"] for _, span in spans_of(line)} for line in lines(segment)] == [
+        {trace_id} for trace_id in first + last
+    ]
+    assert [row["trace_id"] for row in lines(segment.with_suffix(".rows"))] == first + last
+    stats = log.stats.as_dict()
+    assert (stats["written"], stats["dropped"], stats["write_errors"]) == (2, 2, 2)  # a batch a trace here
+
+
 def test_in_an_event_loop_traces_are_encoded_between_requests_and_written_soon(
     settings: TracingSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,8 +20,11 @@ only work is the two `write()`s per batch, with the GIL released. Encoding in a 
 cost more: waking it for every request and passing the GIL back and forth added ~350 µs of CPU
 per request at concurrency 1. A write that fails (a full disk, a removed directory) is counted,
 logged at most once a minute, and the batch is dropped: nothing here may fail or delay a request.
-After a failed write the segment is closed and the next batch starts a fresh one, so a torn line
-is always the last line of its segment.
+A batch's lines and its rows go in together or not at all: a write cut short is cut back
+(`ftruncate`), and when the rows fail the lines are cut back too, so row i stays the summary of
+line i. Only when a cut back fails is the segment closed and the next batch written to a fresh
+one, so a torn line is always the last line of its segment; the writer then never appends to it
+again, which the exporters take as the sign to skip that torn line (`tfgw.export.cursor`).
 """
 
 from __future__ import annotations
@@ -242,6 +245,8 @@ class TraceLog:
         return sum(drops.values())
 
     def _write(self, encoded: list[tuple[bytes, dict[str, Any]]]) -> None:
+        """Append a batch's lines to the segment, then their rows: both, or neither (a segment
+        line without its row would shift every later row onto the wrong line)."""
         lines = [line for line, _ in encoded]
         try:
             self._ensure_segment(sum(map(len, lines)))
@@ -252,17 +257,33 @@ class TraceLog:
                 end += len(line)
                 rows.append(orjson.dumps({**row, "end": end}) + b"\n")
             _append(self._segment, data, self._size)
-            self._size += len(data)
-            _append(self._rows, b"".join(rows), self._rows_size)
-            self._rows_size += sum(map(len, rows))
-            self.stats.written += len(lines)
         except OSError as exc:
-            self.stats.write_errors += 1
-            self.stats.dropped_failed += len(lines)
-            self.stats.last_error = f"{type(exc).__name__}: {exc}"
-            self._warn(f"could not write {len(lines)} trace(s) to {self.dir}: {exc}")
-            if isinstance(exc, TornWrite):
-                self._close_files()  # never append after a torn line
+            self._failed(len(lines), exc)
+            return
+        try:
+            _append(self._rows, b"".join(rows), self._rows_size)
+        except OSError as exc:
+            try:
+                os.ftruncate(self._segment, self._size)  # the lines go with their rows
+            except OSError:  # they stay, whole, without rows: readers summarize them (rows lag)
+                self.stats.written += len(lines)
+                self._failed(0, exc, f"the rows of {len(lines)} trace(s)")
+                self._close_files()  # no row may follow the missing ones
+                return
+            self._failed(len(lines), exc)
+            return
+        self._size += len(data)
+        self._rows_size += sum(map(len, rows))
+        self.stats.written += len(lines)
+
+    def _failed(self, traces: int, exc: OSError, what: str | None = None) -> None:
+        """A failed write, counted: `traces` lost."""
+        self.stats.write_errors += 1
+        self.stats.dropped_failed += traces
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        self._warn(f"could not write {what or f'{traces} trace(s)'} to {self.dir}: {exc}")
+        if isinstance(exc, TornWrite):
+            self._close_files()  # never append after a torn line
 
     def _ensure_segment(self, incoming: int) -> None:
         now = self.clock()
