@@ -550,16 +550,19 @@ def test_status_without_an_exporter_running(capsys: pytest.CaptureFixture[str], 
     code, out, err = tfgw(capsys, "otel", "status")
     assert (code, err) == (0, "")
     assert out == (
-        "target     state        delivered  pending  rejected  dropped  lag  last error  reason\n"
-        "arize      not running  0          -        0         0        -                "
-        "its secrets env:ARIZE_API_KEY, env:ARIZE_SPACE_ID are not set\n"
-        f"collector  not running  0          -        0         0        -                {NEVER}\n"
+        "target     state        delivered  attempts  retries  pending  rejected  dropped  lag  last error  "
+        "warning  reason\n"
+        "arize      not running  0          0         0        -        0         0        -"
+        f"{' ' * 25}its secrets env:ARIZE_API_KEY, env:ARIZE_SPACE_ID are not set\n"
+        "collector  not running  0          0         0        -        0         0        -"
+        f"{' ' * 25}{NEVER}\n"
     )
     code, out, err = tfgw(capsys, "otel", "status", "--json")
     assert (code, err) == (0, "")
     assert orjson.loads(out)["collector"] == {
-        "state": "not running", "reason": NEVER, "delivered": None, "pending_bytes": None, "retrying": None,
-        "rejected": None, "partial_rejected": None, "unsendable": None, "last_error": None, "lag_s": None,
+        "state": "not running", "reason": NEVER, "delivered": None, "attempts": None, "retries": None,
+        "pending_bytes": None, "retrying": None, "rejected": None, "partial_rejected": None,
+        "unsendable": None, "unreadable": None, "last_error": None, "warning": None, "lag_s": None,
         "dropped": 0, "last_success": None, "updated": None,
     }  # fmt: skip
 
@@ -616,12 +619,14 @@ def test_status_of_a_running_target_is_its_whole_cursor_and_no_reason() -> None:
     from tfgw.export.status import target_status
 
     status_config()
-    stats = {"delivered": 9, "rejected": 1, "partial_rejected": 0, "unsendable": 0, "retrying": False,
-             "last_error": "HTTP 400", "last_success": NOW - 3, "lag_s": 0.5, "pending_bytes": 0,
-             "updated": NOW - 1}  # fmt: skip
+    stats = {"delivered": 9, "attempts": 4, "retries": 2, "rejected": 1, "partial_rejected": 0,
+             "unsendable": 0, "unreadable": 1, "retrying": False, "last_error": "HTTP 400",
+             "warning": "200 with a body that is not …", "last_success": NOW - 3, "lag_s": 0.5,
+             "pending_bytes": 0, "updated": NOW - 1}  # fmt: skip
     write_cursor(stats)
     assert target_status(load("tfgw.toml"), now=NOW) == {
-        "t": {"state": "running", "reason": None, "delivered": 9, "pending_bytes": 0, "retrying": False,
-              "rejected": 1, "partial_rejected": 0, "unsendable": 0, "last_error": "HTTP 400", "lag_s": 0.5,
-              "dropped": 0, "last_success": NOW - 3, "updated": NOW - 1}
+        "t": {"state": "running", "reason": None, "delivered": 9, "attempts": 4, "retries": 2,
+              "pending_bytes": 0, "retrying": False, "rejected": 1, "partial_rejected": 0, "unsendable": 0,
+              "unreadable": 1, "last_error": "HTTP 400", "warning": "200 with a body that is not …",
+              "lag_s": 0.5, "dropped": 0, "last_success": NOW - 3, "updated": NOW - 1}
     }  # fmt: skip

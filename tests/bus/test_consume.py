@@ -51,7 +51,8 @@ def consumer(max_spans: int = 2000) -> TargetConsumer:
     c = TargetConsumer(target, BusSettings(kind="nats"), threading.Event(), max_spans=max_spans)  # type: ignore[arg-type]
     c._backoff = Backoff(rng=random.Random(7))
     c.stats = dict.fromkeys(("delivered", "rejected", "partial_rejected", "unsendable", "unreadable"), 0)
-    c.stats.update({"termed": 0, "acked": 0, "attempts": 0, "retrying": False, "last_error": None})
+    c.stats.update({"termed": 0, "acked": 0, "attempts": 0, "retries": 0, "retrying": False})
+    c.stats.update({"last_error": None, "warning": None})
     return c
 
 
@@ -64,6 +65,7 @@ def counts(c: TargetConsumer) -> dict[str, object]:
         "termed",
         "acked",
         "attempts",
+        "retries",
         "last_error",
     )
     return {k: c.stats[k] for k in keys}
@@ -75,7 +77,7 @@ def test_an_accepted_fetch_is_acked_whole() -> None:
     assert sender.sent == [12]
     assert counts(c) == {
         "delivered": 12, "rejected": 0, "partial_rejected": 0, "unreadable": 0, "termed": 0, "acked": 3,
-        "attempts": 0, "last_error": None,
+        "attempts": 1, "retries": 0, "last_error": None,
     }  # fmt: skip
 
 
@@ -90,7 +92,7 @@ def test_a_retryable_failure_acks_what_was_accepted_and_naks_the_rest_after_retr
     assert sender.sent == [8, 8]  # the third payload was not sent
     assert counts(c) == {
         "delivered": 8, "rejected": 0, "partial_rejected": 0, "unreadable": 0, "termed": 0, "acked": 2,
-        "attempts": 1, "last_error": "retrying (503): busy",
+        "attempts": 2, "retries": 1, "last_error": "retrying (503): busy",
     }  # fmt: skip
     assert c.stats["retrying"] is True
 
@@ -101,7 +103,8 @@ def test_without_retry_after_the_nak_delay_follows_the_backoff_and_a_success_res
     delays = [c._deliver(msgs(1), Sender(SendResult("retry", status="UNAVAILABLE"))).delay for _ in range(3)]  # type: ignore[arg-type]
     assert delays == [expected.next_delay() for _ in range(3)]
     c._deliver(msgs(1), Sender())  # type: ignore[arg-type]
-    assert (c._backoff.attempts, c.stats["retrying"], c.stats["attempts"]) == (0, False, 0)
+    assert (c._backoff.attempts, c.stats["retrying"]) == (0, False)
+    assert (c.stats["attempts"], c.stats["retries"]) == (4, 3)  # every send counts, each failure a retry
 
 
 def test_a_rejected_payload_is_termed_and_the_next_one_still_sent() -> None:
@@ -110,7 +113,7 @@ def test_a_rejected_payload_is_termed_and_the_next_one_still_sent() -> None:
     assert c._deliver(fetched, sender) == _Settlement(ack=fetched[2:], term=fetched[:2])  # type: ignore[arg-type]
     assert counts(c) == {
         "delivered": 4, "rejected": 8, "partial_rejected": 0, "unreadable": 0, "termed": 2, "acked": 1,
-        "attempts": 0, "last_error": "rejected (400): bad span",
+        "attempts": 2, "retries": 0, "last_error": "rejected (400): bad span",
     }  # fmt: skip
 
 
@@ -123,6 +126,16 @@ def test_a_partial_success_is_acked_and_counted() -> None:
         3,
         "partial success: 3 too long",
     )
+
+
+def test_an_answer_that_is_not_otlp_is_acked_with_a_warning_the_next_good_one_clears() -> None:
+    c, first, second = consumer(), msgs(1), msgs(2)
+    warned = SendResult("accepted", status="200", warning="200 with a body that is not …")
+    assert c._deliver(first, Sender(warned)) == _Settlement(ack=first)  # type: ignore[arg-type]
+    after_warning = (c.stats["delivered"], c.stats["last_error"], c.stats["warning"])
+    assert c._deliver(second, Sender()) == _Settlement(ack=second)  # type: ignore[arg-type]
+    assert after_warning == (4, None, "200 with a body that is not …")
+    assert (c.stats["delivered"], c.stats["last_error"], c.stats["warning"]) == (8, None, None)
 
 
 def test_a_message_that_is_not_a_trace_line_is_termed_and_counted() -> None:

@@ -255,6 +255,31 @@ def test_http_partial_success_protobuf(http_rx: OtlpHttpReceiver) -> None:
     assert outcome(result) == ("accepted", 3, "3 spans have no service.name", None, "200")
 
 
+def test_a_2xx_that_is_not_an_otlp_answer_is_accepted_with_a_warning(http_rx: OtlpHttpReceiver) -> None:
+    page = f"<html>\n<body>Sign in (key {KEY})</body>\n</html>".encode() + b"x" * 1000
+    http_rx.fail_next(200, body=page)  # text/plain, as a web UI's page or a proxy's
+    http_rx.fail_next(200, body={"error": "wrong path"})  # JSON, but not an ExportTraceServiceResponse
+    http_rx.fail_next(200, body={"partialSuccess": "all of them"})
+    target = TargetStub(http_rx.url, secrets=(KEY,))
+
+    with sender_for(target) as sender:
+        results = [sender.send(batch_for(target)) for _ in range(4)]
+
+    assert [outcome(r) for r in results] == [("accepted", 0, None, None, "200")] * 4
+    page_warning, json_warning, odd_warning, good = (r.warning for r in results)
+    said = (
+        f"200 with a body that is not an ExportTraceServiceResponse (text/plain, {len(page):,} bytes): "
+        "is the endpoint right? It begins: <html> <body>Sign in (key ak-…cdef)</body> </html>"
+    )  # the body's start, its blanks folded, its secrets masked, the whole cut at 500 characters
+    assert page_warning == said + "x" * (499 - len(said)) + "…"
+    assert (json_warning, odd_warning, good) == (
+        None,  # an object: a receiver ignores fields it does not know, as OTLP/JSON says
+        "200 with a body that is not an ExportTraceServiceResponse (application/json, 32 bytes): "
+        'is the endpoint right? It begins: {"partialSuccess":"all of them"}',
+        None,
+    )
+
+
 def test_http_connection_refused_is_retried(http_rx: OtlpHttpReceiver) -> None:
     target = TargetStub(http_rx.url)
     with HttpSender(target) as sender:

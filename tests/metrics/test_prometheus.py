@@ -30,7 +30,7 @@ ROWS: list[dict[str, Any]] = [
 ]  # fmt: skip
 TARGET = {
     "delivered": 7, "rejected": 1, "partial_rejected": 2, "unsendable": 0, "dropped": 3, "pending_bytes": 10,
-    "lag_s": 0.5, "retrying": False, "last_error": None,
+    "lag_s": 0.5, "retrying": False, "last_error": None, "attempts": 5, "retries": 2,
 }  # fmt: skip
 
 

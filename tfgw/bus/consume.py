@@ -43,7 +43,7 @@ from tfgw.config import Settings
 from tfgw.config_bus import BusSettings
 from tfgw.export import encode, send
 from tfgw.export.targets import ResolvedTarget, enabled_targets
-from tfgw.export.worker import BATCH_BYTES, count_delivery, count_dropped
+from tfgw.export.worker import BATCH_BYTES, count_delivery, count_dropped, count_retry
 from tfgw.retry import Backoff
 
 __all__ = [
@@ -264,8 +264,8 @@ class TargetConsumer:
     def run(self) -> None:
         self.stats = {
             "delivered": 0, "rejected": 0, "partial_rejected": 0, "unsendable": 0, "unreadable": 0,
-            "termed": 0, "acked": 0, "redelivered": 0, "retrying": False, "attempts": 0,
-            "last_error": None, "last_success": None, "lag_s": 0.0,
+            "termed": 0, "acked": 0, "redelivered": 0, "retrying": False, "attempts": 0, "retries": 0,
+            "last_error": None, "warning": None, "last_success": None, "lag_s": 0.0,
         }  # fmt: skip
         asyncio.run(self._run())
         s = self.stats
@@ -367,10 +367,8 @@ class TargetConsumer:
 
     def _retrying(self, result: send.SendResult) -> float:
         delay = self._backoff.next_delay(result.retry_after)
-        self.stats["retrying"] = True
-        self.stats["attempts"] += 1
-        self.stats["last_error"] = f"retrying ({result.status}): {result.message}"
-        if self.stats["attempts"] == 1:
+        count_retry(self.stats, result)
+        if self._backoff.attempts == 1:  # the first of a run of failures
             log.warning("target %s: %s; nakked, again in %.1f s", self.target.name, result.message, delay)
         return delay
 

@@ -362,9 +362,10 @@ def status(
     json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
     config: Path | None = CONFIG,
 ) -> None:
-    """What each target's exporter has done: delivered, pending, retrying, rejected, dropped, lag,
-    and why it is not running when it is not. With [bus] kind = "nats": each target's consumer
-    on the stream (pending, ack pending, redelivered, delivered)."""
+    """What each target's exporter has done: delivered, export requests sent (attempts) and
+    retried, pending, retrying, rejected, dropped, lag, the last error, a warning (a 200 whose
+    body is not OTLP's), and why it is not running when it is not. With [bus] kind = "nats": each
+    target's consumer on the stream (pending, ack pending, redelivered, delivered)."""
     from tfgw.export.status import target_status
 
     settings = _settings(config)
@@ -378,28 +379,22 @@ def status(
         print(orjson.dumps(report).decode())
         return
     columns = (
-        "target",
-        "state",
-        "delivered",
-        "pending",
-        "rejected",
-        "dropped",
-        "lag",
-        "last error",
-        "reason",
-    )
+        "target", "state", "delivered", "attempts", "retries", "pending", "rejected", "dropped", "lag",
+        "last error", "warning", "reason",
+    )  # fmt: skip
     table = Table(*columns, box=None, pad_edge=False, header_style="bold")
     for target, s in report.items():
         pending = s["pending_bytes"]
         table.add_row(
             target,
             s["state"],
-            str(s["delivered"] or 0),
+            *(str(s[k] or 0) for k in ("delivered", "attempts", "retries")),
             "-" if pending is None else f"{pending / 1024:.0f} KiB",
             str((s["rejected"] or 0) + (s["partial_rejected"] or 0)),
             str((s["dropped"] or 0) + (s["unsendable"] or 0)),
             "-" if s["lag_s"] is None else f"{s['lag_s']:.1f} s",
             s["last_error"] or "",
+            s["warning"] or "",
             s["reason"] or "",
         )
     _print_table(table)

@@ -15,12 +15,20 @@ resumes exactly there. A cursor that does not exist yet starts at the end of the
 gets the traces from then on (`tfgw replay` sends older ones). A segment the log's retention
 deleted before its spans were delivered is counted in `dropped` by the gateway
 (`.cursors/dropped.jsonl`, one appended line per segment and target).
+
+A last line without its newline is one being written, read once it is whole, unless its writer
+is done with the segment: a newer segment of the same process exists (the writer closed this one
+after a write it could not cut back), or that process is gone and the segment has not changed
+for `TORN_AFTER_S` (a gateway killed mid-write). Such a torn tail is never completed: `read`
+returns it as `Pending.torn` (its bytes), so the cursor moves past it and the exporter counts it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,17 +37,24 @@ import orjson
 
 from tfgw.tracing.segments import cursor_dir, log_segments
 
-__all__ = ["Cursor", "Pending"]
+__all__ = ["TORN_AFTER_S", "Cursor", "Pending"]
+
+#: a torn tail whose writer process is gone is final once the segment has not changed this long
+TORN_AFTER_S = 1.0
+TAIL_CHUNK = 64 * 1024
+_WRITER = re.compile(r"tfgw-\d{8}-\d{6}-(\d+)-(\d+)\.jsonl")
 
 
 @dataclass(slots=True)
 class Pending:
-    """Complete lines read from one segment: `data` is `start`..`end` of the file."""
+    """Complete lines read from one segment: `data` is `start`..`end` of the file; `torn`: the
+    bytes at the end of `start`..`end` that are a torn last line no writer will finish (skipped)."""
 
     segment: str
     start: int
     end: int
     lines: list[bytes]
+    torn: int = 0
 
 
 @dataclass(slots=True)
@@ -76,20 +91,25 @@ class Cursor:
         os.replace(tmp, self.path)
 
     def read(self, max_bytes: int) -> list[Pending]:
-        """Complete lines not yet delivered, oldest segment first, about `max_bytes` in all."""
+        """Complete lines not yet delivered, oldest segment first, about `max_bytes` in all; a
+        finished segment's torn tail comes as `Pending.torn`, so that `advance` passes it."""
         out: list[Pending] = []
         budget = max_bytes
         present = set()
-        for path in log_segments(self.trace_dir):
+        segments = log_segments(self.trace_dir)
+        for path in segments:
             present.add(path.name)
             start = self.offsets.get(path.name, 0)
             try:
-                size = path.stat().st_size
+                stat = path.stat()
             except FileNotFoundError:
                 continue
+            size = stat.st_size
             if size <= start or budget <= 0:
                 continue
             pending = _read_lines(path, start, min(size, start + budget))
+            if (pending is None or pending.end < size) and _finished(path, stat, segments):
+                pending = _without_torn_tail(path, start, size, pending)
             if pending is not None:
                 out.append(pending)
                 budget -= pending.end - pending.start
@@ -108,6 +128,47 @@ class Cursor:
             with contextlib.suppress(FileNotFoundError):
                 total += max(0, path.stat().st_size - self.offsets.get(path.name, 0))
         return total
+
+
+def _finished(path: Path, stat: os.stat_result, segments: list[Path]) -> bool:
+    """Whether no writer will append to the segment again (see the module's docstring)."""
+    match = _WRITER.fullmatch(path.name)
+    if match is None:
+        return False
+    pid, seq = int(match[1]), int(match[2])
+    for other in segments:
+        theirs = _WRITER.fullmatch(other.name)
+        if theirs is not None and int(theirs[1]) == pid and int(theirs[2]) > seq:
+            return True
+    return time.time() - stat.st_mtime >= TORN_AFTER_S and not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _without_torn_tail(path: Path, start: int, size: int, pending: Pending | None) -> Pending | None:
+    """`pending` (the segment's whole lines from `start`) extended over the torn tail up to `size`,
+    when no newline follows its last line: else as it is (a budget stopped it before the end, or
+    the line was finished meanwhile)."""
+    end = start if pending is None else pending.end
+    with path.open("rb") as f:
+        f.seek(end)
+        at = end
+        while at < size:
+            chunk = f.read(min(TAIL_CHUNK, size - at))
+            if not chunk or b"\n" in chunk:
+                return pending
+            at += len(chunk)
+    if pending is None:
+        return Pending(path.name, start, size, [], torn=size - start)
+    return Pending(path.name, pending.start, size, pending.lines, torn=size - end)
 
 
 def _read_lines(path: Path, start: int, stop: int) -> Pending | None:

@@ -7,10 +7,12 @@ batch was accepted (possibly in part), should be sent again later, or was refuse
 
 Classification (opentelemetry-proto docs/specification.md; docs/export.md):
 - HTTP 2xx: accepted; the `ExportTraceServiceResponse` body's `partialSuccess` gives rejected
-  spans, never retried. 429, 502, 503, 504, a connection error, a dropped connection or a
-  timeout: retry, after Retry-After when given. Any other status (a redirect too: none is
-  followed): rejected, with the body's `google.rpc.Status` message (or its text). A URL or a
-  header that cannot be sent: rejected, "client error".
+  spans, never retried. A 2xx whose body is not an `ExportTraceServiceResponse` (an HTML page
+  from a wrong path, a proxy or a web UI) is accepted too, as OTLP says, with a `warning`.
+  429, 502, 503, 504, a connection error, a dropped connection or a timeout: retry, after
+  Retry-After when given. Any other status (a redirect too: none is followed): rejected, with
+  the body's `google.rpc.Status` message (or its text). A URL or a header that cannot be sent:
+  rejected, "client error".
 - HTTP connections: one keep-alive connection a sender; a request that finds its reused
   connection closed by the server (an idle timeout) is sent again once on a new one, never a
   request that failed on a fresh connection.
@@ -105,6 +107,8 @@ class SendResult:
     #: "200", "503", "UNAVAILABLE", "connect error", "timeout", ...
     status: str | None = None
     latency_ms: float = 0.0
+    #: accepted, but the answer was not an OTLP one (`_not_otlp`): the endpoint may be wrong
+    warning: str | None = None
 
 
 class Sender(Protocol):
@@ -187,7 +191,11 @@ class HttpSender:
     def _answered(self, answer: _Answer, latency: float) -> SendResult:
         status = str(answer.status)
         if 200 <= answer.status < 300:
-            rejected, message = _partial_success(answer.content_type, answer.body)
+            partial = _partial_success(answer.content_type, answer.body)
+            if partial is None:
+                warning = self._clean(_not_otlp(status, answer.content_type, answer.body))
+                return SendResult("accepted", status=status, latency_ms=latency, warning=warning)
+            rejected, message = partial
             return SendResult("accepted", rejected, self._clean(message), status=status, latency_ms=latency)
         message = self._clean(_error_message(answer.status, answer.content_type, answer.body))
         if answer.status in RETRYABLE_HTTP:
@@ -385,24 +393,42 @@ def _decoded(body: bytes, encoding: str) -> bytes:
         return body
 
 
-def _partial_success(content_type: str, body: bytes) -> tuple[int, str | None]:
-    """(rejected spans, error message) of an `ExportTraceServiceResponse` body, (0, None) when
-    there is none or it cannot be read: the batch was accepted either way."""
+def _partial_success(content_type: str, body: bytes) -> tuple[int, str | None] | None:
+    """(rejected spans, error message) of an `ExportTraceServiceResponse` body ((0, None) for an
+    empty one); None when the body is not one: not JSON or protobuf as its content type says, or
+    of another content type."""
     if not body:
         return 0, None
     if _is_json(content_type):
         try:
             data = orjson.loads(body)
-            partial = data.get("partialSuccess") or {}
+        except orjson.JSONDecodeError:
+            return None
+        partial = (data.get("partialSuccess") or {}) if isinstance(data, dict) else None
+        if not isinstance(partial, dict):
+            return None
+        try:
             return int(partial.get("rejectedSpans") or 0), partial.get("errorMessage") or None
-        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-            return 0, None
+        except (TypeError, ValueError):
+            return None
+    if content_type and "protobuf" not in content_type.lower():
+        return None
     try:
         decoded = ExportTraceServiceResponse.FromString(body)
     except DecodeError:
-        return 0, None
+        return None
     partial_success = decoded.partial_success
     return partial_success.rejected_spans, partial_success.error_message or None
+
+
+def _not_otlp(status: str, content_type: str, body: bytes) -> str:
+    """The warning for a 2xx answer whose body is not an `ExportTraceServiceResponse`."""
+    kind = content_type.split(";")[0].strip() or "no content-type"
+    text = " ".join(body[:MAX_MESSAGE].decode(errors="replace").split())
+    return (
+        f"{status} with a body that is not an ExportTraceServiceResponse ({kind}, {len(body):,} bytes): "
+        f"is the endpoint right? It begins: {text}"
+    )
 
 
 def _error_message(status: int, content_type: str, body: bytes) -> str:

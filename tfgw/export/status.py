@@ -37,8 +37,8 @@ __all__ = ["STALE_S", "consumer_status", "not_running_reason", "publisher_status
 
 STALE_S = 15.0
 FIELDS = (
-    "delivered", "pending_bytes", "retrying", "rejected", "partial_rejected", "unsendable", "last_error",
-    "lag_s",
+    "delivered", "attempts", "retries", "pending_bytes", "retrying", "rejected", "partial_rejected",
+    "unsendable", "unreadable", "last_error", "warning", "lag_s",
 )  # fmt: skip
 CONSUMER_FIELDS = ("num_pending", "num_ack_pending", "num_redelivered", "delivered", "ack_floor", "waiting")
 #: how long `otel status` tries to reach NATS

@@ -71,7 +71,9 @@ class TargetExporter:
             "unsendable": 0,
             "retrying": False,
             "attempts": 0,
+            "retries": 0,
             "last_error": None,
+            "warning": None,
             "last_success": None,
             "lag_s": 0.0,
             **{k: v for k, v in cursor.stats.items() if k not in ("pending_bytes", "updated")},
@@ -120,6 +122,12 @@ class TargetExporter:
         the encoded spans of a batch are held (not its lines, parsed, at ten times their size)."""
         target = self.target
         for p in pending:
+            if p.torn:
+                self.stats["unreadable"] += 1
+                log.warning(
+                    "%s: skipped a torn last line (%d bytes, no newline) at the end of %s: its writer "
+                    "stopped mid-write", target.name, p.torn, p.segment,
+                )  # fmt: skip
             for raw in p.lines:
                 try:
                     line = orjson.loads(raw)
@@ -134,9 +142,7 @@ class TargetExporter:
             log.warning("target %s rejected %d spans: %s", self.target.name, batch.spans, result.message)
 
     def _retrying(self, result: send.SendResult, cursor: Cursor) -> None:
-        self.stats["retrying"] = True
-        self.stats["attempts"] += 1
-        self.stats["last_error"] = f"retrying ({result.status}): {result.message}"
+        count_retry(self.stats, result)
         self._save(cursor)
 
     def _save(self, cursor: Cursor) -> float:
@@ -169,14 +175,25 @@ def count_dropped(stats: dict[str, Any], batch: encode.EncodedBatch, target: str
             log.warning("%s: %s", target, dropped.reason)
 
 
+def count_retry(stats: dict[str, Any], result: send.SendResult) -> None:
+    """An export request that failed with a retryable error, in a target's `stats` (both
+    deliverers): the batch is sent again."""
+    stats["retrying"] = True
+    stats["attempts"] += 1
+    stats["retries"] += 1
+    stats["last_error"] = f"retrying ({result.status}): {result.message}"
+
+
 def count_delivery(
     stats: dict[str, Any], batch: encode.EncodedBatch, result: send.SendResult, now: float
 ) -> bool:
     """A batch the backend answered for good, in a target's `stats` (the local log's exporter and
-    NATS's consumer keep the same ones): whether it was accepted (in whole or in part)."""
+    NATS's consumer keep the same ones): whether it was accepted (in whole or in part). The
+    `warning` of an answer that is not OTLP's stays until an answer that is."""
     stats["retrying"] = False
-    stats["attempts"] = 0
+    stats["attempts"] += 1
     if result.outcome == "accepted":
+        stats["warning"] = result.warning
         stats["delivered"] += batch.spans - result.rejected_spans
         stats["partial_rejected"] += result.rejected_spans
         if result.rejected_spans:

@@ -137,7 +137,8 @@ class Aggregate:
 
     def set_targets(self, targets: Mapping[str, Mapping[str, Any]]) -> bool:
         """The export targets' counters and gauges now (per target: `delivered`, `rejected`,
-        `partial_rejected`, `unsendable`, `dropped`, `pending_bytes`, `lag_s`); whether any changed."""
+        `partial_rejected`, `unsendable`, `attempts`, `retries`, `dropped`, `pending_bytes`,
+        `lag_s`); whether any changed."""
         values: dict[c.Metric, dict[Labels, Any]] = {m: {} for m in c.EXPORT}
         for name, stats in targets.items():
             label = (name,)
@@ -145,6 +146,8 @@ class Aggregate:
             for metric, value in (
                 (c.EXPORT_DELIVERED, stats.get("delivered")),
                 (c.EXPORT_REJECTED, sum(v for v in rejected if isinstance(v, int | float))),
+                (c.EXPORT_ATTEMPTS, stats.get("attempts")),
+                (c.EXPORT_RETRIES, stats.get("retries")),
                 (c.EXPORT_DROPPED, stats.get("dropped")),
                 (c.EXPORT_PENDING, stats.get("pending_bytes")),
                 (c.EXPORT_LAG, stats.get("lag_s")),

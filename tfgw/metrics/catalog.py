@@ -115,6 +115,14 @@ EXPORT_REJECTED = Metric(
     "tfgw.export.rejected", "tfgw_export_rejected_spans_total", COUNTER, "{span}", ("target",),
     "Spans a target refused for good, in part or whole, or that could not be sent to it", _EXPORT,
 )  # fmt: skip
+EXPORT_ATTEMPTS = Metric(
+    "tfgw.export.attempts", "tfgw_export_attempts_total", COUNTER, "{request}", ("target",),
+    "Export requests sent to a target, whatever it answered (retries included)", _EXPORT,
+)  # fmt: skip
+EXPORT_RETRIES = Metric(
+    "tfgw.export.retries", "tfgw_export_retries_total", COUNTER, "{request}", ("target",),
+    "Export requests to a target that failed with a retryable error (their batch is sent again)", _EXPORT,
+)  # fmt: skip
 EXPORT_DROPPED = Metric(
     "tfgw.export.dropped", "tfgw_export_dropped_spans_total", COUNTER, "{span}", ("target",),
     "Spans retention deleted before a target had them", "`.cursors/dropped.jsonl`",
@@ -131,10 +139,13 @@ EXPORT_LAG = Metric(
 CATALOG: tuple[Metric, ...] = (
     DURATION, TOKEN_USAGE, TIME_TO_FIRST_CHUNK, TIME_PER_OUTPUT_CHUNK, REQUESTS, TOKENS, COST, RETRIES,
     FALLBACKS, CACHE, GUARDRAILS, REFUSALS, SPANS_WRITTEN, TRACE_LOG_DROPPED, EXPORT_DELIVERED,
-    EXPORT_REJECTED, EXPORT_DROPPED, EXPORT_PENDING, EXPORT_LAG,
+    EXPORT_REJECTED, EXPORT_ATTEMPTS, EXPORT_RETRIES, EXPORT_DROPPED, EXPORT_PENDING, EXPORT_LAG,
 )  # fmt: skip
 #: the metrics that come from the export targets, not the rows
-EXPORT = (EXPORT_DELIVERED, EXPORT_REJECTED, EXPORT_DROPPED, EXPORT_PENDING, EXPORT_LAG)
+EXPORT = (
+    EXPORT_DELIVERED, EXPORT_REJECTED, EXPORT_ATTEMPTS, EXPORT_RETRIES, EXPORT_DROPPED, EXPORT_PENDING,
+    EXPORT_LAG,
+)  # fmt: skip
 
 
 def by_name() -> dict[str, Metric]:
