@@ -3,9 +3,9 @@
 Phoenix is big (about 850 MB installed), so it lives in a venv of its own, outside the repository and
 outside the tests' isolated HOME: `$TFGW_PHOENIX_VENV`, by default
 `${XDG_CACHE_HOME:-~/.cache}/tfgw-test/phoenix-venv`, resolved from the real environment when this
-module is imported. `ensure_venv()` installs `PHOENIX_REQUIREMENT` there once; a venv whose install
-did not finish (no marker file, or a marker naming another requirement) is removed and installed
-again, and a lock keeps two test runs from installing at once.
+module is imported. `ensure_venv()` installs `PHOENIX_REQUIREMENT` there once, with uv (pip where uv
+is missing); a venv whose install did not finish (no marker file, or a marker naming another
+requirement) is removed and installed again, and a lock keeps two test runs from installing at once.
 
 `with PhoenixServer(venv, workdir) as phoenix:` runs `phoenix serve` on 127.0.0.1 with free ports for
 HTTP (UI, REST, GraphQL, OTLP/HTTP at /v1/traces) and gRPC (OTLP/gRPC), its database and files in
@@ -81,14 +81,20 @@ def ensure_venv(venv: Path = PHOENIX_VENV, timeout: float = 900) -> float:
             return 0.0
         start = time.monotonic()
         shutil.rmtree(venv, ignore_errors=True)  # what an interrupted install left
-        python = str(venv_python(venv))
-        for command in (
-            [sys.executable, "-m", "venv", str(venv)],
-            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", PHOENIX_REQUIREMENT],
-        ):
+        for command in ([sys.executable, "-m", "venv", str(venv)], install_command(venv_python(venv))):
             subprocess.run(command, check=True, capture_output=True, text=True, timeout=timeout)
         (venv / _MARKER).write_text(PHOENIX_REQUIREMENT + "\n")
         return time.monotonic() - start
+
+
+def install_command(python: Path) -> list[str]:
+    """uv's (a test extra: it installs Phoenix's ~850 MB about ten times faster than pip), or pip's
+    where uv is not installed."""
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        return [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", PHOENIX_REQUIREMENT]
+    return [find_uv_bin(), "pip", "install", "-q", "--python", str(python), PHOENIX_REQUIREMENT]
 
 
 def free_port() -> int:
