@@ -13,6 +13,13 @@ framed by Content-Length. Every answer is built once at start-up and written wit
   `content_block_delta` text deltas (the chat stream's 18 content chunks, word for word),
   `content_block_stop`, `message_delta` (with usage) and `message_stop`, in chunked transfer
   encoding, one HTTP chunk per event;
+* `POST /v1/responses` -> a canned OpenAI Responses `response` (with usage); with
+  `"stream": true`, the Responses event sequence: `response.created`, `response.in_progress`,
+  `response.output_item.added`, `response.content_part.added`, 18 `response.output_text.delta`
+  (the chat stream's 18 content chunks, word for word), `response.output_text.done`,
+  `response.content_part.done`, `response.output_item.done`, `response.completed` (with usage),
+  one HTTP chunk per event;
+* `POST /v1/embeddings` -> a canned `list` of one 8-float embedding (with usage), whatever the input;
 * `GET /healthz` -> 200 `ok`; anything else -> 404.
 
 With `--pace-ms N` a stream is written as real providers stream it instead: the head with the
@@ -186,6 +193,89 @@ def message_events() -> list[bytes]:
     return [b"event: %s\ndata: %s\n\n" % (str(e["type"]).encode(), orjson.dumps(e)) for e in events]
 
 
+RESPONSE_ID = "resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b"
+RESPONSE_ITEM_ID = "msg_67ccd2bf17f0819081ff3bb2cf6508e60bb6a6b452d3795b"
+EMBEDDING = [0.0023064255, -0.009327292, -0.0028842222, 0.015815351, -0.0121234, 0.0071401, -0.01234, 0.00451]
+
+
+def responses_object(status: str) -> dict[str, object]:
+    """An OpenAI Responses `response`, shaped like OpenAI's own: the answer when `completed`."""
+    done = status == "completed"
+    part = {"type": "output_text", "text": REPLY_TEXT, "annotations": []}
+    item = {
+        "type": "message",
+        "id": RESPONSE_ITEM_ID,
+        "status": "completed",
+        "role": "assistant",
+        "content": [part],
+    }
+    usage = {
+        "input_tokens": 14,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 12,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 26,
+    }
+    return {
+        "id": RESPONSE_ID,
+        "object": "response",
+        "created_at": CREATED,
+        "status": status,
+        "model": MODEL,
+        "output": [item] if done else [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": usage if done else None,
+    }
+
+
+def responses_events() -> list[bytes]:
+    """The SSE events of a streamed Responses answer, as OpenAI sends them (`event:` and `data:`
+    lines, each with its `sequence_number`): a message item of TEXT_DELTAS text deltas."""
+    words = REPLY_TEXT.split(" ")
+    at = {"item_id": RESPONSE_ITEM_ID, "output_index": 0}
+    item = cast(list[dict[str, object]], responses_object("completed")["output"])[0]
+    pending = {**item, "status": "in_progress", "content": []}
+    empty = {"type": "output_text", "text": "", "annotations": []}
+    events: list[tuple[str, dict[str, object]]] = [
+        ("response.created", {"response": responses_object("in_progress")}),
+        ("response.in_progress", {"response": responses_object("in_progress")}),
+        ("response.output_item.added", {"output_index": 0, "item": pending}),
+        ("response.content_part.added", {**at, "content_index": 0, "part": empty}),
+    ]
+    events += [
+        ("response.output_text.delta", {**at, "content_index": 0, "delta": text, "logprobs": []})
+        for text in (words[i % len(words)] + " " for i in range(TEXT_DELTAS))
+    ]
+    events += [
+        ("response.output_text.done", {**at, "content_index": 0, "text": REPLY_TEXT, "logprobs": []}),
+        (
+            "response.content_part.done",
+            {**at, "content_index": 0, "part": cast(list[object], item["content"])[0]},
+        ),
+        ("response.output_item.done", {"output_index": 0, "item": item}),
+        ("response.completed", {"response": responses_object("completed")}),
+    ]
+    return [
+        b"event: %s\ndata: %s\n\n"
+        % (kind.encode(), orjson.dumps({"type": kind, "sequence_number": n, **data}))
+        for n, (kind, data) in enumerate(events)
+    ]
+
+
+def embeddings_json() -> bytes:
+    """A realistic embeddings answer (one short vector), shaped like OpenAI's own."""
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": EMBEDDING}],
+            "model": "text-embedding-3-small",
+            "usage": {"prompt_tokens": 5, "total_tokens": 5},
+        }
+    )
+
+
 def http_chunk(event: bytes) -> bytes:
     """One chunk of chunked transfer encoding."""
     return b"%x\r\n%s\r\n" % (len(event), event)
@@ -225,10 +315,15 @@ STREAM_WITH_USAGE = b"".join(STREAM_WITH_USAGE_PARTS)
 MESSAGE = response(b"200 OK", b"application/json", message_json())
 MESSAGE_STREAM_PARTS = stream_parts(message_events())
 MESSAGE_STREAM = b"".join(MESSAGE_STREAM_PARTS)
+RESPONSE = response(b"200 OK", b"application/json", orjson.dumps(responses_object("completed")))
+RESPONSE_STREAM_PARTS = stream_parts(responses_events())
+RESPONSE_STREAM = b"".join(RESPONSE_STREAM_PARTS)
+EMBEDDINGS = response(b"200 OK", b"application/json", embeddings_json())
 PACED = {
     STREAM: STREAM_PARTS,
     STREAM_WITH_USAGE: STREAM_WITH_USAGE_PARTS,
     MESSAGE_STREAM: MESSAGE_STREAM_PARTS,
+    RESPONSE_STREAM: RESPONSE_STREAM_PARTS,
 }
 HEALTHY = response(b"200 OK", b"text/plain", b"ok")
 NOT_FOUND = response(b"404 Not Found", b"application/json", b'{"error":{"message":"not found"}}')
@@ -244,6 +339,10 @@ def answer(request_line: bytes, body: bytes) -> bytes:
         return COMPLETION
     if request_line.startswith(b"POST /v1/messages "):
         return MESSAGE_STREAM if STREAM_RE.search(body) else MESSAGE
+    if request_line.startswith(b"POST /v1/responses "):
+        return RESPONSE_STREAM if STREAM_RE.search(body) else RESPONSE
+    if request_line.startswith(b"POST /v1/embeddings "):
+        return EMBEDDINGS
     if request_line.startswith(b"GET /healthz "):
         return HEALTHY
     return NOT_FOUND
