@@ -32,8 +32,18 @@ from tfgw.policy.shared import SharedLimits
 from tfgw.providers.base import Reply
 from tfgw.tracing import semconv as sc
 from tfgw.tracing.fold import StreamFold
-from tfgw.tracing.otlp import STATUS_ERROR
-from tfgw.tracing.spans import RequestTrace, Span
+from tfgw.tracing.otlp import KIND_INTERNAL, STATUS_ERROR
+from tfgw.tracing.semconv import (
+    BUDGET_DAY,
+    BUDGET_DAY_REMAINING,
+    BUDGET_MONTH,
+    BUDGET_MONTH_REMAINING,
+    LIMIT_RPM,
+    LIMIT_RPM_REMAINING,
+    LIMIT_TPM,
+    LIMIT_TPM_REMAINING,
+)
+from tfgw.tracing.spans import RequestTrace, Span, new_span_id
 
 if TYPE_CHECKING:
     from tfgw.gateway.live import Runtime
@@ -60,17 +70,33 @@ async def admit_and_guard(
     rt: Runtime, trace: RequestTrace, key: KeySettings | None, api: str, body: dict[str, Any]
 ) -> tuple[dict[str, Any], Account | None]:
     """The first two stages: the request admitted (`admit`), then its body through the input
-    guardrails (`guard_input`)."""
-    account = await admit(rt, trace, key, api, body)
-    return guard_input(rt, trace, api, body), account
+    guardrails (`guard_input`). A chat body's texts are read once for both (the tpm estimate and
+    the rules); a request neither applies to costs two look-ups."""
+    limited = key is not None and key.name in rt.limited and rt.limits is not None
+    rules = rules_for(rt, body)
+    if rules is not None and not rules.input:
+        rules = None
+    if not limited and rules is None:
+        return body, None
+    plain = texts.plain_texts(api, body) if rules is not None or (key is not None and key.tpm) else None
+    account = await admit(rt, trace, key, api, body, plain) if limited else None
+    if rules is not None:
+        body = _guarded(trace, rules, api, body, plain)
+    return body, account
 
 
 async def admit(
-    rt: Runtime, trace: RequestTrace, key: KeySettings | None, api: str, body: Mapping[str, Any]
+    rt: Runtime,
+    trace: RequestTrace,
+    key: KeySettings | None,
+    api: str,
+    body: Mapping[str, Any],
+    plain: list[str] | None = None,
 ) -> Account | None:
     """Count the request against its key's limits and budgets (429 when it is over one, with
     `Retry-After`), or None when the key has none; the decision and what remains go on `auth`.
-    With a NATS bus they are counted with every other gateway's (`tfgw.policy.shared`)."""
+    With a NATS bus they are counted with every other gateway's (`tfgw.policy.shared`). `plain`:
+    the body's `texts.plain_texts`, when read already."""
     limits = rt.limits
     if key is None or limits is None or key.name not in rt.limited:
         return None
@@ -78,33 +104,38 @@ async def admit(
     span = (
         spans[1] if len(spans) > 1 and spans[1].name == "auth" else next(s for s in spans if s.name == "auth")
     )
-    estimate = _estimate(api, body) if key.tpm else 0
+    estimate = _estimate(api, body, plain) if key.tpm else 0
+    shared = rt.shared
     try:
-        counter: Limits | SharedLimits = limits if rt.shared is None else rt.shared
-        if rt.shared is None:
+        if shared is None:
             admission = limits.admit(key, estimate)
         else:
-            admission = await rt.shared.admit(key, estimate)
+            admission = await shared.admit(key, estimate)
     except RateLimitError as exc:
         span.attributes[sc.AUTH_OUTCOME] = "over_budget" if exc.code == "budget_exceeded" else "rate_limited"
         span.attributes[sc.LIMIT_REFUSED] = exc.limit
         span.fail(exc)
         span.end = span.events[-1].time  # `auth` was closed before the limits: it lasts to the refusal
         raise
-    account = Account(counter, admission, span)
+    account = Account(limits if shared is None else shared, admission, span)
     trace.at_finish = account.settle  # a request that ends without an answer: no tokens, no cost
     return account
 
 
-def _estimate(api: str, body: Mapping[str, Any]) -> int:
+def _estimate(api: str, body: Mapping[str, Any], plain: list[str] | None = None) -> int:
     """The tokens a request may use, before it is answered: its text at four characters a token,
     and the most it lets the answer have."""
-    found = texts.plain_texts(api, body)
+    found = plain if plain is not None else texts.plain_texts(api, body)
     chars = sum(map(len, found if found is not None else texts.request_texts(api, body)))
+    if _MAX_TOKENS.isdisjoint(body):
+        return chars // 4
     for name in MAX_TOKENS:
         if isinstance(most := body.get(name), int):
             return chars // 4 + most
     return chars // 4
+
+
+_MAX_TOKENS = frozenset(MAX_TOKENS)
 
 
 class Account:
@@ -118,30 +149,31 @@ class Account:
         self.limits, self.admission, self.span = limits, admission, span
 
     def settle(self, usage: Any = None, price: Any = None) -> None:
-        if self.admission.settled:
+        a = self.admission
+        if a.settled:
             return
         tokens = cost = 0
-        if isinstance(usage, Mapping):
+        if type(usage) is dict or isinstance(usage, Mapping):
             prompt, completion = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
             tokens = usage.get("total_tokens") or prompt + completion
             if price is not None:
                 cost = (prompt * price.input_per_mtok + completion * price.output_per_mtok) / 1e6
-        self.limits.settle(self.admission, int(tokens), cost)
+        self.limits.settle(a, int(tokens), cost)
         self.record()
 
     def record(self) -> None:
         """Each configured limit and budget, and what remains of it, on `auth` (once, settled)."""
         a, attributes = self.admission, self.span.attributes
         if a.rpm is not None:
-            attributes[sc.LIMIT_RPM], attributes[sc.LIMIT_RPM_REMAINING] = a.rpm, a.rpm_remaining
+            attributes[LIMIT_RPM], attributes[LIMIT_RPM_REMAINING] = a.rpm, a.rpm_remaining
         if a.tpm is not None:
-            attributes[sc.LIMIT_TPM], attributes[sc.LIMIT_TPM_REMAINING] = a.tpm, a.tpm_remaining
+            attributes[LIMIT_TPM], attributes[LIMIT_TPM_REMAINING] = a.tpm, a.tpm_remaining
         if a.budget_usd_day is not None:
-            attributes[sc.BUDGET_DAY] = a.budget_usd_day
-            attributes[sc.BUDGET_DAY_REMAINING] = a.budget_day_remaining_usd
+            attributes[BUDGET_DAY] = a.budget_usd_day
+            attributes[BUDGET_DAY_REMAINING] = a.budget_day_remaining_usd
         if a.budget_usd_month is not None:
-            attributes[sc.BUDGET_MONTH] = a.budget_usd_month
-            attributes[sc.BUDGET_MONTH_REMAINING] = a.budget_month_remaining_usd
+            attributes[BUDGET_MONTH] = a.budget_usd_month
+            attributes[BUDGET_MONTH_REMAINING] = a.budget_month_remaining_usd
 
 
 def guard_input(rt: Runtime, trace: RequestTrace, api: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -150,9 +182,15 @@ def guard_input(rt: Runtime, trace: RequestTrace, api: str, body: dict[str, Any]
     rules = rules_for(rt, body)
     if rules is None or not rules.input:
         return body
+    return _guarded(trace, rules, api, body, texts.plain_texts(api, body))
+
+
+def _guarded(
+    trace: RequestTrace, rules: RuleSet, api: str, body: dict[str, Any], plain: list[str] | None
+) -> dict[str, Any]:
     start = time.time_ns()
     try:
-        body, verdicts = rules.check_input(api, body)
+        body, verdicts = rules.check_input(api, body, plain)
     except GuardrailError as exc:
         verdict_spans(trace, exc.verdicts, start)
         raise
@@ -166,12 +204,14 @@ def verdict_spans(
     """A `guardrail` span (OpenInference kind GUARDRAIL) for each verdict: the rule, the stage, the
     action, the outcome, how many matches and of which patterns; never the matched text."""
     end = time.time_ns()
+    parent_id, spans = (parent or trace.root).span_id, trace.spans
     for verdict in verdicts:
-        span = trace.child(f"guardrail {verdict.rule}", parent=parent)
-        span.start, span.end = start, end
+        name = f"guardrail {verdict.rule}"
         if verdict.attributes is not None:  # a pass: the rule's attributes, encoded once
-            span.attributes = verdict.attributes
+            spans.append(Span(name, KIND_INTERNAL, new_span_id(), parent_id, start, end, verdict.attributes))
             continue
+        span = Span(name, KIND_INTERNAL, new_span_id(), parent_id, start, end)
+        spans.append(span)
         span.attributes = a = {
             sc.OI_SPAN_KIND: "GUARDRAIL",
             sc.GUARDRAIL_NAME: verdict.rule,
@@ -353,7 +393,7 @@ class StreamPolicy:
         view = fold.completion()
         if answering.rules is not None:
             view = answering._redacted_view(view)
-            call.response = view
+        call.response = view  # what the encoder would fold it to again: the fold is final now
         if self.guard is not None:
             verdict_spans(answering.trace, self.guard.verdicts, span.start)
         recorder = answering.recorder

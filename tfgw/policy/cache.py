@@ -105,11 +105,13 @@ def request_key(route: str, body: Mapping[str, Any], key_name: str | None, setti
     return blake2b(orjson.dumps((route, settings.shared, who, kept), option=_SORTED), digest_size=16).digest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cached:
-    """One cached answer, sent again as it was first sent. `usage` is the answer's usage object
-    as the trace read it (shared by every hit: never changed); `model` and `provider` are what
-    answered; `stored_at` is wall-clock seconds (the age a trace shows), not the expiry's clock."""
+    """One cached answer, sent again as it was first sent, and never changed once made (not
+    frozen: a frozen dataclass is made through `object.__setattr__` field by field, on every
+    request a cache stores). `usage` is the answer's usage object as the trace read it (shared by
+    every hit); `model` and `provider` are what answered; `stored_at` is wall-clock seconds (the
+    age a trace shows), not the expiry's clock."""
 
     body: bytes  # the whole JSON answer, or for a stream every SSE byte the client was sent
     stream: bool

@@ -89,8 +89,9 @@ COUNTS = struct.Struct("<7q")  # second, requests, tokens, day, day spent, month
 WINDOW_COUNTS = struct.Struct("<3q")  # second, requests, tokens
 SPEND = struct.Struct("<4q")  # day, day spent, month, month spent
 BUCKET = struct.Struct("<2q")  # requests, tokens
+BUCKET_SIZE = BUCKET.size
 RING = HEAD.size  # where a slot's buckets start
-RING_SIZE = WINDOW * BUCKET.size
+RING_SIZE = WINDOW * BUCKET_SIZE
 SLOT_SIZE = 1088  # HEAD (72) + 60 buckets (960), padded to 17 cache lines
 EMPTY = bytes(16)
 FREED = b"\xff" * 16
@@ -126,10 +127,15 @@ class _Counting:
         self, offset: int, now_s: int, day: int, month: int, tokens: int, limits: Thresholds
     ) -> tuple[Counts, bool]:
         """`take` at `offset`: the counts (after the request if it was counted, as found if not)
-        and whether it was."""
-        mm = self.mm
-        counts = self.advance(offset, now_s, day, month)
-        second, requests, in_tokens, day_spent, month_spent = counts
+        and whether it was. The slot is read once (`advance`'s reading, inline: every request)."""
+        mm, at = self.mm, offset + _COUNTS_AT
+        second, requests, in_tokens, slot_day, day_spent, slot_month, month_spent = COUNTS.unpack_from(mm, at)
+        if second != now_s:
+            second, requests, in_tokens = self._moved(offset, second, now_s, requests, in_tokens)
+        if slot_day != day:
+            day_spent = 0
+        if slot_month != month:
+            month_spent = 0
         rpm, tpm, day_budget, month_budget = limits
         if (
             requests >= rpm
@@ -137,12 +143,13 @@ class _Counting:
             or day_spent >= day_budget
             or month_spent >= month_budget
         ):
-            return counts, False
-        bucket = offset + RING + second % WINDOW * BUCKET.size
+            return (second, requests, in_tokens, day_spent, month_spent), False
+        bucket = offset + RING + second % WINDOW * BUCKET_SIZE
         bucket_requests, bucket_tokens = BUCKET.unpack_from(mm, bucket)
         BUCKET.pack_into(mm, bucket, bucket_requests + 1, bucket_tokens + tokens)
-        WINDOW_COUNTS.pack_into(mm, offset + _COUNTS_AT, second, requests + 1, in_tokens + tokens)
-        return (second, requests + 1, in_tokens + tokens, day_spent, month_spent), True
+        requests, in_tokens = requests + 1, in_tokens + tokens
+        WINDOW_COUNTS.pack_into(mm, at, second, requests, in_tokens)
+        return (second, requests, in_tokens, day_spent, month_spent), True
 
     def settled(
         self,
@@ -155,19 +162,32 @@ class _Counting:
         tokens: int,
         micro_usd: int,
     ) -> Counts:
-        """`settle` at `offset`: the counts after."""
-        mm = self.mm
-        counts = self.advance(offset, now_s, day, month)
-        if counts[0] - WINDOW < taken <= counts[0]:
-            counts = self._add(offset, counts, taken, tokens - estimate)
+        """`settle` at `offset`: the counts after. While second `taken` is in the window the
+        estimate counted there becomes `tokens`, after it `tokens` count in the newest second; a
+        bucket never goes below zero."""
+        mm, at = self.mm, offset + _COUNTS_AT
+        second, requests, in_tokens, slot_day, day_spent, slot_month, month_spent = COUNTS.unpack_from(mm, at)
+        if second != now_s:
+            second, requests, in_tokens = self._moved(offset, second, now_s, requests, in_tokens)
+        if second - WINDOW < taken <= second:
+            change = tokens - estimate
         else:
-            counts = self._add(offset, counts, counts[0], tokens)
+            change, taken = tokens, second
+        if change:  # not when the estimate was right, or a failed call's zero estimate
+            bucket = offset + RING + taken % WINDOW * BUCKET_SIZE
+            bucket_requests, old = BUCKET.unpack_from(mm, bucket)
+            new = old + change if old + change > 0 else 0
+            BUCKET.pack_into(mm, bucket, bucket_requests, new)
+            in_tokens += new - old
+            WINDOW_COUNTS.pack_into(mm, at, second, requests, in_tokens)
+        if slot_day != day:
+            day_spent = 0
+        if slot_month != month:
+            month_spent = 0
         if micro_usd:
-            second, requests, in_tokens, day_spent, month_spent = counts
             day_spent, month_spent = day_spent + micro_usd, month_spent + micro_usd
             SPEND.pack_into(mm, offset + _SPEND_AT, day, day_spent, month, month_spent)
-            counts = second, requests, in_tokens, day_spent, month_spent
-        return counts
+        return second, requests, in_tokens, day_spent, month_spent
 
     def release(self, offset: int, now_s: int, day: int, month: int, second: int) -> Counts:
         """Take back one request counted in `second` that was never made (a reservation of
@@ -177,7 +197,7 @@ class _Counting:
         newest, requests, tokens, day_spent, month_spent = counts
         if not newest - WINDOW < second <= newest:
             return counts
-        bucket = offset + RING + second % WINDOW * BUCKET.size
+        bucket = offset + RING + second % WINDOW * BUCKET_SIZE
         bucket_requests, bucket_tokens = BUCKET.unpack_from(mm, bucket)
         if bucket_requests <= 0:
             return counts
@@ -185,38 +205,15 @@ class _Counting:
         WINDOW_COUNTS.pack_into(mm, offset + _COUNTS_AT, newest, requests - 1, tokens)
         return newest, requests - 1, tokens, day_spent, month_spent
 
-    def _add(self, offset: int, counts: Counts, second: int, tokens: int) -> Counts:
-        """Add tokens to the bucket of `second` (in the window `counts` were read from); a bucket
-        never goes below zero."""
-        if not tokens:  # the estimate was right, or a failed call's zero estimate
-            return counts
-        bucket = offset + RING + second % WINDOW * BUCKET.size
-        requests, old = BUCKET.unpack_from(self.mm, bucket)
-        new = old + tokens if old + tokens > 0 else 0
-        BUCKET.pack_into(self.mm, bucket, requests, new)
-        newest, in_requests, in_tokens, day_spent, month_spent = counts
-        in_tokens += new - old
-        WINDOW_COUNTS.pack_into(self.mm, offset + _COUNTS_AT, newest, in_requests, in_tokens)
-        return newest, in_requests, in_tokens, day_spent, month_spent
-
     def advance(self, offset: int, now_s: int, day: int, month: int) -> Counts:
         """Move the slot's window to `now_s`, emptying the buckets that left it, and read it: the
         second to count in, the requests and tokens in the window, the micro-USD spent in `day` and
-        in `month`. A clock that went back less than a window counts in the newest second; further
-        back (or a second from a damaged file far ahead), the window starts again."""
+        in `month`."""
         second, requests, tokens, slot_day, day_spent, slot_month, month_spent = COUNTS.unpack_from(
             self.mm, offset + _COUNTS_AT
         )
-        gap = now_s - second
-        if gap > 0 or gap <= -WINDOW:
-            if gap >= WINDOW or gap < 0:
-                ring = offset + RING
-                self.mm[ring : ring + RING_SIZE] = bytes(RING_SIZE)
-                requests = tokens = 0
-            else:
-                requests, tokens = self._expire(offset, second, now_s, requests, tokens)
-            second = now_s
-            WINDOW_COUNTS.pack_into(self.mm, offset + _COUNTS_AT, second, requests, tokens)
+        if second != now_s:
+            second, requests, tokens = self._moved(offset, second, now_s, requests, tokens)
         return (
             second,
             requests,
@@ -224,6 +221,25 @@ class _Counting:
             day_spent if slot_day == day else 0,
             month_spent if slot_month == month else 0,
         )
+
+    def _moved(
+        self, offset: int, second: int, now_s: int, requests: int, tokens: int
+    ) -> tuple[int, int, int]:
+        """The window of a slot last moved to `second`, moved to `now_s` (and written): its newest
+        second, requests and tokens. A clock that went back less than a window counts in the
+        newest second; further back (or a second from a damaged file far ahead), the window
+        starts again."""
+        gap = now_s - second
+        if -WINDOW < gap < 0:
+            return second, requests, tokens
+        if gap >= WINDOW or gap < 0:
+            ring = offset + RING
+            self.mm[ring : ring + RING_SIZE] = bytes(RING_SIZE)
+            requests = tokens = 0
+        else:
+            requests, tokens = self._expire(offset, second, now_s, requests, tokens)
+        WINDOW_COUNTS.pack_into(self.mm, offset + _COUNTS_AT, now_s, requests, tokens)
+        return now_s, requests, tokens
 
     def _expire(self, offset: int, second: int, now_s: int, requests: int, tokens: int) -> tuple[int, int]:
         for s in range(second + 1, now_s + 1):

@@ -164,20 +164,21 @@ class _Pii:
     def __init__(self, patterns: Sequence[str]) -> None:
         self.patterns = frozenset(patterns)
         self.digits = self.patterns & {"phone", "credit_card", "iban"}
+        self.email, self.keys = "email" in self.patterns, "api_key" in self.patterns
+        self.numbers = tuple(number for number in _NUMBERS if number[0] in self.digits)
         self.tail = re.compile("(?:" + "|".join(_TAILS[p] for p in sorted(self.patterns)) + r")\Z")
 
     def find(self, text: str, pos: int = 0) -> list[Span]:
         spans: list[Span] = []
-        if "email" in self.patterns and "@" in text:
+        if self.email and "@" in text:
             spans += self._emails(text, pos)
-        if "api_key" in self.patterns:
+        if self.keys:
             for char, head, rx in _KEYS:
                 if char in text and head in text:
                     spans += [(m.start(m.lastindex or 0), m.end(), "api_key") for m in rx.finditer(text, pos)]
-        if self.digits and _digits_near(text):
-            for name, rx, check in _NUMBERS:
-                if name in self.digits:
-                    spans += _checked(rx, check, name, text, pos, len(text))
+        if self.numbers and _digits_near(text):
+            for name, rx, check in self.numbers:
+                spans += _checked(rx, check, name, text, pos, len(text))
         return _merge(spans) if len(spans) > 1 else spans
 
     @staticmethod
@@ -240,7 +241,10 @@ class _Keywords:
     def find(self, text: str, pos: int = 0) -> list[Span]:
         if text.isascii():
             folded = text.casefold()
-            if not any(w in folded for w in self.folded):
+            for word in self.folded:
+                if word in folded:
+                    break
+            else:
                 return []
         return [(m.start(), m.end(), "keyword") for m in self.rx.finditer(text, pos)]
 
@@ -337,20 +341,31 @@ class Rule:
 class RuleSet:
     """The rules of one model: `input` and `output`, each in config order."""
 
-    __slots__ = ("input", "output")
+    __slots__ = ("_passed_input", "input", "output")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.input = tuple(r for r in rules if "input" in r.stages)
         self.output = tuple(r for r in rules if "output" in r.stages)
+        self._passed_input = tuple(rule.passed["input"] for rule in self.input)
 
-    def check_input(self, fmt: str, body: Json) -> tuple[Json, list[Verdict]]:
+    def check_input(self, fmt: str, body: Json, plain: list[str] | None = None) -> tuple[Json, list[Verdict]]:
         """The request body (redacted, or `body` itself when nothing matched) and the verdicts;
-        `GuardrailError` on the first blocking match, with the verdicts so far."""
-        rules, plain = self.input, texts.plain_texts(fmt, body)
-        if plain is not None and not any(rule.find(text, 0) for text in plain for rule in rules):
-            return body, [rule.passed["input"] for rule in rules]  # the common case, read cheaply
+        `GuardrailError` on the first blocking match, with the verdicts so far. `plain`: the body's
+        `texts.plain_texts`, when read already."""
+        rules = self.input
+        if plain is None:
+            plain = texts.plain_texts(fmt, body)
+        if plain is not None:  # the common case, read cheaply: nothing matches
+            for text in plain:
+                for rule in rules:
+                    if rule.find(text, 0):
+                        return self._check_input(fmt, body)
+            return body, list(self._passed_input)
+        return self._check_input(fmt, body)
+
+    def _check_input(self, fmt: str, body: Json) -> tuple[Json, list[Verdict]]:
         return _check(
-            rules,
+            self.input,
             "input",
             body,
             lambda b: texts.request_texts(fmt, b),

@@ -231,10 +231,7 @@ class Limits:
             tokens,
             micro,
         )
-        self.remaining(admission, in_window, day_spent, month_spent)
-
-    def remaining(self, admission: Admission, in_window: int, day_spent: int, month_spent: int) -> None:
-        """What is left of the admission's tpm and budgets, from the counts after its settle."""
+        # what is left of its tpm and budgets, from the counts after its settle
         if admission.tpm is not None:
             admission.tpm_remaining = admission.tpm - in_window if in_window < admission.tpm else 0
         if (rules := self._rules.get(admission.key)) is not None:

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tfgw.tracing import otlp, semconv
+from tfgw.tracing.spans import Constant
 
 __all__ = ["summarize", "summarize_decoded"]
 
@@ -157,12 +158,12 @@ class _Totals:
     refusal: Any = None
 
     def add(self, span: Mapping[str, Any], a: Mapping[str, Any]) -> None:
+        if type(a) is Constant:  # a passed guardrail's, as the encoder hands it: nothing else here
+            self.add_guardrail(a)
+            return
         failed = (span.get("status") or {}).get("code") == otlp.STATUS_ERROR
         if failed and a.get(semconv.ERROR_TYPE):
             self.error_type = a[semconv.ERROR_TYPE]
-        if a.get(semconv.OI_SPAN_KIND) == "GUARDRAIL":  # one per rule evaluated: nothing else here
-            self.add_guardrail(a)
-            return
         self.key = self.key or a.get(semconv.KEY_NAME)
         self.model = self.model or a.get(semconv.MODEL_REQUESTED)
         if a.get(semconv.STREAM_TTFT) is not None:
@@ -172,7 +173,7 @@ class _Totals:
             self.ttft = float(a[semconv.GEN_TTFC]) * 1000
         if a.get(semconv.OI_SPAN_KIND) in LLM_KINDS or semconv.GEN_OPERATION in a:
             self.add_attempt(a, failed)
-        elif semconv.GUARDRAIL_OUTCOME in a:  # a guardrail span without its span kind
+        elif semconv.GUARDRAIL_OUTCOME in a:  # a guardrail span (one per rule evaluated) read back
             self.add_guardrail(a)
         elif a.get(semconv.AUTH_OUTCOME) in REFUSALS:  # which limit, or (an older trace) which kind
             self.refusal = a.get(semconv.LIMIT_REFUSED) or a[semconv.AUTH_OUTCOME]

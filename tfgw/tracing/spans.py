@@ -24,7 +24,16 @@ from typing import Any
 from tfgw.tracing.fold import StreamFold
 from tfgw.tracing.otlp import KIND_CLIENT, KIND_INTERNAL, KIND_SERVER, STATUS_ERROR, STATUS_UNSET
 
-__all__ = ["Event", "LlmCall", "RequestTrace", "Span", "error_type", "parse_traceparent"]
+__all__ = [
+    "Constant",
+    "Event",
+    "LlmCall",
+    "RequestTrace",
+    "Span",
+    "error_type",
+    "new_span_id",
+    "parse_traceparent",
+]
 
 _rand = random.Random()
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
@@ -54,7 +63,9 @@ def parse_traceparent(value: str | None) -> tuple[str, str] | None:
 
 class Constant(dict[str, Any]):
     """A span's attributes that are the same on every request (a passed guardrail's): shared by
-    the spans that carry them, never changed, and encoded once (`encoded`, kept by the encoder)."""
+    the spans that carry them, never changed, and encoded once (`encoded`, kept by the encoder).
+    A trace's row reads a span with them as a guardrail's verdict and nothing else
+    (`tfgw.tracing.rows`)."""
 
     __slots__ = ("encoded",)
 
