@@ -8,7 +8,9 @@ import pytest
 from tfgw.config import parse
 from tfgw.errors import ConfigError
 
-SERVER_KEYS = "host, port, workers, max_body_bytes, graceful_timeout, state_dir, cache_max_mb, reload"
+SERVER_KEYS = (
+    "host, port, workers, max_body_bytes, body_timeout, graceful_timeout, state_dir, cache_max_mb, reload"
+)
 ROOT_KEYS = "server, keys, providers, models, guardrails, routing, tracing, otel, bus"
 
 
