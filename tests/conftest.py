@@ -9,6 +9,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The tests' gRPC receivers serve on threads of this process; a child process started while they
+# run went through gRPC's fork handlers, which skip themselves then ("Other threads are currently
+# calling into gRPC") and can leave the child's epoll broken before it execs. Read by gRPC when it
+# is first imported, so set before any test module imports it.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
