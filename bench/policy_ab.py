@@ -97,12 +97,17 @@ GUARDRAILS = """guardrails = [  # top-level: before the first table
 """
 
 
-def config_text(port: int, upstream: Endpoint, traces: Path, policy: bool) -> str:
+def config_text(port: int, upstream: Endpoint, traces: Path, policy: bool, polled: bool = False) -> str:
     """The plain config (run.py's: one model, tracing on) with one key; with `policy`, the key's
-    limits and budget, the model's cache and the two guardrails too."""
+    limits and budget, the model's cache and the two guardrails too. `polled`: a tree whose
+    gateway polls its config file (live config) has it off, `reload = false`: the poll every
+    0.25 s costs in proportion to wall time, which valgrind and a loaded machine stretch by a
+    different factor for each gateway (+50 k instructions a request seen on the slower one)."""
     text = CONFIG_TEMPLATE.format(
         host=HOST, port=port, upstream_port=upstream.port, tracing="true", traces=traces
     )
+    if polled:
+        text = text.replace("[server]\n", "[server]\nreload = false\n", 1)
     if not policy:
         return text + PLAIN_KEY
     cached = text.replace("\n[tracing]", f"cache = {{ ttl = {CACHE_TTL_S:g} }}\n\n[tracing]", 1)
@@ -198,10 +203,16 @@ class Gateway:
         """What runs its tfgw ahead of the editable install (`env` execs: the pid stays)."""
         return ["env", f"PYTHONPATH={self.tree}"]
 
+    @property
+    def polled(self) -> bool:
+        """Whether its tree has the live config's `[server] reload` (ecc465c has not)."""
+        return "reload: bool" in (self.tree / "tfgw" / "config.py").read_text()
+
     def config(self, directory: Path, upstream: Endpoint, port: int) -> Path:
         """Its config in `directory`, its trace log in `directory/traces-<port>`."""
         config = directory / f"{self.name}-{port}.toml"
-        config.write_text(config_text(port, upstream, directory / f"traces-{port}", self.policy))
+        traces = directory / f"traces-{port}"
+        config.write_text(config_text(port, upstream, traces, self.policy, self.polled))
         return config
 
 

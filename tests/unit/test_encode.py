@@ -422,3 +422,38 @@ def test_constant_attributes_are_encoded_once_and_read_as_any_others() -> None:
         "tfgw.guardrail.matches": 0,
     }
     assert first_row["spans"] == second_row["spans"] == 2
+
+
+def test_a_row_reads_passed_guardrails_as_the_file_line_reads_back() -> None:
+    """The encoder's row takes a passed guardrail's span (its `Constant` attributes) by a shortcut:
+    it is the row `rows.summarize` makes of the same line read back from the file, whole."""
+    from tfgw.tracing import otlp
+    from tfgw.tracing.rows import summarize
+    from tfgw.tracing.spans import Constant
+
+    def verdict(name: str, stage: str, outcome: str) -> dict[str, object]:
+        return {
+            "openinference.span.kind": "GUARDRAIL",
+            "tfgw.guardrail.name": name,
+            "tfgw.guardrail.stage": stage,
+            "tfgw.guardrail.action": "redact",
+            "tfgw.guardrail.outcome": outcome,
+            "tfgw.guardrail.matches": 0 if outcome == "pass" else 1,
+        }
+
+    trace = RequestTrace("POST /v1/chat/completions", lambda _: None)
+    trace.root.attributes["tfgw.model.requested"] = "smart"
+    auth = trace.child("auth")
+    auth.attributes.update({"tfgw.auth.outcome": "ok", "tfgw.key.name": "ci"})
+    trace.child("guardrail pii").attributes = Constant(verdict("pii", "input", "pass"))
+    trace.child("guardrail words").attributes = verdict("words", "input", "redacted")
+    trace.child("guardrail out").attributes = Constant(verdict("out", "output", "pass"))
+    trace.finish()
+    line, row = Encoder("p").encode(trace)
+    assert row["guardrails"] == [
+        ["pii", "input", "pass"],
+        ["words", "input", "redacted"],
+        ["out", "output", "pass"],
+    ]
+    assert row["key"] == "ci" and row["model"] == "smart" and row["spans"] == 5
+    assert row == summarize(otlp.spans_of(orjson.loads(orjson.dumps(line))))
