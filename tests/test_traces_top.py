@@ -104,9 +104,10 @@ def write_cursor(directory: Path, name: str = "collector") -> None:
     """A running exporter's cursor for `name` (its heartbeat now)."""
     cursors = directory / ".cursors"
     cursors.mkdir(parents=True, exist_ok=True)
-    cursor = {"offsets": {}, "delivered": 1234, "pending_bytes": 2048, "rejected": 0, "partial_rejected": 0,
-              "unsendable": 0, "last_error": None, "last_success": time.time(), "retrying": False,
-              "lag_s": 0.4, "updated": time.time()}  # fmt: skip
+    cursor = {"offsets": {}, "delivered": 1234, "attempts": 7, "retries": 1, "pending_bytes": 2048,
+              "rejected": 0, "partial_rejected": 0, "unsendable": 0, "unreadable": 0, "last_error": None,
+              "warning": None, "last_success": time.time(), "retrying": False, "lag_s": 0.4,
+              "updated": time.time()}  # fmt: skip
     (cursors / f"{name}.json").write_bytes(orjson.dumps(cursor))
 
 
@@ -260,9 +261,10 @@ def test_once_json_is_the_board_whole(run: Run, tmp_path: Path) -> None:
         "bucket_s": 25.0,
         "models": OLD_MODELS,
         "targets": [
-            {"target": "collector", "state": "running", "reason": None, "delivered": 1234,
-             "pending_bytes": 2048, "retrying": False, "rejected": 0, "partial_rejected": 0,
-             "unsendable": 0, "last_error": None, "lag_s": 0.4, "dropped": 0},
+            {"target": "collector", "state": "running", "reason": None, "delivered": 1234, "attempts": 7,
+             "retries": 1, "pending_bytes": 2048, "retrying": False, "rejected": 0, "partial_rejected": 0,
+             "unsendable": 0, "unreadable": 0, "last_error": None, "warning": None, "lag_s": 0.4,
+             "dropped": 0},
         ],
     }  # fmt: skip
 

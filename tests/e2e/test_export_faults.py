@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -226,20 +227,50 @@ def test_garbage_answers_are_counted_and_the_exporter_keeps_running(
                 lambda: status(config),
                 lambda r: r["liar"]["delivered"] == SPANS_PER_CHAT and len(junk.connections) >= 2,
             )
+            readyz = httpx.get(f"{gw.url}/readyz").json()["export"]["liar"]
+            table = otel(config, "status").stdout
+            liar.garbage = None  # the backend answers as OTLP says from now on
             chat(gw)  # served, and still exported where the backend accepts it
             after = poll(lambda: status(config), lambda r: r["liar"]["delivered"] == 2 * SPANS_PER_CHAT)
+            scrape = poll(
+                lambda: httpx.get(f"{gw.url}/metrics").text,
+                lambda text: 'tfgw_export_attempts_total{target="liar"} 2\n' in text,
+            )
             assert exporter_pids(config) == [exporter]
         assert "Traceback" not in gw.logs()
-    keys = ("state", "delivered", "rejected", "last_error")
+    warning = (
+        f"200 with a body that is not an ExportTraceServiceResponse (text/html, {len(html)} bytes): is the "
+        "endpoint right? It begins: <html><body>502 Bad Gateway, but said with a 200</body></html>"
+    )
+    keys = ("state", "delivered", "attempts", "retries", "rejected", "last_error", "warning")
+    assert {k: report["liar"][k] for k in keys} == {
+        "state": "running", "delivered": SPANS_PER_CHAT, "attempts": 1, "retries": 0, "rejected": 0,
+        "last_error": None, "warning": warning,
+    }  # fmt: skip
+    assert readyz["warning"] == warning
+    (liar_row,) = [line for line in table.splitlines() if line.startswith("liar ")]
+    assert liar_row.rstrip().endswith(f"  {warning}"), table
+    junk_report = after["junk"]
     assert {name: {k: r[k] for k in keys} for name, r in after.items()} == {
-        "liar": {"state": "running", "delivered": 2 * SPANS_PER_CHAT, "rejected": 0, "last_error": None},
+        "liar": {
+            "state": "running", "delivered": 2 * SPANS_PER_CHAT, "attempts": 2, "retries": 0, "rejected": 0,
+            "last_error": None, "warning": None,  # cleared by the well-formed answer
+        },
         "junk": {
             "state": "retrying",
             "delivered": 0,
+            "attempts": junk_report["retries"],  # every request failed, and was retried
+            "retries": junk_report["retries"],
             "rejected": 0,
             "last_error": "retrying (transport error): RemoteProtocolError: SPAM SPAM SPAM\r\n",
+            "warning": None,
         },
     }  # fmt: skip
+    assert junk_report["retries"] >= 2
+    counted = re.findall(r'^tfgw_export_(attempts|retries)_total\{target="(\w+)"\} (\d+)$', scrape, re.M)
+    by_target = {(kind, name): int(n) for kind, name, n in counted}
+    assert by_target[("attempts", "junk")] == by_target[("retries", "junk")] >= 2
+    assert (by_target[("attempts", "liar")], by_target[("retries", "liar")]) == (2, 0)
     assert report["junk"]["pending_bytes"] > 0 and liar.spans() == 2 * SPANS_PER_CHAT
 
 
