@@ -65,6 +65,7 @@ from soak import rss, slope
 LATE_S, SAMPLE_S, REQUEST_TIMEOUT_S = 0.010, 10.0, 10.0  # late after; RSS every; a request's limit
 MAX_DURATION_S, MAX_RATE = 3600.0, 2000.0
 DOWN_MODES = ("refuse", "503")
+JSON_BODY = {"content-type": "application/json"}
 #: causes of a failed request that are not the gateway's: the load generator ran out of sockets
 CLIENT_ERRNOS = frozenset((errno.EADDRNOTAVAIL, errno.EMFILE, errno.ENFILE, errno.ENOBUFS))
 
@@ -91,14 +92,12 @@ class Route:
     path: str
     body: bytes
     last: bytes  # what a whole answer holds: its last event, or a field of its JSON
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 def _body(**fields: Any) -> bytes:
     return orjson.dumps(fields)
 
 
-_ANTHROPIC = (("anthropic-version", "2023-06-01"),)
 _PROMPT = MESSAGES[0]["content"]
 ROUTES = (
     Route("chat", "/v1/chat/completions", _body(model="bench", messages=MESSAGES), b'"finish_reason":"stop"'),
@@ -108,10 +107,10 @@ ROUTES = (
     Route("responses-stream", "/v1/responses", _body(model="bench", input=_PROMPT, stream=True),
           b"event: response.completed\n"),
     Route("messages", "/v1/messages", _body(model="bench-claude", max_tokens=64, messages=MESSAGES),
-          b'"stop_reason":"end_turn"', _ANTHROPIC),
+          b'"stop_reason":"end_turn"'),
     Route("messages-stream", "/v1/messages",
           _body(model="bench-claude", max_tokens=64, messages=MESSAGES, stream=True),
-          b"event: message_stop\n", _ANTHROPIC),
+          b"event: message_stop\n"),
     Route("embeddings", "/v1/embeddings", _body(model="bench-embed", input=_PROMPT), b'"object":"embedding"'),
 )  # fmt: skip
 
@@ -131,7 +130,6 @@ GZIP_RE = re.compile(rb"\r\ncontent-encoding:[ \t]*gzip", re.IGNORECASE)
 ACCEPTED = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
 UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 4\r\n\r\ndown"
 UNREADABLE = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 10\r\n\r\nunreadable"
-NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
 JSON_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
 
 
@@ -170,13 +168,10 @@ class Connection(asyncio.Protocol):
             line = head.split(b"\r\n", 1)[0]
             if self.control:
                 self.transport.write(self.receiver.command(line))
-            elif line.startswith(b"POST /v1/traces "):
+            else:  # the exporter sends nothing else
                 self.transport.write(self.receiver.export(body, bool(GZIP_RE.search(head))))
-            else:
-                self.transport.write(NOT_FOUND)
 
-    def close(self) -> None:
-        """Close once what was written has gone (an answer written is never cut off)."""
+    def close(self) -> None:  # once what was written has gone: an answer written is never cut off
         if self.transport is not None:
             self.transport.close()
             self.transport = None
@@ -300,7 +295,7 @@ class Tally:
 async def one_request(session: aiohttp.ClientSession, route: Route, due: float, tally: Tally) -> None:
     """One request, its latency counted from when it was due; or its failure, by cause."""
     try:
-        async with session.post(route.path, data=route.body, headers=dict(route.headers)) as resp:
+        async with session.post(route.path, data=route.body, headers=JSON_BODY) as resp:
             data = await resp.read()
     except TimeoutError:
         return tally.fail(route, "timeout", f"no answer in {REQUEST_TIMEOUT_S:g} s")
@@ -357,12 +352,15 @@ async def flap(control: ReceiverControl, seconds: float, done: asyncio.Event, ph
         phases.append((round(time.monotonic() - begin, 1), mode))
 
 
-async def sample(gateway: int, done: asyncio.Event, samples: list[tuple[float, ...]]) -> None:
-    """(seconds, gateway RSS MiB, exporter RSS MiB, 1-minute load average) every SAMPLE_S."""
+async def sample(gateway: int, tally: Tally, done: asyncio.Event, samples: list[tuple[float, ...]]) -> None:
+    """(seconds, gateway RSS MiB, exporter RSS MiB, 1-minute load average) every SAMPLE_S; said."""
     begin = time.monotonic()
     async for _ in every(SAMPLE_S, done):
-        children = [p for p in process_tree(gateway) if p != gateway]
-        samples.append((time.monotonic() - begin, rss(gateway), sum(map(rss, children)), os.getloadavg()[0]))
+        t, children = time.monotonic() - begin, [p for p in process_tree(gateway) if p != gateway]
+        samples.append((t, rss_gw := rss(gateway), rss_ex := sum(map(rss, children)), os.getloadavg()[0]))
+        answered, failed = sum(map(len, tally.latencies.values())), sum(tally.failures.values())
+        print(f"{t:4.0f} s: {tally.started:,} started, {answered:,} answered, {failed:,} failed; RSS "
+              f"{rss_gw:.1f} / {rss_ex:.1f} MiB; load {samples[-1][3]:.2f}", file=sys.stderr)  # fmt: skip
 
 
 async def load_phase(url: str, settings: Settings, control: ReceiverControl, gateway: int) -> tuple[Any, ...]:
@@ -371,12 +369,9 @@ async def load_phase(url: str, settings: Settings, control: ReceiverControl, gat
     await asyncio.gather(
         generate(url, settings, tally, done),
         flap(control, settings.flap, done, phases),
-        sample(gateway, done, samples),
+        sample(gateway, tally, done, samples),
     )
     return tally, phases, samples
-
-
-# --- after the load ------------------------------------------------------------------------------
 
 
 def log_spans(trace_dir: Path) -> tuple[int, Counter[str]]:
@@ -395,6 +390,13 @@ def poll(read: Callable[[], Any], done: Callable[[Any], bool], deadline: float) 
     while not done(value := read()) and time.monotonic() < deadline:
         time.sleep(0.5)
     return value
+
+
+def traces_written(port: int) -> int:
+    """The gateway's count of traces written, -1 while it does not answer /readyz in 5 s."""
+    with contextlib.suppress(OSError):
+        return int(run.trace_log_stats(port).get("written", 0))
+    return -1
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -440,7 +442,7 @@ def measure(
     deadline = time.monotonic() + settings.catch_up
     answered = sum(map(len, tally.latencies.values()))
     # every answered request is a trace: wait for its row (the rows lag the lines) ...
-    written = poll(lambda: run.trace_log_stats(port).get("written", 0), lambda n: n >= answered, deadline)
+    written = poll(lambda: traces_written(port), lambda n: n >= answered, deadline)
     rows, by_route = poll(lambda: log_spans(traces), lambda counted: counted[0] >= written, deadline)
     spans = sum(by_route.values())
     # ... then for the receiver to hold every span of them
@@ -489,9 +491,6 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
             "duplicates_beyond_documented": beyond, "ok": not problems, "problems": problems}  # fmt: skip
 
 
-# --- output --------------------------------------------------------------------------------------
-
-
 def table(head: str, rows: list[tuple[Any, ...]]) -> list[str]:
     rule = "| --- " + "| ---: " * (head.count("|") - 2) + "|"
     return ["", head, rule, *("| " + " | ".join(map(str, row)) + " |" for row in rows)]
@@ -500,8 +499,8 @@ def table(head: str, rows: list[tuple[Any, ...]]) -> list[str]:
 def figures(report: dict[str, Any]) -> list[tuple[str, str]]:
     r, s, v, receiver = (report[k] for k in ("requests", "spans", "verdict", "receiver"))
     return [
-        ("requests scheduled / started", f"{r['scheduled']:,} / {r['started']:,}"),
-        (f"started {LATE_S * 1000:g}+ ms late (max lag, ms)", f"{r['started_late']:,} ({r['max_lag_ms']})"),
+        (f"requests scheduled / started / started {LATE_S * 1000:g}+ ms late (max lag, ms)",
+         f"{r['scheduled']:,} / {r['started']:,} / {r['started_late']:,} ({r['max_lag_ms']})"),
         ("answered whole", f"{r['answered']:,}"),
         ("failed because of the gateway / in the load generator",
          f"{v['gateway_failures']:,} / {r['failed'].get('load generator', 0):,}"),
