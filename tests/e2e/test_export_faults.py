@@ -229,6 +229,7 @@ def test_garbage_answers_are_counted_and_the_exporter_keeps_running(
             )
             readyz = httpx.get(f"{gw.url}/readyz").json()["export"]["liar"]
             table = otel(config, "status").stdout
+            tested = otel(config, "test", "liar")  # `otel test` says it too, and still exits 0
             liar.garbage = None  # the backend answers as OTLP says from now on
             chat(gw)  # served, and still exported where the backend accepts it
             after = poll(lambda: status(config), lambda r: r["liar"]["delivered"] == 2 * SPANS_PER_CHAT)
@@ -248,6 +249,9 @@ def test_garbage_answers_are_counted_and_the_exporter_keeps_running(
         "last_error": None, "warning": warning,
     }  # fmt: skip
     assert readyz["warning"] == warning
+    assert tested.returncode == 0 and tested.stdout.startswith("liar: accepted (200, ")
+    assert ", 3 spans, trace " in tested.stdout
+    assert tested.stdout.endswith(f"; warning: {warning}\n"), tested.stdout
     (liar_row,) = [line for line in table.splitlines() if line.startswith("liar ")]
     assert liar_row.rstrip().endswith(f"  {warning}"), table
     junk_report = after["junk"]
@@ -271,7 +275,7 @@ def test_garbage_answers_are_counted_and_the_exporter_keeps_running(
     by_target = {(kind, name): int(n) for kind, name, n in counted}
     assert by_target[("attempts", "junk")] == by_target[("retries", "junk")] >= 2
     assert (by_target[("attempts", "liar")], by_target[("retries", "liar")]) == (2, 0)
-    assert report["junk"]["pending_bytes"] > 0 and liar.spans() == 2 * SPANS_PER_CHAT
+    assert report["junk"]["pending_bytes"] > 0 and liar.spans() == 2 * SPANS_PER_CHAT + 3  # and the test's
 
 
 #: root may write to a read-only directory: the gateway then runs without the capabilities that let it

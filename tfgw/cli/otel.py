@@ -350,9 +350,10 @@ def test(
     else:
         verdict = "accepted" if result.accepted else "rejected"
         reason = f": {result.message}" if result.message and not result.accepted else ""
+        warning = f"; warning: {result.warning}" if result.warning else ""
         print(
             f"{name}: {verdict} ({result.status}, {result.latency_ms:.0f} ms, {result.spans} spans, "
-            f"trace {result.trace_id}){reason}"
+            f"trace {result.trace_id}){reason}{warning}"
         )
     raise typer.Exit(0 if result.accepted else 1)
 

@@ -33,6 +33,8 @@ class ProbeResult:
     latency_ms: float  # the last attempt's
     attempts: int
     trace_id: str
+    #: accepted, but the answer was not an OTLP one (`send.SendResult.warning`)
+    warning: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +45,7 @@ class ProbeResult:
             "latency_ms": round(self.latency_ms, 1),
             "attempts": self.attempts,
             "trace_id": self.trace_id,
+            "warning": self.warning,
         }
 
 
@@ -98,4 +101,6 @@ def probe(target: ResolvedTarget, timeout: float = 30.0) -> ProbeResult:
         message = f"still failing after {timeout:g} s: {message}"
     elif result.outcome == "accepted" and result.rejected_spans:
         message = f"{result.rejected_spans} of {batch.spans} spans rejected: {message}"
-    return ProbeResult(accepted, batch.spans, result.status, message, result.latency_ms, attempts, trace_id)
+    return ProbeResult(
+        accepted, batch.spans, result.status, message, result.latency_ms, attempts, trace_id, result.warning
+    )
