@@ -51,8 +51,19 @@ RETRY_S = 1.0
 ATTEMPTS = 50
 #: seconds a settle waits for the key's next write before it is written alone
 FLUSH_S = 0.05
-#: requests of a key a gateway keeps counted ahead (reservations) for its next requests
+#: requests of a key a gateway keeps counted ahead (reservations) for its next requests: the
+#: key's pace times RESERVE_LEAD_S, within RESERVE..RESERVE_MAX; doubled when a request finds none
+#: left while more are being counted, halved when reservations are given back unused. Counted
+#: again, in one write, once half of them are used.
 RESERVE = 2
+RESERVE_MAX = 256
+RESERVE_LEAD_S = 0.1
+#: seconds over which a key's pace (requests a second, on this gateway) is measured
+PACE_S = 0.25
+#: a batch counted ahead takes at most this share of what is left of the key's rpm, and none once
+#: a budget is RESERVE_SPENT spent: near a limit requests are counted one by one
+RESERVE_SHARE = 0.5
+RESERVE_SPENT = 0.9
 #: seconds a request counted ahead (a reservation) is kept for the next request before it is given
 #: back; a request admitted on one counts from when it was counted, at most this much earlier
 RESERVED_S = 1
@@ -62,7 +73,17 @@ class _Key:
     """One key's side of this gateway: its reads and writes one at a time (a gateway never
     conflicts with itself), and the settles not written yet (they go with the next write)."""
 
-    __slots__ = ("flushing", "known", "lock", "pending", "reserved", "reserving")
+    __slots__ = (
+        "depth",
+        "flushing",
+        "known",
+        "lock",
+        "pace_n",
+        "pace_since",
+        "pending",
+        "reserved",
+        "reserving",
+    )
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
@@ -74,6 +95,18 @@ class _Key:
         #: requests counted ahead (the counts right after each), for the next requests to use
         self.reserved: list[Counts] = []
         self.reserving: asyncio.Task[None] | None = None
+        #: how many to keep counted ahead (RESERVE..RESERVE_MAX, by the key's pace)
+        self.depth = RESERVE
+        self.pace_n, self.pace_since = 0, time.monotonic()
+
+    def paced(self) -> None:
+        """One more request of the key: every PACE_S, `depth` follows its pace."""
+        self.pace_n += 1
+        elapsed = time.monotonic() - self.pace_since
+        if elapsed >= PACE_S:
+            lead = int(self.pace_n / elapsed * RESERVE_LEAD_S)
+            self.depth = min(max(lead, RESERVE), RESERVE_MAX)
+            self.pace_n, self.pace_since = 0, time.monotonic()
 
     def take_reserved(self, now_s: int) -> Counts | None:
         """A request counted ahead, if there is one counted within `RESERVED_S` of `now_s`."""
@@ -123,8 +156,8 @@ class SharedLimits:
         kv = self._kv
         for name, state in list(self._keys.items()):
             if kv is not None:
-                for counts in state.reserved:
-                    await self._release(kv, name, state, counts[0])
+                if state.reserved:
+                    await self._release(kv, name, state, [counts[0] for counts in state.reserved])
                 state.reserved.clear()
                 if state.pending:
                     await self._flush(name, state)
@@ -142,15 +175,23 @@ class SharedLimits:
         if kv is None or time.monotonic() < self._down_until:
             return local.admit(key, estimated_tokens)
         rules, state = local.rules_of(key), self._key(key.name)
+        state.paced()
         reserved = state.take_reserved(int(self._clock()))
         if reserved is not None:  # counted already: no round trip on the request path
             self._reserve(key, rules, state)
             return _shared(rules.admission(reserved, 0))
+        if state.reserving is not None or state.lock.locked():  # faster than counted ahead: more
+            state.depth = min(state.depth * 2, RESERVE_MAX)
         now = self._clock()
         estimate = max(estimated_tokens, 0)
         try:
             async with state.lock:
-                counts = await self._count(kv, key, state, rules, now, estimate)
+                reserved = state.take_reserved(int(now))  # counted ahead while this one waited
+                if reserved is not None:
+                    counts, estimate = reserved, 0
+                else:
+                    counts, ahead = await self._count(kv, key, state, rules, now, estimate)
+                    self._hold(key, state, ahead)
         except RateLimitError:
             raise
         except Exception as exc:  # NATS down, slow, or refusing: count here meanwhile
@@ -161,15 +202,18 @@ class SharedLimits:
 
     async def _count(
         self, kv: KeyValue, key: KeySettings, state: _Key, rules: Rules, now: float, estimate: int
-    ) -> Counts:
-        """Count one request in the key's shared slot (its pending settles with it), under
-        `state.lock`: the counts after it, or the refusal's `RateLimitError`."""
+    ) -> tuple[Counts, list[Counts]]:
+        """Count one request in the key's shared slot (its pending settles with it, and the next
+        requests counted ahead, `_ahead`, in the same write), under `state.lock`: the counts after
+        it and those counted ahead, or the refusal's `RateLimitError`."""
         now_s, month = int(now), self.local.month_of(now)
+        day = now_s // DAY
+        want = state.depth - len(state.reserved) if key.tpm is None else 0
         for _ in range(ATTEMPTS):
             cached = state.known is not None
             slot, revision = await self._read(kv, key.name, state)
             settles = self._apply(slot, state, now_s, month)
-            counts, taken = slot.count(0, now_s, now_s // DAY, month, estimate, rules.limits)
+            counts, taken = slot.count(0, now_s, day, month, estimate, rules.limits)
             if not taken and cached:  # refused on what this gateway last wrote: ask NATS
                 state.known = None
                 continue
@@ -177,19 +221,20 @@ class SharedLimits:
                 if settles:
                     self._written(state, settles, await self._write(kv, key.name, slot, revision, state))
                 raise self.local.refusal(rules, now, counts, estimate, functools.partial(slot.expiry, 0))
+            ahead = _ahead(slot, rules, now_s, day, month, want)
             if self._written(state, settles, await self._write(kv, key.name, slot, revision, state)):
-                return counts
+                return counts, ahead
         raise TimeoutError(f"{ATTEMPTS} conflicting writes")
 
-    # -- reservations: one request of a key counted ahead, for the next request to use ------------
+    # -- reservations: a key's next requests counted ahead, in one write, for them to use ---------
 
     def _reserve(self, key: KeySettings, rules: Rules, state: _Key) -> None:
-        """Count the key's next request ahead, off the request path (a task), unless one is
-        counted already, or being counted, or the key has a tpm (its requests' tokens are not
-        known ahead)."""
+        """Count the key's next requests ahead, off the request path (a task), once no more than
+        half of `depth` are left, unless some are being counted, or the key has a tpm (its
+        requests' tokens are not known ahead)."""
         if (
             key.tpm is None
-            and len(state.reserved) < RESERVE
+            and len(state.reserved) <= state.depth // 2
             and state.reserving is None
             and self._kv is not None
         ):
@@ -200,28 +245,58 @@ class SharedLimits:
         assert kv is not None
         try:
             async with state.lock:
-                counts = await self._count(kv, key, state, rules, self._clock(), 0)
-            state.reserved.append(counts)
-        except RateLimitError:
-            return  # at the limit: the next request asks NATS itself
+                batch = await self._count_ahead(kv, key.name, state, rules, state.depth - len(state.reserved))
+                self._hold(key, state, batch)
         except Exception as exc:
             self._failed(exc)
             return
         finally:
             state.reserving = None
-        self._reserve(key, rules, state)  # the next one, while fewer than RESERVE are counted
-        await asyncio.sleep(RESERVED_S)
-        if counts in state.reserved:  # not used: given back, so that no other gateway waits for it
-            state.reserved.remove(counts)
-            await self._release(kv, key.name, state, counts[0])
+        if batch:  # none near a limit: the next request asks NATS itself
+            self._reserve(key, rules, state)  # more, if they were used meanwhile
 
-    async def _release(self, kv: KeyValue, name: str, state: _Key, second: int) -> None:
+    def _hold(self, key: KeySettings, state: _Key, batch: list[Counts]) -> None:
+        """Keep `batch` (counted ahead) for the key's next requests; what they have not used
+        within `RESERVED_S` is given back, so that no other gateway waits for it."""
+        if batch:
+            state.reserved += batch
+            self._task(self._give_back(key, state, batch))
+
+    async def _give_back(self, key: KeySettings, state: _Key, batch: list[Counts]) -> None:
+        await asyncio.sleep(RESERVED_S)
+        unused = [counts for counts in batch if any(counts is r for r in state.reserved)]
+        if unused and self._kv is not None:  # fewer next time
+            state.reserved = [r for r in state.reserved if not any(r is counts for counts in unused)]
+            state.depth = max(state.depth // 2, RESERVE)
+            await self._release(self._kv, key.name, state, [counts[0] for counts in unused])
+
+    async def _count_ahead(
+        self, kv: KeyValue, name: str, state: _Key, rules: Rules, want: int
+    ) -> list[Counts]:
+        """Up to `want` requests of the key counted ahead in its shared slot in one write (its
+        pending settles with them), under `state.lock`: the counts right after each; none, with
+        nothing written, at a limit (`_ahead`)."""
+        for _ in range(ATTEMPTS):
+            now = self._clock()
+            now_s, month = int(now), self.local.month_of(now)
+            slot, revision = await self._read(kv, name, state)
+            settles = self._apply(slot, state, now_s, month)
+            batch = _ahead(slot, rules, now_s, now_s // DAY, month, want)
+            if not batch:
+                return []  # the settles go with the next write, or alone (`settle`)
+            if self._written(state, settles, await self._write(kv, name, slot, revision, state)):
+                return batch
+        raise TimeoutError(f"{ATTEMPTS} conflicting writes")
+
+    async def _release(self, kv: KeyValue, name: str, state: _Key, seconds: list[int]) -> None:
+        def release(slot: Slot, now_s: int, month: int) -> None:
+            for second in seconds:
+                slot.release(0, now_s, now_s // DAY, month, second)
+
         try:
             async with state.lock:
-                await self._write_back(kv, name, state, lambda slot, now_s, month: slot.release(
-                    0, now_s, now_s // DAY, month, second
-                ))  # fmt: skip
-        except Exception as exc:  # it leaves the window within a minute anyway
+                await self._write_back(kv, name, state, release)
+        except Exception as exc:  # they leave the window within a minute anyway
             self._failed(exc)
 
     def settle(self, admission: Admission, tokens: int, cost_usd: float) -> None:
@@ -354,6 +429,23 @@ async def read_shared_usage(
         return out
     finally:
         await client.close()
+
+
+def _ahead(slot: Slot, rules: Rules, now_s: int, day: int, month: int, want: int) -> list[Counts]:
+    """Up to `want` requests counted in `slot` ahead of their arrival (no tokens): the counts
+    right after each. At most `RESERVE_SHARE` of what is left of the rpm, none once a budget is
+    `RESERVE_SPENT` spent: near a limit requests are counted one by one."""
+    rpm, _, day_budget, month_budget = rules.limits
+    _, requests, _, day_spent, month_spent = slot.read(0, now_s, day, month)
+    if want <= 0 or day_spent >= day_budget * RESERVE_SPENT or month_spent >= month_budget * RESERVE_SPENT:
+        return []
+    batch = []
+    for _ in range(min(want, int((rpm - requests) * RESERVE_SHARE))):
+        counts, taken = slot.count(0, now_s, day, month, 0, rules.limits)
+        if not taken:
+            break
+        batch.append(counts)
+    return batch
 
 
 def _shared(admission: Admission) -> Admission:
