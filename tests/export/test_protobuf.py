@@ -4,14 +4,18 @@ errors for every value it hands back to opentelemetry-proto's classes. Whole val
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from typing import Any
 
+import orjson
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.export.test_encode import EVERY_FIELD, KEPT, kv, line_of, realistic_lines, s, span
 from tests.fakes.otlp import canonical, decode_request, encode_request
 from tests.samples import span_id, trace_id
+from tfgw.export import protobuf
 from tfgw.export.encode import batches
 from tfgw.export.protobuf import ProtobufFormat
 from tfgw.tracing import otlp
@@ -199,3 +203,149 @@ def test_a_bad_value_raises_what_protobuf_raises(
         ProtobufFormat().span(bad)
 
     assert str(raised.value).startswith(message)
+
+
+# -- resources and scopes ---------------------------------------------------------------------------
+
+#: every resource shape: written here, or (bytes, kvlist, mixed arrays, empty values) by protobuf's classes
+RESOURCES = [
+    {},
+    {"attributes": []},
+    otlp.resource("default"),
+    {
+        "attributes": [
+            kv("service.name", s("tfgw")),
+            kv("", s("")),
+            kv("ü" * 100, s("é" * 64)),
+            kv("n", {"intValue": "-7"}),
+            kv("n2", {"intValue": 128}),
+            kv("d", {"doubleValue": 0.5}),
+            kv("d0", {"doubleValue": "NaN"}),
+            kv("b", {"boolValue": False}),
+            kv("a", {"arrayValue": {"values": [s("x"), s("")]}}),
+        ]
+    },
+    {
+        "attributes": [
+            kv("kv", {"kvlistValue": {"values": [kv("a", s("b"))]}}),
+            kv("by", {"bytesValue": "AAEC/w=="}),
+            kv("e", {}),
+            {"key": "null", "value": None},
+            {"key": "no value"},
+            kv("a", {"arrayValue": {"values": [s("a"), {"intValue": "3"}]}}),
+            kv("a0", {"arrayValue": {"values": []}}),
+        ]
+    },
+    {"attributes": [kv("k", s("x" * 20_000))], "droppedAttributesCount": 3},
+    {"droppedAttributesCount": 2**32 - 1},
+    {"droppedAttributesCount": 0, "attributes": None},
+]
+#: what lenient writers send, which protobuf's JSON parser refuses: read as protobuf's classes do
+LENIENT_RESOURCES = [
+    {"attributes": [kv("i", {"intValue": True}), kv("two", {"stringValue": "a", "intValue": "1"})]},
+    {"attributes": [kv("b", {"boolValue": 1}), kv("d", {"doubleValue": "3"})]},
+]
+SCOPES = [
+    {},
+    otlp.SCOPE,
+    {"name": "tfgw"},
+    {"version": "1"},
+    {"name": "", "version": ""},
+    {"name": "é" * 70, "version": "2.0", "attributes": [kv("x", s("y")), kv("i", {"intValue": 3})]},
+    {"name": "n", "attributes": [kv("by", {"bytesValue": "AA=="})], "droppedAttributesCount": 1},
+]
+
+
+def encode_request_of(lines: list[dict[str, Any]]) -> ExportTraceServiceRequest:
+    """Lines of one resource and scope as one request, as the exporter merges them."""
+    first = copy.deepcopy(lines[0])
+    [rs] = first["resourceSpans"]
+    for line in lines[1:]:
+        [other] = line["resourceSpans"]
+        assert (other["resource"], other["scopeSpans"][0]["scope"]) == (
+            rs["resource"],
+            rs["scopeSpans"][0]["scope"],
+        )
+        rs["scopeSpans"][0]["spans"] += other["scopeSpans"][0]["spans"]
+    return encode_request(first)
+
+
+def line_with(resource: dict[str, Any], scope: dict[str, Any], schema: str = "") -> dict[str, Any]:
+    line = line_of(span(KEPT))
+    [rs] = line["resourceSpans"]
+    rs["resource"], rs["schemaUrl"] = resource, schema
+    [ss] = rs["scopeSpans"]
+    ss["scope"], ss["schemaUrl"] = scope, schema
+    return line
+
+
+def test_every_resource_and_scope_is_byte_for_byte_what_protobuf_itself_writes() -> None:
+    lines = [line_with(resource, SCOPES[1]) for resource in RESOURCES]
+    lines += [line_with(RESOURCES[2], scope, "https://opentelemetry.io/schemas/1.37.0") for scope in SCOPES]
+    for line in lines:
+        [batch] = batches([line])
+
+        assert batch.body == encode_request(line).SerializeToString()
+        assert ExportTraceServiceRequest.FromString(batch.body).SerializeToString() == batch.body
+
+
+def test_the_hand_written_resource_and_scope_are_protobufs_own_bytes() -> None:
+    """Each shape alone, against opentelemetry-proto's classes filled the way they always were."""
+    for resource in [*RESOURCES, *LENIENT_RESOURCES]:
+        assert ProtobufFormat().resource(resource, "u") == protobuf._field(
+            1, protobuf._resource_upb(resource)
+        ) + protobuf._field(3, b"u")
+    for scope in SCOPES:
+        assert ProtobufFormat().scope(scope, "") == protobuf._field(1, protobuf._scope_upb(scope))
+
+
+@pytest.mark.parametrize(
+    ("resource", "scope"),
+    [
+        ({"attributes": [kv("i", {"intValue": str(2**63)})]}, {}),
+        ({"attributes": [kv("i", {"intValue": "1.5"})]}, {}),
+        ({"attributes": [kv("d", {"doubleValue": "x"})]}, {}),
+        ({"attributes": [{"key": None, "value": s("x")}]}, {}),
+        ({"attributes": [{"value": s("no key")}]}, {}),
+        ({"droppedAttributesCount": -1}, {}),
+        ({"droppedAttributesCount": 2**32}, {}),
+        ({"droppedAttributesCount": True}, {}),
+        ({"droppedAttributesCount": "3"}, {}),
+        ({}, {"name": 5}),
+        ({}, {"version": ["1"]}),
+        ({}, {"attributes": [kv("b", {"boolValue": "true"})]}),
+        ({}, {"droppedAttributesCount": 1.5}),
+    ],
+)
+def test_a_bad_resource_or_scope_raises_what_protobuf_raises(
+    resource: dict[str, Any], scope: dict[str, Any]
+) -> None:
+    part, upb = ("resource", protobuf._resource_upb) if resource else ("scope", protobuf._scope_upb)
+    value = resource or scope
+    with pytest.raises(Exception) as expected:
+        upb(value)
+    with pytest.raises(expected.type) as raised:
+        getattr(ProtobufFormat(), part)(value, "")
+
+    assert str(raised.value) == str(expected.value)
+
+
+def test_the_exporter_loads_no_protobuf_runtime_for_what_tfgw_writes() -> None:
+    """http/protobuf bodies of the gateway's own lines, and a 2xx with an empty body, without
+    opentelemetry-proto's classes or protobuf's upb runtime in the process (about 4 MiB)."""
+    lines = realistic_lines()
+    code = (
+        "import sys, orjson\n"
+        "from tfgw.export import encode, send, worker\n"
+        "[batch] = encode.batches(orjson.loads(sys.stdin.buffer.read()))\n"
+        "assert send._partial_success('application/x-protobuf', b'') == (0, None)\n"
+        "sys.stdout.buffer.write(batch.body)\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('google', 'opentelemetry')))\n"
+        "print(loaded, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], input=orjson.dumps(lines), capture_output=True, timeout=60, check=False
+    )
+
+    assert (done.returncode, done.stderr) == (0, b"[]\n")
+    assert done.stdout == encode_request_of(lines).SerializeToString()

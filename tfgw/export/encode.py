@@ -23,15 +23,17 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tfgw.export.protobuf import ProtobufFormat
 from tfgw.tracing import otlp
 from tfgw.tracing import semconv as sc
 from tfgw.tracing.conventions import CARRIED, CONVENTIONS, KEPT_BY_KIND, Get, carried, leavable
+
+if TYPE_CHECKING:  # the exporter sends bytes: protobuf's classes are imported only by to_protobuf
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 __all__ = [
     "DEFAULT_MAX_SPANS",
@@ -319,6 +321,8 @@ def prepare(line: Mapping[str, Any], target: EncodeTarget) -> Mapping[str, Any]:
 def to_protobuf(lines: Iterable[Mapping[str, Any]]) -> ExportTraceServiceRequest:
     """All spans of `lines` in one request, spans of equal resource and scope merged. Raises
     ValueError (or TypeError) on a line that breaks the OTLP/JSON rules (a bad id, say)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
     return ExportTraceServiceRequest.FromString(_merge(_PROTOBUF, lines))
 
 

@@ -4,13 +4,14 @@
 frames a batch of them as an `ExportTraceServiceRequest`, so every span's size is known for
 batching and a body is joined once, with no copying of the spans.
 
-Spans are written here, field by field (opentelemetry-proto's trace.proto and common.proto give
-the numbers and wire types), for the shapes tfgw writes: ids, name, kind, times, string, int,
-double and bool attributes, arrays of strings, events and a status. Anything else on a span (links,
-dropped counts, flags, bytes or kvlist values, a value of an unexpected type) goes to
-opentelemetry-proto's own classes (upb), as does every resource and scope (few, and memoized by
-`tfgw.export.encode`). Either way the bytes are protobuf's canonical serialization, fields in
-number order; a test compares the two writers on every field.
+Spans, resources and scopes are written here, field by field (opentelemetry-proto's trace.proto,
+resource.proto and common.proto give the numbers and wire types), for the shapes tfgw writes: ids,
+name, kind, times, string, int, double and bool attributes, arrays of strings, events, a status,
+a resource's attributes, a scope's name and version. Anything else (links, dropped counts on a
+span, flags, bytes or kvlist values, a value of an unexpected type) goes to opentelemetry-proto's
+own classes (upb), imported only then: an exporter that never meets such a shape never loads
+protobuf's runtime (about 4 MiB). Either way the bytes are protobuf's canonical serialization,
+fields in number order; a test compares the two writers on every field.
 
 The attributes are most of the work and repeat from span to span (model, provider, roles, token
 counts...): each short scalar attribute's bytes are kept for reuse. A value that breaks the
@@ -22,13 +23,12 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
-
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from typing import TYPE_CHECKING, Any, cast
 
 from tfgw.tracing import otlp
+
+if TYPE_CHECKING:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 __all__ = ["ProtobufFormat"]
 
@@ -43,6 +43,7 @@ _DOUBLE = struct.Struct("<d").pack
 _U64 = 1 << 64
 _I64 = 1 << 63
 _U31 = 1 << 31
+_U32 = 1 << 32
 #: the one-byte varints
 _BYTE = [bytes((n,)) for n in range(128)]
 
@@ -66,22 +67,14 @@ class ProtobufFormat:
         return 12 + len(group[0]) + len(group[1])
 
     def resource(self, resource: Mapping[str, Any], schema_url: str) -> bytes:
-        message = Resource()
-        _attributes(message.attributes, resource.get("attributes"))
-        if resource.get("droppedAttributesCount"):
-            message.dropped_attributes_count = resource["droppedAttributesCount"]
-        return _field(1, message.SerializeToString()) + _schema_url(schema_url)
+        """`ResourceSpans` fields 1 (the `Resource`) and 3 (its schema URL)."""
+        data = _resource(resource)
+        return _field(1, _resource_upb(resource) if data is None else data) + _schema_url(schema_url)
 
     def scope(self, scope: Mapping[str, Any], schema_url: str) -> bytes:
-        message = InstrumentationScope()
-        if scope.get("name"):
-            message.name = scope["name"]
-        if scope.get("version"):
-            message.version = scope["version"]
-        _attributes(message.attributes, scope.get("attributes"))
-        if scope.get("droppedAttributesCount"):
-            message.dropped_attributes_count = scope["droppedAttributesCount"]
-        return _field(1, message.SerializeToString()) + _schema_url(schema_url)
+        """`ScopeSpans` fields 1 (the `InstrumentationScope`) and 3 (its schema URL)."""
+        data = _scope(scope)
+        return _field(1, _scope_upb(scope) if data is None else data) + _schema_url(schema_url)
 
     def span(self, span: Mapping[str, Any]) -> bytes:
         """The span's protobuf, fields in number order. Its attributes (field 9) are encoded
@@ -307,8 +300,89 @@ def _event(e: Any) -> bytes | None:
     return b"".join(parts)
 
 
+# -- resources and scopes: Resource{attributes = 1, dropped_attributes_count = 2},
+# InstrumentationScope{name = 1, version = 2, attributes = 3, dropped_attributes_count = 4}
+
+
+def _resource(resource: Mapping[str, Any]) -> bytes | None:
+    """A `Resource`, or None when protobuf's own path is to say what it is."""
+    parts = _keyvalues(b"\x0a", resource.get("attributes"))
+    dropped = _count(b"\x10", resource.get("droppedAttributesCount"))
+    return None if parts is None or dropped is None else b"".join((*parts, dropped))
+
+
+def _scope(scope: Mapping[str, Any]) -> bytes | None:
+    """An `InstrumentationScope`, or None when protobuf's own path is to say what it is."""
+    parts: list[bytes] = []
+    for tag, text in ((b"\x0a", scope.get("name")), (b"\x12", scope.get("version"))):
+        if text:
+            if type(text) is not str:
+                return None
+            parts += _text(tag, text)
+    attributes = _keyvalues(b"\x1a", scope.get("attributes"))
+    dropped = _count(b"\x20", scope.get("droppedAttributesCount"))
+    return None if attributes is None or dropped is None else b"".join((*parts, *attributes, dropped))
+
+
+def _keyvalues(tag: bytes, attributes: Any) -> list[bytes] | None:
+    """A repeated `KeyValue` field, each of the shapes written here; protobuf's own classes write
+    any other (the same bytes), or raise for it. None when `attributes` is not a list."""
+    if not attributes:
+        return []
+    if type(attributes) is not list:
+        return None
+    parts: list[bytes] = []
+    for kv in attributes:
+        item = _string_keyvalue(kv) or _scalar_keyvalue(kv)
+        if item is None and type(kv) is dict and type(kv.get("value")) is dict:
+            item = _other_keyvalue(kv)
+        if item is None:
+            item = _keyvalue(kv)
+        parts += (tag, _varint(len(item)), item)
+    return parts
+
+
+def _count(tag: bytes, value: Any) -> bytes | None:
+    """A uint32 count field (b"" for none), or None for a value protobuf's own path is to check."""
+    if not value:
+        return b""
+    return tag + _varint(value) if type(value) is int and 0 < value < _U32 else None
+
+
+def _resource_upb(resource: Mapping[str, Any]) -> bytes:
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    message = Resource()
+    _attributes(message.attributes, resource.get("attributes"))
+    if resource.get("droppedAttributesCount"):
+        message.dropped_attributes_count = resource["droppedAttributesCount"]
+    data: bytes = message.SerializeToString()
+    return data
+
+
+def _scope_upb(scope: Mapping[str, Any]) -> bytes:
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+
+    message = InstrumentationScope()
+    if scope.get("name"):
+        message.name = scope["name"]
+    if scope.get("version"):
+        message.version = scope["version"]
+    _attributes(message.attributes, scope.get("attributes"))
+    if scope.get("droppedAttributesCount"):
+        message.dropped_attributes_count = scope["droppedAttributesCount"]
+    data: bytes = message.SerializeToString()
+    return data
+
+
+# -- what opentelemetry-proto's classes write (imported on first use: a process that never meets
+# these shapes never loads protobuf's runtime)
+
+
 def _span_head_upb(s: Mapping[str, Any]) -> bytes:
     """Span fields 1-8 by protobuf's own classes."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
     span = Span()
     span.trace_id = _id(s["traceId"], 16)
     span.span_id = _id(s["spanId"], 8)
@@ -329,6 +403,8 @@ def _span_head_upb(s: Mapping[str, Any]) -> bytes:
 
 def _span_tail_upb(s: Mapping[str, Any]) -> bytes:
     """Span fields 10-16 by protobuf's own classes: dropped counts, events, links, status, flags."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
     span = Span()
     if s.get("droppedAttributesCount"):
         span.dropped_attributes_count = s["droppedAttributesCount"]
@@ -442,6 +518,8 @@ def _other_keyvalue(kv: Mapping[str, Any]) -> bytes | None:
 
 def _keyvalue(kv: Mapping[str, Any]) -> bytes:
     """One attribute as a serialized `KeyValue`, by protobuf's own classes."""
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
     item = KeyValue()
     item.key = kv["key"]
     value = kv.get("value")
@@ -464,7 +542,7 @@ def _attributes(target: Any, attributes: Iterable[Mapping[str, Any]] | None) -> 
     """Append OTLP/JSON `KeyValue`s to a repeated KeyValue field."""
     add = target.add
     for kv in attributes or ():
-        item: KeyValue = add()
+        item = add()
         item.key = kv["key"]
         value = kv.get("value")
         if not value:

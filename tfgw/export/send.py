@@ -40,12 +40,9 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 import orjson
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from tfgw import __version__
 from tfgw.export.encode import JSON, EncodedBatch
-from tfgw.export.rpc_status import decode_status
 from tfgw.retry import Backoff, parse_retry_after
 from tfgw.secrets import scrub
 
@@ -413,6 +410,10 @@ def _partial_success(content_type: str, body: bytes) -> tuple[int, str | None] |
             return None
     if content_type and "protobuf" not in content_type.lower():
         return None
+    # protobuf's runtime only for a body to read: a backend that took everything answers an empty one
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
     try:
         decoded = ExportTraceServiceResponse.FromString(body)
     except DecodeError:
@@ -447,6 +448,8 @@ def _error_message(status: int, content_type: str, body: bytes) -> str:
             if isinstance(message, str) and message:
                 return message
     elif "protobuf" in content_type:
+        from tfgw.export.rpc_status import decode_status  # protobuf's runtime: only for an error body
+
         rpc_status = decode_status(body)
         if rpc_status is not None and rpc_status.message:
             return rpc_status.message
