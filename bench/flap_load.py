@@ -66,8 +66,7 @@ LATE_S, SAMPLE_S, REQUEST_TIMEOUT_S = 0.010, 10.0, 10.0  # late after; RSS every
 MAX_DURATION_S, MAX_RATE = 3600.0, 2000.0
 DOWN_MODES = ("refuse", "503")
 JSON_BODY = {"content-type": "application/json"}
-#: causes of a failed request that are not the gateway's: the load generator ran out of sockets
-CLIENT_ERRNOS = frozenset((errno.EADDRNOTAVAIL, errno.EMFILE, errno.ENFILE, errno.ENOBUFS))
+CLIENT_ERRNOS = {errno.EADDRNOTAVAIL, errno.EMFILE, errno.ENFILE, errno.ENOBUFS}  # ours: out of sockets
 
 #: every route to its own at the fake upstream; one `otlp` target (http/protobuf, gzip, 10 s timeout)
 CONFIG = """\
@@ -352,24 +351,28 @@ async def flap(control: ReceiverControl, seconds: float, done: asyncio.Event, ph
         phases.append((round(time.monotonic() - begin, 1), mode))
 
 
-async def sample(gateway: int, tally: Tally, done: asyncio.Event, samples: list[tuple[float, ...]]) -> None:
-    """(seconds, gateway RSS MiB, exporter RSS MiB, 1-minute load average) every SAMPLE_S; said."""
+async def sample(port: int, gateway: int, tally: Tally, done: asyncio.Event, samples: list[Any]) -> None:
+    """Every SAMPLE_S: (seconds, gateway and exporter RSS MiB, 1-minute load average, requests in
+    flight, traces written: -1 when /readyz took over 5 s), and a line of progress."""
     begin = time.monotonic()
     async for _ in every(SAMPLE_S, done):
-        t, children = time.monotonic() - begin, [p for p in process_tree(gateway) if p != gateway]
-        samples.append((t, rss_gw := rss(gateway), rss_ex := sum(map(rss, children)), os.getloadavg()[0]))
+        children = [p for p in process_tree(gateway) if p != gateway]
+        written = await asyncio.to_thread(traces_written, port)
         answered, failed = sum(map(len, tally.latencies.values())), sum(tally.failures.values())
-        print(f"{t:4.0f} s: {tally.started:,} started, {answered:,} answered, {failed:,} failed; RSS "
-              f"{rss_gw:.1f} / {rss_ex:.1f} MiB; load {samples[-1][3]:.2f}", file=sys.stderr)  # fmt: skip
+        now = (time.monotonic() - begin, rss(gateway), sum(map(rss, children)), os.getloadavg()[0])
+        samples.append((*now, in_flight := tally.started - answered - failed, written))
+        line = "{:4.0f} s: RSS {:.1f} / {:.1f} MiB, load {:.2f}, ".format(*now) + f"{answered:,} answered, "
+        print(
+            line + f"{failed:,} failed, {in_flight:,} in flight, {written:,} traces written", file=sys.stderr
+        )
 
 
-async def load_phase(url: str, settings: Settings, control: ReceiverControl, gateway: int) -> tuple[Any, ...]:
-    tally, phases, samples = Tally(), [], []  # type: ignore[var-annotated]
-    done = asyncio.Event()
+async def load_phase(port: int, settings: Settings, control: ReceiverControl, pid: int) -> tuple[Any, ...]:
+    tally, phases, samples, done = Tally(), [], [], asyncio.Event()  # type: ignore[var-annotated]
     await asyncio.gather(
-        generate(url, settings, tally, done),
+        generate(f"http://{HOST}:{port}", settings, tally, done),
         flap(control, settings.flap, done, phases),
-        sample(gateway, tally, done, samples),
+        sample(port, pid, tally, done, samples),
     )
     return tally, phases, samples
 
@@ -397,9 +400,6 @@ def traces_written(port: int) -> int:
     with contextlib.suppress(OSError):
         return int(run.trace_log_stats(port).get("written", 0))
     return -1
-
-
-# --- the run -------------------------------------------------------------------------------------
 
 
 def bench(settings: Settings) -> dict[str, Any]:
@@ -436,7 +436,7 @@ def measure(
 ) -> dict[str, Any]:
     """The load (with the flaps and the samples), then the catch-up: every figure of the report."""
     tree_before, self_before, begin = cpu_seconds(gateway), sum(os.times()[:2]), time.monotonic()
-    tally, phases, samples = asyncio.run(load_phase(f"http://{HOST}:{port}", settings, control, gateway))
+    tally, phases, samples = asyncio.run(load_phase(port, settings, control, gateway))
     load_s = time.monotonic() - begin
     tree_load, self_load = cpu_seconds(gateway) - tree_before, sum(os.times()[:2]) - self_before
     deadline = time.monotonic() + settings.catch_up
@@ -449,7 +449,7 @@ def measure(
     counts = poll(control, lambda c: c["unique"] >= spans, deadline)
     exporter = [p for p in process_tree(gateway) if p != gateway]
     half = samples[len(samples) // 2 :]
-    return {
+    return {  # rss samples: seconds, gateway and exporter MiB, requests in flight, traces written
         "requests": {"scheduled": round(settings.duration * settings.rate), "started": tally.started,
                      "started_late": tally.late, "max_lag_ms": round(tally.max_lag_s * 1000, 1),
                      "answered": answered, "load_s": round(load_s, 1), "failed": dict(tally.failures),
@@ -464,7 +464,7 @@ def measure(
                   "resent_spans": counts.get("resent spans", 0),
                   "caught_up_after_s": round(time.monotonic() - begin - load_s, 1)},
         "receiver": {"phases": phases, **{key.replace(" ", "_"): n for key, n in counts.items()}},
-        "rss": {"samples": [[round(t), round(g, 1), round(e, 1)] for t, g, e, _ in samples],
+        "rss": {"samples": [[round(t), round(g, 1), round(e, 1), f, w] for t, g, e, _, f, w in samples],
                 "slope_second_half_mib_per_min": {n: round(slope(half, c), 3) if len(half) > 1 else None
                                                   for c, n in ((1, "gateway"), (2, "exporter"))}},
         "loadavg_1m_during": [round(s[3], 2) for s in samples],
@@ -550,9 +550,6 @@ def markdown(report: dict[str, Any]) -> str:
         "verdict: " + ("pass" if v["ok"] else "FAIL: " + "; ".join(v["problems"])),
     ]  # fmt: skip
     return "\n".join(lines + [f"- {e}" for e in r["examples"]])
-
-
-# --- command line --------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
