@@ -29,7 +29,9 @@ SUMMARY_RE = re.compile(rb"^summary:\s+(\d+)", re.MULTILINE)
 def valgrind_command(directory: Path) -> list[str]:
     """valgrind's callgrind, its dumps `directory/callgrind.<pid>.<n>` (`dumped_instructions`)."""
     out = f"--callgrind-out-file={directory / 'callgrind.%p'}"
-    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", out]
+    # `tfgw serve` execs `python -m tfgw.serving` (the same pid): followed; its exporter child is not
+    children = ["--trace-children=yes", "--trace-children-skip-by-arg=*tfgw.export*"]
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", *children, out]
 
 
 def serve_under_callgrind(command: list[str], port: int, log: Path, processes: list[Any]) -> Endpoint:

@@ -6,7 +6,7 @@
 
 All on 127.0.0.1, as `bench/floor.py` starts them: `fake_upstream.py`, a span-counting receiver,
 the floor (`framework_floor.py --serve-quart`) and `tfgw serve` (tracing, one http/protobuf target
-at the receiver; `--without-cli`: the same serve started without Typer). Each of the floor and tfgw
+at the receiver). Each of the floor and tfgw
 gets `--duration` s of JSON then of streamed calls at `--concurrency`, after a warm-up each; the
 exporter is given time to deliver (polled, with a deadline). Then, per process: VmRSS,
 smaps_rollup (anonymous, file-backed, PSS), and from smaps the glibc heap, the other threads'
@@ -117,28 +117,6 @@ for name in sys.stdin.read().split():
 print(json.dumps({"start_kib": start, "end_kib": rss(), "groups": cost}))
 """
 
-#: `--without-cli`: what `tfgw serve --config F --port N` runs, started without Typer (nor its
-#: pydantic, nor the other commands' modules), as `python -m tfgw.export` starts the exporter
-WITHOUT_CLI = """\
-import functools, sys
-from tfgw.config import load
-from tfgw.export.status import target_status
-from tfgw.export.supervisor import ExporterSupervisor
-from tfgw.export.targets import enabled_targets, target_names
-from tfgw.gateway.server import bind, serve
-from tfgw.tracing.exports import Exports
-settings = load(sys.argv[sys.argv.index("--config") + 1])
-names = target_names(settings)
-exports = Exports(tuple(names), functools.partial(target_status, settings, names))
-config, sockets = bind(settings, settings.server.host, int(sys.argv[sys.argv.index("--port") + 1]))
-supervisor = ExporterSupervisor(settings, list(enabled_targets(settings)))
-supervisor.start()
-try:
-    sys.exit(serve(settings, config, sockets, 1, exports=exports))
-finally:
-    supervisor.stop()
-"""
-
 SKIP_MODULES = ("__main__", "__mp_main__", "sitecustomize", "tracemalloc", "_tfgw_rss")
 
 
@@ -194,11 +172,7 @@ def stack(args: argparse.Namespace, directory: Path) -> Iterator[Stack]:
         wait_for_health(floor, floor_port, log)
         tfgw_port, log = free_port(), directory / "tfgw.log"
         config = write_config(directory, tfgw_port, upstream_port, receiver)
-        tfgw_run = tfgw_command(args.tfgw)
-        if args.without_cli:
-            (probe_dir / "serve_without_cli.py").write_text(WITHOUT_CLI)
-            tfgw_run = [sys.executable, str(probe_dir / "serve_without_cli.py")]
-        command = [*tfgw_run, "serve", "--config", str(config), "--port", str(tfgw_port)]
+        command = [*tfgw_command(args.tfgw), "serve", "--config", str(config), "--port", str(tfgw_port)]
         tfgw = start_probed(command, log, probe_dir, args)
         processes.append(tfgw)
         wait_for_health(tfgw, tfgw_port, log)
@@ -328,7 +302,8 @@ def describe(pid: int) -> dict[str, Any]:
 def role(command: str) -> str:
     if "framework_floor.py" in command:
         return "floor"
-    return "exporter" if "tfgw.export" in command or "exporter" in command else "gateway worker"
+    words = command.split()  # `tfgw serve` execs `python -m tfgw.serving {...options}`
+    return "exporter" if "tfgw.export" in words or "exporter" in words else "gateway worker"
 
 
 # --- modules -------------------------------------------------------------------------------------
@@ -475,7 +450,7 @@ def bench(args: argparse.Namespace) -> RssReport:
         date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         checkout=f"the tree {args.tree}" if args.tree else checkout(),
         settings={"duration_s": args.duration, "warmup_s": args.warmup, "concurrency": args.concurrency,
-                  "tracemalloc": args.tracemalloc, "without_cli": args.without_cli,
+                  "tracemalloc": args.tracemalloc,
                   "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX")},
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="tfgw-rss-") as tmp, stack(args, Path(tmp)) as made:
@@ -547,7 +522,6 @@ def markdown(report: RssReport) -> str:
         f"of streamed calls at c={s['concurrency']} after {s['warmup_s']:g} s warm-up each; answered: "
         f"floor {report.answered.get('floor', 0):,}, tfgw {report.answered.get('tfgw', 0):,}"
         + (" (under tracemalloc)" if s["tracemalloc"] else "")
-        + ("; tfgw served without its command line (--without-cli)" if s["without_cli"] else "")
         + (f"; MALLOC_ARENA_MAX={s['malloc_arena_max']}" if s["malloc_arena_max"] else "")
         + "; MiB"
     )
@@ -575,7 +549,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tree", type=Path, help="run tfgw (and the floor's tfgw imports) from this checkout"
     )
-    parser.add_argument("--without-cli", action="store_true", help="serve without Typer (a measurement)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
     args = parser.parse_args(argv)
     if not 0 < args.duration <= MAX_DURATION_S:

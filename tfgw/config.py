@@ -33,6 +33,7 @@ from tfgw.config_toml import dotted as dotted
 from tfgw.errors import ConfigError
 
 __all__ = [
+    "LOOKUP",
     "PROVIDER_KINDS",
     "BusSettings",
     "CacheSettings",
@@ -48,6 +49,7 @@ __all__ = [
     "Target",
     "Timeouts",
     "TracingSettings",
+    "config_path",
     "demo_settings",
     "find_config",
     "load",
@@ -221,6 +223,19 @@ def find_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+#: where `find_config` looks, as commands say it
+LOOKUP = "--config, $TFGW_CONFIG, ./tfgw.toml, ~/.config/tfgw/config.toml"
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """`find_config`'s file, or the ConfigError that says where it looked."""
+    path = find_config(explicit)
+    if path is None:
+        hint = "run `tfgw init` (or `tfgw init --demo`) first"
+        raise ConfigError("tfgw.toml", f"no config file found (looked at {LOOKUP}); {hint}")
+    return path
 
 
 def load(path: str | os.PathLike[str], *, resolve_secrets: bool = True) -> Settings:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tfgw.bus.connect import BusError, check_subject
-from tfgw.cli.serve import _exports
+from tfgw.serving import _exports
 from tfgw.config import Settings, TracingSettings
 from tfgw.config_bus import BusSettings
 from tfgw.export.supervisor import ExporterSupervisor
