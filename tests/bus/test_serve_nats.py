@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from tfgw.bus.connect import BusError, check_subject
-from tfgw.serving import _exports
 from tfgw.config import Settings, TracingSettings
 from tfgw.config_bus import BusSettings
 from tfgw.export.supervisor import ExporterSupervisor
+from tfgw.serving import _exports
 
 
 def settings(tmp_path: Path, kind: str) -> Settings:

@@ -94,7 +94,8 @@ def install_command(python: Path) -> list[str]:
         from uv import find_uv_bin
     except ImportError:
         return [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", PHOENIX_REQUIREMENT]
-    return [find_uv_bin(), "pip", "install", "-q", "--python", str(python), PHOENIX_REQUIREMENT]
+    compiled = "--compile-bytecode"  # as pip does: else each Phoenix start compiles what it imports
+    return [find_uv_bin(), "pip", "install", "-q", compiled, "--python", str(python), PHOENIX_REQUIREMENT]
 
 
 def free_port() -> int:
