@@ -150,7 +150,7 @@ def measure(
     try:
         for proc in procs:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        before = counter()
+        before, busy = counter(), machine_busy_s()
         wall = time.perf_counter()
         for proc in procs:
             assert proc.stdin is not None
@@ -159,6 +159,7 @@ def measure(
         while counter() - before < spans:
             time.sleep(0.005)
         wall = time.perf_counter() - wall
+        busy = machine_busy_s() - busy
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         reports = [json.loads(proc.communicate(timeout=30)[0].strip().splitlines()[-1]) for proc in procs]
@@ -174,9 +175,18 @@ def measure(
         "wall_s": round(wall, 3),
         "spans_per_s": round(spans / wall),
         "spans_per_cpu_s": round(spans / cpu),
+        "worker_cores": round(cpu / wall, 2),
+        "machine_cores_busy": round(busy / wall, 2),
         "delivered_by_worker": [r["delivered"] for r in reports],
         "redelivered": sum(r["redelivered"] for r in reports),
     }
+
+
+def machine_busy_s() -> float:
+    """Seconds the machine's CPUs were busy since boot, all of them together (/proc/stat: every
+    state but idle and iowait): over a run, how many cores the run kept busy."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 # -- main ------------------------------------------------------------------------------------------
@@ -227,14 +237,18 @@ def main() -> None:
     print(f"$ {report['command']}")
     size = report["bytes_per_line"]
     print(f"{report['machine']}; {len(raw):,} lines, {spans:,} spans, {size:,} bytes a line\n")
-    print("| workers | spans/s (wall) | spans/CPU-s (workers) | spans by worker | redelivered |")
-    print("| ---: | ---: | ---: | --- | ---: |")
+    print(
+        "| workers | spans/s (wall) | spans/CPU-s (workers) | cores: workers / machine busy"
+        " | spans by worker | redelivered |"
+    )
+    print("| ---: | ---: | ---: | ---: | --- | ---: |")
     rate, cpu = f"{local['spans_per_s']:,}", f"{local['spans_per_cpu_s']:,}"
-    print(f"| no NATS: the log mode's pipeline | {rate} | {cpu} | | |")
+    print(f"| no NATS: the log mode's pipeline | {rate} | {cpu} | | | |")
     for r in report["results"]:
         by = ", ".join(f"{n:,}" for n in r["delivered_by_worker"])
         rate, cpu = f"{r['spans_per_s']:,}", f"{r['spans_per_cpu_s']:,}"
-        print(f"| {r['workers']} | {rate} | {cpu} | {by} | {r['redelivered']} |")
+        cores = f"{r['worker_cores']} / {r['machine_cores_busy']}"
+        print(f"| {r['workers']} | {rate} | {cpu} | {cores} | {by} | {r['redelivered']} |")
     print(f"\ntwo workers: {report['speedup_2w']}x one")
 
 
