@@ -109,7 +109,10 @@ def _content(content: Any, where: str, kinds: Mapping[str, tuple[str, str]]) -> 
     for j, part in enumerate(content):
         if not isinstance(part, Mapping):
             return f"{where}[{j}]", "an object"
-        rule = kinds.get(part.get("type"))  # type: ignore[arg-type]
+        kind = part.get("type")
+        if kind is not None and not isinstance(kind, str):  # an object would not even hash
+            return f"{where}[{j}].type", "a string"
+        rule = kinds.get(kind)  # type: ignore[arg-type]
         if rule is not None and not _TESTS[rule[1]](part.get(rule[0])):
             return f"{where}[{j}].{rule[0]}", rule[1]
     return None
