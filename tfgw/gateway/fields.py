@@ -118,26 +118,23 @@ def _content(content: Any, where: str, kinds: Mapping[str, tuple[str, str]]) -> 
     return None
 
 
-def chat_parts(body: Mapping[str, Any]) -> tuple[str, str] | None:
+def _in_messages(body: Mapping[str, Any], kinds: Mapping[str, tuple[str, str]]) -> tuple[str, str] | None:
     for i, message in enumerate(body.get("messages") or ()):
         content = message.get("content")  # a string: the common case, no call
         if (
             isinstance(content, list)
-            and (found := _content(content, f"messages[{i}].content", CHAT_PARTS)) is not None
+            and (found := _content(content, f"messages[{i}].content", kinds)) is not None
         ):
             return found
     return None
 
 
+def chat_parts(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    return _in_messages(body, CHAT_PARTS)
+
+
 def messages_parts(body: Mapping[str, Any]) -> tuple[str, str] | None:
-    for i, message in enumerate(body.get("messages") or ()):
-        content = message.get("content")  # a string: the common case, no call
-        if (
-            isinstance(content, list)
-            and (found := _content(content, f"messages[{i}].content", MESSAGES_PARTS)) is not None
-        ):
-            return found
-    return _content(body.get("system"), "system", MESSAGES_PARTS)
+    return _in_messages(body, MESSAGES_PARTS) or _content(body.get("system"), "system", MESSAGES_PARTS)
 
 
 def responses_parts(body: Mapping[str, Any]) -> tuple[str, str] | None:

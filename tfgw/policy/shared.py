@@ -264,9 +264,11 @@ class SharedLimits:
 
     async def _give_back(self, key: KeySettings, state: _Key, batch: list[Counts]) -> None:
         await asyncio.sleep(RESERVED_S)
-        unused = [counts for counts in batch if any(counts is r for r in state.reserved)]
+        held = {id(counts) for counts in state.reserved}  # by identity: equal counts may be others
+        unused = [counts for counts in batch if id(counts) in held]
         if unused and self._kv is not None:  # fewer next time
-            state.reserved = [r for r in state.reserved if not any(r is counts for counts in unused)]
+            gone = {id(counts) for counts in unused}
+            state.reserved = [counts for counts in state.reserved if id(counts) not in gone]
             state.depth = max(state.depth // 2, RESERVE)
             await self._release(self._kv, key.name, state, [counts[0] for counts in unused])
 
