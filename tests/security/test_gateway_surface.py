@@ -14,12 +14,12 @@ import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
+from tests.fakes.traces import Traces
 from tfgw.config import KeySettings, Settings, demo_settings
 from tfgw.errors import AuthenticationError
 from tfgw.gateway import create_app
 from tfgw.gateway.auth import KeyRing
 from tfgw.keys import hash_key
-from tfgw.tracing.spans import RequestTrace
 
 KEY = "tfgw-security-test-key-0123456789abcdef"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -34,19 +34,6 @@ BODIES: dict[str, dict[str, Any]] = {
 }
 #: the probes a load balancer asks without a key (/readyz then says only its status)
 OPEN = {"/healthz", "/readyz"}
-
-
-class Traces:
-    """Stands in for the trace log: keeps every finished trace."""
-
-    def __init__(self) -> None:
-        self.traces: list[RequestTrace] = []
-
-    def submit(self, trace: RequestTrace) -> None:
-        self.traces.append(trace)
-
-    def close(self) -> None:
-        pass
 
 
 def keyed() -> Settings:

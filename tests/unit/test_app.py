@@ -12,6 +12,7 @@ import orjson
 import pytest
 from quart.typing import TestClientProtocol as Client
 
+from tests.fakes.traces import Traces
 from tfgw.config import KeySettings, demo_settings
 from tfgw.errors import (
     AuthenticationError,
@@ -26,7 +27,6 @@ from tfgw.errors import (
 from tfgw.gateway import create_app
 from tfgw.keys import hash_key
 from tfgw.tracing.exports import Exports
-from tfgw.tracing.spans import RequestTrace
 
 KEY = "tfgw-unit-test-key-0123456789"
 CHAT = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
@@ -157,19 +157,6 @@ def test_a_stream_through_the_mock_provider_is_well_formed_sse() -> None:
 def test_every_error_has_openai_shape_and_status(error: TfgwError, status: int, body: dict[str, Any]) -> None:
     assert error.status == status
     assert orjson.loads(error.body()) == {"error": body}
-
-
-class Traces:
-    """Stands in for the trace log: keeps every finished trace."""
-
-    def __init__(self) -> None:
-        self.traces: list[RequestTrace] = []
-
-    def submit(self, trace: RequestTrace) -> None:
-        self.traces.append(trace)
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize(
