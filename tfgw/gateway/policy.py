@@ -30,6 +30,7 @@ from tfgw.policy.guardrails import OutputGuard, RuleSet, Verdict
 from tfgw.policy.limits import Admission, Limits
 from tfgw.policy.shared import SharedLimits
 from tfgw.providers.base import Reply
+from tfgw.tracing import otlp
 from tfgw.tracing import semconv as sc
 from tfgw.tracing.fold import StreamFold
 from tfgw.tracing.otlp import KIND_INTERNAL, STATUS_ERROR
@@ -162,18 +163,37 @@ class Account:
         self.record()
 
     def record(self) -> None:
-        """Each configured limit and budget, and what remains of it, on `auth` (once, settled)."""
-        a, attributes = self.admission, self.span.attributes
+        """Each configured limit and budget, and what remains of it, on `auth` (once, settled),
+        written as OTLP `KeyValue`s: the key's limits encoded once (`Rules.encoded`), what remains
+        here (an int, or for a budget a float: what `otlp.attributes` would write)."""
+        a = self.admission
+        if a.rules is None:  # an admission made by hand: the same attributes, encoded here
+            self.span.encoded = otlp.attributes(
+                {
+                    LIMIT_RPM: a.rpm,
+                    LIMIT_RPM_REMAINING: a.rpm_remaining,
+                    LIMIT_TPM: a.tpm,
+                    LIMIT_TPM_REMAINING: a.tpm_remaining,
+                    BUDGET_DAY: a.budget_usd_day,
+                    BUDGET_DAY_REMAINING: a.budget_day_remaining_usd,
+                    BUDGET_MONTH: a.budget_usd_month,
+                    BUDGET_MONTH_REMAINING: a.budget_month_remaining_usd,
+                }
+            )
+            return
+        rpm, tpm, day, month = a.rules.encoded
+        out: list[dict[str, Any]] = []
         if a.rpm is not None:
-            attributes[LIMIT_RPM], attributes[LIMIT_RPM_REMAINING] = a.rpm, a.rpm_remaining
+            out += rpm, {"key": LIMIT_RPM_REMAINING, "value": {"intValue": str(a.rpm_remaining)}}
         if a.tpm is not None:
-            attributes[LIMIT_TPM], attributes[LIMIT_TPM_REMAINING] = a.tpm, a.tpm_remaining
+            out += tpm, {"key": LIMIT_TPM_REMAINING, "value": {"intValue": str(a.tpm_remaining)}}
         if a.budget_usd_day is not None:
-            attributes[BUDGET_DAY] = a.budget_usd_day
-            attributes[BUDGET_DAY_REMAINING] = a.budget_day_remaining_usd
+            left = a.budget_day_remaining_usd
+            out += day, {"key": BUDGET_DAY_REMAINING, "value": {"doubleValue": left}}
         if a.budget_usd_month is not None:
-            attributes[BUDGET_MONTH] = a.budget_usd_month
-            attributes[BUDGET_MONTH_REMAINING] = a.budget_month_remaining_usd
+            left = a.budget_month_remaining_usd
+            out += month, {"key": BUDGET_MONTH_REMAINING, "value": {"doubleValue": left}}
+        self.span.encoded = out
 
 
 def guard_input(rt: Runtime, trace: RequestTrace, api: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -44,10 +44,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tfgw.config import KeySettings
 from tfgw.errors import BudgetExceededError, RateLimitError
 from tfgw.policy.counters import CAPACITY, CounterTable, Counts
+from tfgw.tracing import otlp
+from tfgw.tracing.semconv import BUDGET_DAY, BUDGET_MONTH, LIMIT_RPM, LIMIT_TPM
 
 __all__ = ["Admission", "Limits", "Rules", "Usage", "read_usage"]
 
@@ -78,6 +81,8 @@ class Admission:
     settled: bool = field(default=False, repr=False, compare=False)
     #: counted in NATS with the other gateways' requests (`tfgw.policy.shared`), not in the table
     shared: bool = field(default=False, repr=False, compare=False)
+    #: the key's rules it was admitted by (`Rules.encoded`: its limits as the trace writes them)
+    rules: _Rules | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +110,10 @@ class _Rules:
     month_micro: int
     #: (rpm, tpm, day_micro, month_micro), as `CounterTable.take` takes them
     limits: tuple[int, int, int, int]
+    #: the `auth` span's `tfgw.limit.rpm`, `tfgw.limit.tpm`, `tfgw.budget.usd_day` and
+    #: `tfgw.budget.usd_month` as OTLP `KeyValue`s (None where not configured): encoded once a key,
+    #: not on every request (`tfgw.gateway.policy.Account.record`)
+    encoded: tuple[Any, Any, Any, Any] = field(compare=False, repr=False)
 
     @classmethod
     def of(cls, key: KeySettings) -> _Rules:
@@ -115,7 +124,8 @@ class _Rules:
             UNLIMITED if day is None else _micro(day),
             UNLIMITED if month is None else _micro(month),
         )
-        return cls(key, *limits, limits)
+        rates = _kv(LIMIT_RPM, key.rpm), _kv(LIMIT_TPM, key.tpm)
+        return cls(key, *limits, limits, (*rates, _kv(BUDGET_DAY, day), _kv(BUDGET_MONTH, month)))
 
     def admission(self, counts: Counts, estimate: int) -> Admission:
         """The admission of a request just counted (`counts`: its slot after it)."""
@@ -133,6 +143,7 @@ class _Rules:
             None if key.budget_usd_month is None else (self.month_micro - month_spent) / MICRO,
             estimate,
             second,
+            rules=self,
         )
 
 
@@ -328,6 +339,11 @@ def _usage(table: CounterTable, name: str, now: float, calendar: _Calendar) -> U
 def month_of(now: float) -> int:
     """The UTC month of `now`, as the table counts months (`year * 12 + month - 1`)."""
     return _Calendar().month_of(now)
+
+
+def _kv(name: str, value: float | None) -> dict[str, Any] | None:
+    """`name: value` as the OTLP `KeyValue` `otlp.attributes` writes, or None for no value."""
+    return None if value is None else otlp.attributes({name: value})[0]
 
 
 def _micro(usd: float) -> int:

@@ -154,9 +154,21 @@ class Encoder:
         context = {k: trace.root.attributes[k] for k in CONTEXT if k in trace.root.attributes}
         if sc.SESSION_ID in context:
             context[sc.GEN_CONVERSATION_ID] = context[sc.SESSION_ID]
-        out = []
+        out: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        trace_id = trace.trace_id
         for span in trace.spans:
-            attrs = span.attributes  # read as they are, but for the two spans that get more here
+            attrs = span.attributes  # as they are, but for the two spans that get more here
+            if (
+                type(attrs) is Constant
+                and span.parent_id
+                and not (span.events or span.status or span.encoded)
+            ):
+                # a passed guardrail: its span made once, copied with this request's ids and times
+                line = (attrs.span or self._constant_span(span, attrs)).copy()
+                line["traceId"], line["spanId"], line["parentSpanId"] = trace_id, span.span_id, span.parent_id
+                line["startTimeUnixNano"], line["endTimeUnixNano"] = str(span.start), str(span.end)
+                out.append((line, attrs))
+                continue
             if span.llm is not None:
                 attrs = dict(attrs)
                 self._llm_attributes(span, span.llm, attrs)
@@ -164,7 +176,7 @@ class Encoder:
             elif span is trace.root:
                 attrs = dict(attrs)
                 self._root_attributes(last_llm, attrs)
-            out.append((self._span(trace.trace_id, span, attrs), attrs))
+            out.append((self._span(trace_id, span, attrs), attrs))
         return out
 
     # -- spans -----------------------------------------------------------------------------------
@@ -177,7 +189,7 @@ class Encoder:
             "kind": span.kind,
             "startTimeUnixNano": str(span.start),
             "endTimeUnixNano": str(span.end),
-            "attributes": _encoded(attrs),
+            "attributes": _encoded(attrs) if span.encoded is None else _encoded(attrs) + span.encoded,
         }
         if span.parent_id:
             out["parentSpanId"] = span.parent_id
@@ -191,6 +203,12 @@ class Encoder:
             status["message"] = span.message
         out["status"] = status
         return out
+
+    def _constant_span(self, span: Span, attrs: Constant) -> dict[str, Any]:
+        """`_span` of a span with `Constant` attributes, no events and no status, kept on them: its
+        ids and times are what changes from request to request (and are set in a copy)."""
+        attrs.span = self._span("", span, attrs)
+        return attrs.span
 
     def _root_attributes(self, call: LlmCall | None, attrs: dict[str, Any]) -> None:
         attrs[sc.OI_SPAN_KIND] = "CHAIN"

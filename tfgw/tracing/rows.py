@@ -61,6 +61,7 @@ __all__ = ["summarize", "summarize_decoded"]
 
 LLM_KINDS = ("LLM", "EMBEDDING")
 REFUSALS = frozenset(("rate_limited", "over_budget"))
+RULE, STAGE, OUTCOME = semconv.GUARDRAIL_NAME, semconv.GUARDRAIL_STAGE, semconv.GUARDRAIL_OUTCOME
 
 
 def summarize(spans: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> dict[str, Any]:
@@ -159,7 +160,12 @@ class _Totals:
 
     def add(self, span: Mapping[str, Any], a: Mapping[str, Any]) -> None:
         if type(a) is Constant:  # a passed guardrail's, as the encoder hands it: nothing else here
-            self.add_guardrail(a)
+            if (entry := a.row) is None:
+                entry = a.row = [a.get(RULE), a.get(STAGE), a.get(OUTCOME)]
+            if self.guardrails is None:
+                self.guardrails = [entry]
+            else:
+                self.guardrails.append(entry)
             return
         failed = (span.get("status") or {}).get("code") == otlp.STATUS_ERROR
         if failed and a.get(semconv.ERROR_TYPE):

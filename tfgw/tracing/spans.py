@@ -67,11 +67,15 @@ class Constant(dict[str, Any]):
     A trace's row reads a span with them as a guardrail's verdict and nothing else
     (`tfgw.tracing.rows`)."""
 
-    __slots__ = ("encoded",)
+    __slots__ = ("encoded", "row", "span")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: kept by the encoder: the attributes as OTLP `KeyValue`s, and a span with them less its
+        #: ids and times; kept by the row: what its `guardrails` lists for them
         self.encoded: list[dict[str, Any]] | None = None
+        self.span: dict[str, Any] | None = None
+        self.row: list[Any] | None = None
 
 
 @dataclass(slots=True)
@@ -116,6 +120,9 @@ class Span:
     status: int = STATUS_UNSET
     message: str | None = None
     llm: LlmCall | None = None
+    #: attributes already in OTLP form (`KeyValue`s), written after `attributes`: those made on
+    #: every request from values that are constant for a while, such as `auth`'s limits
+    encoded: list[dict[str, Any]] | None = None
 
     def close(self) -> None:
         if not self.end:
