@@ -19,6 +19,9 @@ does not exist yet, `present` is False, as the local follower's is while its dir
 
 nats-py is asyncio: its loop runs in a thread of its own, and messages reach the caller through a
 bounded queue; while the caller is behind, the consumer's flow control holds the server back.
+`close()` ends that thread within about `STOP_S` whatever NATS is doing (up, gone, reconnecting,
+never reached): the reader is cancelled until it ends (see `_cancelled`), then the connection is
+closed, each bounded in time.
 """
 
 from __future__ import annotations
@@ -57,6 +60,10 @@ RETRY_S = 1.0
 QUEUE_SIZE = 1024
 #: how long `backlog()` waits for the stream by default, seconds
 BACKLOG_TIMEOUT_S = 10.0
+#: how long stopping (the reader ended, the connection closed) may take, seconds
+STOP_S = 1.0
+#: a reader still running this long after it was cancelled is cancelled again, seconds
+RECANCEL_S = 0.05
 
 Warn = Callable[[str], None]
 
@@ -108,6 +115,7 @@ class BusFollower:
         self._connected = self._caught_up = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._client: Client | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._thread_main, name="tfgw-bus-live", daemon=True)
         self._thread.start()
@@ -119,8 +127,9 @@ class BusFollower:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop reading: the consumer unsubscribed, the connection closed, the thread ended."""
+    def close(self, timeout: float = 2 * STOP_S) -> None:
+        """Stop reading: the consumer unsubscribed, the connection closed, the thread ended (waited
+        for `timeout` seconds at most: a daemon thread, it does not keep the process alive)."""
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
@@ -188,17 +197,21 @@ class BusFollower:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
-        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        loop = self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
         self._ready.set()
         reader = asyncio.create_task(self._read())
         stopping = asyncio.create_task(self._stop.wait())
         await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (reader, stopping):
-            task.cancel()
-        await asyncio.gather(reader, stopping, return_exceptions=True)
+        stopping.cancel()
+        deadline = loop.time() + STOP_S
+        await _cancelled(reader, deadline)
+        if self._client is not None:
+            with contextlib.suppress(Exception):  # down, or never connected: it is gone either way
+                await asyncio.wait_for(self._client.close(), max(RECANCEL_S, deadline - loop.time()))
 
     async def _read(self) -> None:
-        client = await connect(
+        client = self._client = await connect(
             self.bus,
             self._role,
             on_error=self._problem,
@@ -206,20 +219,19 @@ class BusFollower:
             on_reconnected=self._reconnected,
         )
         self._connected = True
-        try:
-            position = _Position(late=self.problem is not None)
-            while True:
-                subscription = await self._subscribe(client, position)
-                try:
-                    await self._pump(client, subscription, position)
-                except _Resubscribe:
-                    pass
-                finally:
-                    with contextlib.suppress(Exception):  # the connection may be down: nothing to undo
-                        await subscription.unsubscribe()
-        finally:
-            with contextlib.suppress(Exception):
-                await client.close()
+        position = _Position(late=self.problem is not None)
+        while not self._stopping():
+            subscription = await self._subscribe(client, position)
+            try:
+                await self._pump(client, subscription, position)
+            except _Resubscribe:
+                pass
+            finally:
+                with contextlib.suppress(Exception):  # the connection may be down: nothing to undo
+                    await subscription.unsubscribe()
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
     def _problem(self, message: str) -> None:
         self.problem = message
@@ -323,11 +335,11 @@ class BusFollower:
         return config
 
     async def _pump(self, client: Client, subscription: Subscription, position: _Position) -> None:
-        """The consumer's messages to the caller, until `_Resubscribe`."""
+        """The consumer's messages to the caller, until `_Resubscribe` or the follower stops."""
         import nats.errors
 
         expected = 1  # the next consumer sequence
-        while True:
+        while not self._stopping():  # also after a cancellation that `next_msg` swallowed
             try:
                 msg = await subscription.next_msg(timeout=STALL_S)
             except nats.errors.TimeoutError:
@@ -346,6 +358,20 @@ class BusFollower:
 
 
 _MISSING = "no such stream"
+
+
+async def _cancelled(task: asyncio.Task[None], deadline: float) -> None:
+    """`task` cancelled and ended, cancelled again every `RECANCEL_S` while it runs on, until the
+    loop's `deadline`. Python 3.11's `asyncio.wait_for`, which nats-py's connect and `next_msg`
+    use, swallows a cancellation that comes as the result it waits for does: the task carries on
+    as if never cancelled (python/cpython#86296, fixed in 3.12). A follower stopped as a message
+    or a heartbeat arrived, or as a connection attempt failed, then never ended."""
+    loop = asyncio.get_running_loop()
+    while not task.done() and loop.time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=RECANCEL_S)
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved, so that asyncio does not log it: the reader's end is ours
 
 
 async def _control(client: Client, msg: Msg, expected: int) -> None:
