@@ -407,7 +407,8 @@ def test_constant_attributes_are_encoded_once_and_read_as_any_others() -> None:
         trace = RequestTrace("POST /v1/chat/completions", lambda _: None)
         trace.child("guardrail pii").attributes = shared
         trace.finish()
-        lines.append(Encoder("p").encode(trace))
+        encoder = Encoder("p")
+        lines.append((encoder.line(trace), encoder.encode(trace)[1]))  # a file line: see below
     (first, first_row), (second, second_row) = lines
     spans = [line["resourceSpans"][0]["scopeSpans"][0]["spans"][1] for line in (first, second)]
     assert spans[0]["attributes"] is spans[1]["attributes"] is shared.encoded
@@ -457,3 +458,38 @@ def test_a_row_reads_passed_guardrails_as_the_file_line_reads_back() -> None:
     ]
     assert row["key"] == "ci" and row["model"] == "smart" and row["spans"] == 5
     assert row == summarize(otlp.spans_of(orjson.loads(orjson.dumps(line))))
+
+
+def test_a_file_line_is_the_json_of_the_line_whatever_was_written_as_json_already() -> None:
+    """`encode` puts what is the same on every line in as JSON already (the resource, a passed
+    guardrail's span around its ids and times) and `auth`'s limits as KeyValues: dumped, the line
+    is `line()`'s, byte for byte, with every span id, time and attribute where it belongs."""
+    from tfgw.tracing.spans import Constant
+
+    passed = Constant(
+        {
+            "openinference.span.kind": "GUARDRAIL",
+            "tfgw.guardrail.name": 'pii "50%"',  # quotes and a percent sign, as JSON escapes them
+            "tfgw.guardrail.stage": "input",
+            "tfgw.guardrail.action": "redact",
+            "tfgw.guardrail.outcome": "pass",
+            "tfgw.guardrail.matches": 0,
+        }
+    )
+    encoder = Encoder("p")
+    for serial in range(2):  # the second request's spans from what the first one made
+        trace = RequestTrace("POST /v1/chat/completions", lambda _: None)
+        auth = trace.child("auth")
+        auth.attributes["tfgw.auth.outcome"] = "ok"
+        auth.encoded = [{"key": "tfgw.limit.rpm", "value": {"intValue": "10"}}]
+        for _ in range(2):
+            trace.child('guardrail pii "50%"').attributes = passed
+        trace.finish()
+        line = orjson.loads(orjson.dumps(encoder.encode(trace)[0]))
+        assert orjson.dumps(line) == orjson.dumps(encoder.line(trace))
+        spans = line["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        assert [(s["spanId"], s["startTimeUnixNano"], s.get("parentSpanId")) for s in spans] == [
+            (s.span_id, str(s.start), s.parent_id) for s in trace.spans
+        ], serial
+        assert decode_attributes(spans[1]["attributes"]) == {"tfgw.auth.outcome": "ok", "tfgw.limit.rpm": 10}
+        assert [decode_attributes(s["attributes"]) for s in spans[2:]] == [dict(passed)] * 2

@@ -129,6 +129,7 @@ class Encoder:
     def __init__(self, project: str, exclude_request_data: bool = False) -> None:
         self.project = project
         self.resource = otlp.resource(project)
+        self._resource = orjson.Fragment(orjson.dumps(self.resource))  # the same on every line
         self.content = not exclude_request_data
         self._identities: dict[tuple[str, str, str | None], dict[str, Any]] = {}
 
@@ -140,12 +141,14 @@ class Encoder:
         return otlp.export_request(self.resource, self.spans(trace))
 
     def encode(self, trace: RequestTrace) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The trace's file line and its `tfgw.tracing.rows` summary, made from the same attributes."""
-        spans = self._spans(trace)
-        line = otlp.export_request(self.resource, [span for span, _ in spans])
+        """The trace's file line, for `orjson.dumps` only (what is the same on every line is in it
+        as JSON already, an `orjson.Fragment`), and its `tfgw.tracing.rows` summary, made from the
+        same attributes."""
+        spans = self._spans(trace, fragments=True)
+        line = otlp.export_request(self._resource, [span for span, _ in spans])
         return line, summarize_decoded(spans, 0, self.project)
 
-    def _spans(self, trace: RequestTrace) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    def _spans(self, trace: RequestTrace, fragments: bool = False) -> list[tuple[Any, dict[str, Any]]]:
         for span in trace.spans:  # the request is over: a stream's chunks are final now
             if span.llm is not None and isinstance(span.llm.response, StreamFold):
                 span.llm.response = span.llm.response.completion()
@@ -154,7 +157,7 @@ class Encoder:
         context = {k: trace.root.attributes[k] for k in CONTEXT if k in trace.root.attributes}
         if sc.SESSION_ID in context:
             context[sc.GEN_CONVERSATION_ID] = context[sc.SESSION_ID]
-        out: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        out: list[tuple[Any, dict[str, Any]]] = []
         trace_id = trace.trace_id
         for span in trace.spans:
             attrs = span.attributes  # as they are, but for the two spans that get more here
@@ -163,11 +166,7 @@ class Encoder:
                 and span.parent_id
                 and not (span.events or span.status or span.encoded)
             ):
-                # a passed guardrail: its span made once, copied with this request's ids and times
-                line = (attrs.span or self._constant_span(span, attrs)).copy()
-                line["traceId"], line["spanId"], line["parentSpanId"] = trace_id, span.span_id, span.parent_id
-                line["startTimeUnixNano"], line["endTimeUnixNano"] = str(span.start), str(span.end)
-                out.append((line, attrs))
+                out.append((self._constant(trace_id, span, attrs, fragments), attrs))  # a passed guardrail
                 continue
             if span.llm is not None:
                 attrs = dict(attrs)
@@ -204,11 +203,39 @@ class Encoder:
         out["status"] = status
         return out
 
+    def _constant(self, trace_id: str, span: Span, attrs: Constant, fragment: bool) -> Any:
+        """The span of `Constant` attributes (a passed guardrail's), made once and kept on them, with
+        this request's ids and times put in: as JSON (an `orjson.Fragment`) for a file line."""
+        if fragment:
+            p = attrs.json or self._constant_json(span, attrs)
+            start, end, parent = str(span.start), str(span.end), span.parent_id or ""
+            return orjson.Fragment(
+                "".join((p[0], trace_id, p[1], span.span_id, p[2], start, p[3], end, p[4], parent, p[5]))
+            )
+        line = (attrs.span or self._constant_span(span, attrs)).copy()
+        line["traceId"], line["spanId"], line["parentSpanId"] = trace_id, span.span_id, span.parent_id
+        line["startTimeUnixNano"], line["endTimeUnixNano"] = str(span.start), str(span.end)
+        return line
+
     def _constant_span(self, span: Span, attrs: Constant) -> dict[str, Any]:
         """`_span` of a span with `Constant` attributes, no events and no status, kept on them: its
         ids and times are what changes from request to request (and are set in a copy)."""
         attrs.span = self._span("", span, attrs)
         return attrs.span
+
+    def _constant_json(self, span: Span, attrs: Constant) -> tuple[str, ...]:
+        """`_constant_span` as JSON, kept on the attributes: the six pieces around its trace id,
+        span id, start, end and parent span id, in the order `_span` writes them."""
+        line = (attrs.span or self._constant_span(span, attrs)).copy()
+        marks = [f"\x00{i}\x00" for i in range(5)]  # JSON writes them as \u0000: nowhere else
+        line["traceId"], line["spanId"], line["startTimeUnixNano"] = marks[:3]
+        line["endTimeUnixNano"], line["parentSpanId"] = marks[3:]
+        text, pieces = orjson.dumps(line).decode(), []
+        for mark in marks:
+            piece, text = text.split(orjson.dumps(mark).decode()[1:-1], 1)
+            pieces.append(piece)
+        attrs.json = (*pieces, text)
+        return attrs.json
 
     def _root_attributes(self, call: LlmCall | None, attrs: dict[str, Any]) -> None:
         attrs[sc.OI_SPAN_KIND] = "CHAIN"

@@ -67,14 +67,16 @@ class Constant(dict[str, Any]):
     A trace's row reads a span with them as a guardrail's verdict and nothing else
     (`tfgw.tracing.rows`)."""
 
-    __slots__ = ("encoded", "row", "span")
+    __slots__ = ("encoded", "json", "row", "span")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: kept by the encoder: the attributes as OTLP `KeyValue`s, and a span with them less its
-        #: ids and times; kept by the row: what its `guardrails` lists for them
+        #: ids and times, as a dict and as the JSON around them; kept by the row: what its
+        #: `guardrails` lists for them
         self.encoded: list[dict[str, Any]] | None = None
         self.span: dict[str, Any] | None = None
+        self.json: tuple[str, ...] | None = None
         self.row: list[Any] | None = None
 
 

@@ -138,9 +138,10 @@ def resource(project: str) -> dict[str, Any]:
     }
 
 
-def export_request(resource: Mapping[str, Any], spans: list[dict[str, Any]]) -> dict[str, Any]:
+def export_request(resource: Any, spans: list[Any]) -> dict[str, Any]:
     """One trace file line: the spans of one resource, under tfgw's instrumentation scope, both
-    with the `schemaUrl` of the conventions release tfgw's attribute names follow."""
+    with the `schemaUrl` of the conventions release tfgw's attribute names follow. The resource
+    and the spans are dicts, or for `orjson.dumps` only, `orjson.Fragment`s of their JSON."""
     scope_spans = {"scope": SCOPE, "spans": spans, "schemaUrl": semconv.SCHEMA_URL}
     return {
         "resourceSpans": [
