@@ -13,6 +13,7 @@ roles, tool names, token counts, model, latency and status stay.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Any
@@ -80,6 +81,7 @@ GEN_PARAMS = {
 }
 NOT_PARAMS = ("messages", "tools", "functions", "input")
 CONTEXT = (sc.SESSION_ID, sc.USER_ID, sc.METADATA)
+_MARK = secrets.token_hex(8)  # `Encoder._constant_json`'s placeholders
 
 
 def _encoded(attrs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -207,11 +209,8 @@ class Encoder:
         """The span of `Constant` attributes (a passed guardrail's), made once and kept on them, with
         this request's ids and times put in: as JSON (an `orjson.Fragment`) for a file line."""
         if fragment:
-            p = attrs.json or self._constant_json(span, attrs)
-            start, end, parent = str(span.start), str(span.end), span.parent_id or ""
-            return orjson.Fragment(
-                "".join((p[0], trace_id, p[1], span.span_id, p[2], start, p[3], end, p[4], parent, p[5]))
-            )
+            text = attrs.json or self._constant_json(span, attrs)
+            return orjson.Fragment(text % (trace_id, span.span_id, span.start, span.end, span.parent_id))
         line = (attrs.span or self._constant_span(span, attrs)).copy()
         line["traceId"], line["spanId"], line["parentSpanId"] = trace_id, span.span_id, span.parent_id
         line["startTimeUnixNano"], line["endTimeUnixNano"] = str(span.start), str(span.end)
@@ -223,19 +222,18 @@ class Encoder:
         attrs.span = self._span("", span, attrs)
         return attrs.span
 
-    def _constant_json(self, span: Span, attrs: Constant) -> tuple[str, ...]:
-        """`_constant_span` as JSON, kept on the attributes: the six pieces around its trace id,
-        span id, start, end and parent span id, in the order `_span` writes them."""
+    def _constant_json(self, span: Span, attrs: Constant) -> str:
+        """`_constant_span` as JSON, kept on the attributes: a `%` template of its trace id, span
+        id, start, end and parent span id (%s, %s, %d, %d, %s), in the order `_span` writes them."""
         line = (attrs.span or self._constant_span(span, attrs)).copy()
-        marks = [f"\x00{i}\x00" for i in range(5)]  # JSON writes them as \u0000: nowhere else
+        marks = [f"\x00{_MARK}{i}\x00" for i in range(5)]  # a random token: in no rule's name
         line["traceId"], line["spanId"], line["startTimeUnixNano"] = marks[:3]
         line["endTimeUnixNano"], line["parentSpanId"] = marks[3:]
-        text, pieces = orjson.dumps(line).decode(), []
-        for mark in marks:
-            piece, text = text.split(orjson.dumps(mark).decode()[1:-1], 1)
-            pieces.append(piece)
-        attrs.json = (*pieces, text)
-        return attrs.json
+        text = orjson.dumps(line).decode().replace("%", "%%")
+        for mark, spec in zip(marks, ("%s", "%s", "%d", "%d", "%s"), strict=True):
+            text = text.replace(orjson.dumps(mark).decode()[1:-1], spec, 1)
+        attrs.json = text
+        return text
 
     def _root_attributes(self, call: LlmCall | None, attrs: dict[str, Any]) -> None:
         attrs[sc.OI_SPAN_KIND] = "CHAIN"
