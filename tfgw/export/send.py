@@ -68,7 +68,10 @@ EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 RETRYABLE_HTTP = frozenset((429, 502, 503, 504))
 #: how much of an error body or message a result keeps
 MAX_MESSAGE = 500
-GZIP_LEVEL = 6
+#: gzip's fastest level: half the CPU of its default (6) for bodies about 15 % larger (a batch of
+#: 1,080 gateway spans: 2.1 against 4.3 µs a span, 6.9 % against 6.0 % of the protobuf); the
+#: exporter shares the gateway's cores
+GZIP_LEVEL = 1
 
 
 class SenderTarget(Protocol):
