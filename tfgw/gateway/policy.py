@@ -2,7 +2,7 @@
 its answer, in a fixed order (docs/policy.md):
 
 1. **admitted**: the key's limits and budgets (`tfgw.gateway.stages.authenticate` and `admit`);
-2. **transformed**: the input guardrails (`guard_input`) block the request (400) or redact the
+2. **transformed**: the input guardrails (`admit_and_guard`) block the request (400) or redact the
    body before the router, the cache, the provider or any span sees it;
 3. **routed**: `model.resolve`;
 4. **answered**: from the response cache when the model has one and the same request was answered
@@ -30,18 +30,13 @@ from tfgw.policy.guardrails import OutputGuard, RuleSet, Verdict
 from tfgw.policy.limits import Admission, Limits
 from tfgw.policy.shared import SharedLimits
 from tfgw.providers.base import Reply
-from tfgw.tracing import otlp
 from tfgw.tracing import semconv as sc
 from tfgw.tracing.fold import StreamFold
 from tfgw.tracing.otlp import KIND_INTERNAL, STATUS_ERROR
 from tfgw.tracing.semconv import (
-    BUDGET_DAY,
     BUDGET_DAY_REMAINING,
-    BUDGET_MONTH,
     BUDGET_MONTH_REMAINING,
-    LIMIT_RPM,
     LIMIT_RPM_REMAINING,
-    LIMIT_TPM,
     LIMIT_TPM_REMAINING,
 )
 from tfgw.tracing.spans import RequestTrace, Span, new_span_id
@@ -49,7 +44,7 @@ from tfgw.tracing.spans import RequestTrace, Span, new_span_id
 if TYPE_CHECKING:
     from tfgw.gateway.live import Runtime
 
-__all__ = ["ZERO_USAGE", "Account", "Answering", "admit", "admit_and_guard", "guard_input", "rules_for"]
+__all__ = ["ZERO_USAGE", "Account", "Answering", "admit", "admit_and_guard", "rules_for"]
 
 #: the usage a cached answer's span carries: no provider was called
 ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
@@ -71,7 +66,8 @@ async def admit_and_guard(
     rt: Runtime, trace: RequestTrace, key: KeySettings | None, api: str, body: dict[str, Any]
 ) -> tuple[dict[str, Any], Account | None]:
     """The first two stages: the request admitted (`admit`), then its body through the input
-    guardrails (`guard_input`). A chat body's texts are read once for both (the tpm estimate and
+    guardrails: the same body, a redacted copy, or `GuardrailError`, one `guardrail` span per rule
+    evaluated. A chat body's texts are read once for both (the tpm estimate and
     the rules); a request neither applies to costs two look-ups."""
     limited = key is not None and key.name in rt.limited and rt.limits is not None
     rules = rules_for(rt, body)
@@ -167,20 +163,7 @@ class Account:
         written as OTLP `KeyValue`s: the key's limits encoded once (`Rules.encoded`), what remains
         here (an int, or for a budget a float: what `otlp.attributes` would write)."""
         a = self.admission
-        if a.rules is None:  # an admission made by hand: the same attributes, encoded here
-            self.span.encoded = otlp.attributes(
-                {
-                    LIMIT_RPM: a.rpm,
-                    LIMIT_RPM_REMAINING: a.rpm_remaining,
-                    LIMIT_TPM: a.tpm,
-                    LIMIT_TPM_REMAINING: a.tpm_remaining,
-                    BUDGET_DAY: a.budget_usd_day,
-                    BUDGET_DAY_REMAINING: a.budget_day_remaining_usd,
-                    BUDGET_MONTH: a.budget_usd_month,
-                    BUDGET_MONTH_REMAINING: a.budget_month_remaining_usd,
-                }
-            )
-            return
+        assert a.rules is not None  # every admission is made by `Rules.admission`
         rpm, tpm, day, month = a.rules.encoded
         out: list[dict[str, Any]] = []
         if a.rpm is not None:
@@ -194,15 +177,6 @@ class Account:
             left = a.budget_month_remaining_usd
             out += month, {"key": BUDGET_MONTH_REMAINING, "value": {"doubleValue": left}}
         self.span.encoded = out
-
-
-def guard_input(rt: Runtime, trace: RequestTrace, api: str, body: dict[str, Any]) -> dict[str, Any]:
-    """`body` through the input rules of its model: the same body, a redacted copy, or
-    `GuardrailError`; one `guardrail` span per rule evaluated."""
-    rules = rules_for(rt, body)
-    if rules is None or not rules.input:
-        return body
-    return _guarded(trace, rules, api, body, texts.plain_texts(api, body))
 
 
 def _guarded(

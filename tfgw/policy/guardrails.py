@@ -161,21 +161,20 @@ def _checked(
     return out
 
 
+_NINE = b"0" * 9  # the shortest run of digits a number's match has in `_digit_runs`
 #: (pattern, expression, check, the run of digits its matches have in `_digit_runs`)
 _NUMBERS = (
-    ("iban", _IBAN, _mod97, b"0" * 9),
+    ("iban", _IBAN, _mod97, _NINE),
     ("credit_card", _CARD, _luhn, b"0" * 13),
-    ("phone", _PHONE, _phone_digits, b"0" * 9),
+    ("phone", _PHONE, _phone_digits, _NINE),
 )
-_NINE = b"0" * 9
 
 
 class _Pii:
     def __init__(self, patterns: Sequence[str]) -> None:
         self.patterns = frozenset(patterns)
-        self.digits = self.patterns & {"phone", "credit_card", "iban"}
         self.email, self.keys = "email" in self.patterns, "api_key" in self.patterns
-        self.numbers = tuple(number for number in _NUMBERS if number[0] in self.digits)
+        self.numbers = tuple(number for number in _NUMBERS if number[0] in self.patterns)
         self.tail = re.compile("(?:" + "|".join(_TAILS[p] for p in sorted(self.patterns)) + r")\Z")
 
     def find(self, text: str, pos: int = 0) -> list[Span]:

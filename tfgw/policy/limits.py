@@ -245,7 +245,7 @@ class Limits:
         # what is left of its tpm and budgets, from the counts after its settle
         if admission.tpm is not None:
             admission.tpm_remaining = admission.tpm - in_window if in_window < admission.tpm else 0
-        if (rules := self._rules.get(admission.key)) is not None:
+        if (rules := admission.rules) is not None:  # the rules it was admitted by
             if admission.budget_usd_day is not None:
                 left = rules.day_micro - day_spent
                 admission.budget_day_remaining_usd = left / MICRO if left > 0 else 0.0
