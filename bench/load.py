@@ -81,6 +81,15 @@ class LoadError(RuntimeError):
     """The generator could not run or its output could not be read."""
 
 
+def exit_on_bad_window(parser: argparse.ArgumentParser, duration: float, warmup: float) -> None:
+    """A bench's `--duration` and `--warmup` checked: out of range, one line naming the flag and
+    exit code 2 (`parser.exit`)."""
+    if not 0 < duration <= MAX_DURATION_S:
+        parser.exit(2, f"error: --duration: must be within (0, {MAX_DURATION_S:g}] s, got {duration:g}\n")
+    if not 0 <= warmup <= MAX_DURATION_S:
+        parser.exit(2, f"error: --warmup: must be within [0, {MAX_DURATION_S:g}] s, got {warmup:g}\n")
+
+
 def check_bounds(url: str, concurrency: int, duration: float) -> None:
     if not url.startswith(("http://127.0.0.1:", "http://localhost:", "http://[::1]:")):
         raise LoadError(f"refusing a non-loopback target: {url}")

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fake_upstream
 from callgrind import WARMUP, dumped_instructions, serve_under_callgrind, valgrind_command, zero
 from floor import Endpoint, FloorRun, aggregate, checkout, conditions, ratio, row_value, start_upstream
-from load import MAX_DURATION_S, LoadError, run_load
+from load import LoadError, exit_on_bad_window, run_load
 from run import (
     CHAT_PATH,
     CONFIG_TEMPLATE,
@@ -552,12 +552,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tfgw", help="command that runs tfgw (default: the tfgw beside this Python)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
     args = parser.parse_args(argv)
-    if not 0 < args.duration <= MAX_DURATION_S:
-        parser.exit(
-            2, f"error: --duration: must be within (0, {MAX_DURATION_S:g}] s, got {args.duration:g}\n"
-        )
-    if not 0 <= args.warmup <= MAX_DURATION_S:
-        parser.exit(2, f"error: --warmup: must be within [0, {MAX_DURATION_S:g}] s, got {args.warmup:g}\n")
+    exit_on_bad_window(parser, args.duration, args.warmup)
     if not 1 <= args.micro_repeat <= 100:
         parser.exit(2, f"error: --micro-repeat: must be within 1..100, got {args.micro_repeat}\n")
     kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]

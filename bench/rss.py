@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from floor import EXTRA_CONFIG, checkout
-from load import MAX_DURATION_S, run_load
+from load import exit_on_bad_window, run_load
 from run import (
     BENCH_DIR,
     CHAT_PATH,
@@ -551,12 +551,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
     args = parser.parse_args(argv)
-    if not 0 < args.duration <= MAX_DURATION_S:
-        parser.exit(
-            2, f"error: --duration: must be within (0, {MAX_DURATION_S:g}] s, got {args.duration:g}\n"
-        )
-    if not 0 <= args.warmup <= MAX_DURATION_S:
-        parser.exit(2, f"error: --warmup: must be within [0, {MAX_DURATION_S:g}] s, got {args.warmup:g}\n")
+    exit_on_bad_window(parser, args.duration, args.warmup)
     if not 1 <= args.concurrency <= 1000:
         parser.exit(2, f"error: --concurrency: must be within [1, 1000], got {args.concurrency}\n")
     return args
