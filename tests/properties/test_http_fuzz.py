@@ -211,9 +211,11 @@ paths = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_ch
 
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(
-    st.sampled_from(["/", "/v1/", "/v1/messages/", "/v1/chat/completions/"]).flatmap(
-        lambda prefix: paths.map(lambda rest: prefix + rest)
-    ),
+    st.sampled_from(["/", "/v1/", "/v1/messages/", "/v1/chat/completions/"])
+    .flatmap(lambda prefix: paths.map(lambda rest: prefix + rest))
+    # a leading "//" is a URL's authority to the test client's own parser (it raised on "//::"
+    # before sending anything): such a path never reached the gateway
+    .filter(lambda path: not path.startswith("//")),
     st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
 )
 def test_any_path_and_method_is_answered_in_its_apis_shape(gateway: Gateway, path: str, method: str) -> None:
