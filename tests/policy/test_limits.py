@@ -15,7 +15,7 @@ import pytest
 
 from tfgw.config import KeySettings
 from tfgw.errors import BudgetExceededError, RateLimitError, TfgwError
-from tfgw.policy.limits import Admission, Limits, Usage, read_usage
+from tfgw.policy.limits import Limits, Usage, read_usage
 
 HASH = "sha256:" + "ab" * 32
 #: 2025-10-09T12:00:00Z, a whole second
@@ -98,28 +98,25 @@ def test_retry_after_is_when_enough_of_the_window_has_left_it(limits: Limits, cl
                                        " retry-after=10"]  # fmt: skip
 
 
-def test_an_admission_carries_each_limit_and_what_remains(limits: Limits) -> None:
+def test_an_admission_says_what_remains_of_each_limit(limits: Limits) -> None:
     ci = key(rpm=10, tpm=1000, budget_usd_day=5.0, budget_usd_month=100.0)
     first = limits.admit(ci, 300)
-    assert first == Admission(
-        key="ci",
-        rpm=10,
-        rpm_remaining=9,
-        tpm=1000,
-        tpm_remaining=700,
-        budget_usd_day=5.0,
-        budget_day_remaining_usd=5.0,
-        budget_usd_month=100.0,
-        budget_month_remaining_usd=100.0,
-        estimated_tokens=300,
-    )
+    admitted = (first.key, first.estimated_tokens, first.counts, first.after)
+    assert admitted == ("ci", 300, (T0, 1, 300, 0, 0), None)
+    assert first.remaining() == (9, 700, 5.0, 100.0)  # requests and tokens counted, nothing spent
     limits.settle(first, 120, 1.25)
-    assert (first.tpm_remaining, first.budget_day_remaining_usd, first.budget_month_remaining_usd) == (
-        880,
-        3.75,
-        98.75,
-    )
-    assert limits.admit(key("free"), 50) == Admission(key="free", estimated_tokens=50)
+    assert (first.counts, first.after) == ((T0, 1, 300, 0, 0), (T0, 1, 120, 1_250_000, 1_250_000))
+    # rpm as counted at admission; the tokens and spend after the settle
+    assert first.remaining() == (9, 880, 3.75, 98.75)
+    free = limits.admit(key("free"), 50)
+    assert (free.key, free.remaining()) == ("free", (None, None, None, None))
+
+
+def test_a_budget_spent_past_its_limit_has_nothing_left(limits: Limits) -> None:
+    ci = key(budget_usd_day=1.0, budget_usd_month=1.5)
+    first = limits.admit(ci, 0)
+    limits.settle(first, 10, 1.2)  # admitted under both budgets, it cost more than the day's
+    assert first.remaining() == (None, None, 0.0, 0.3)  # micro-USD: exact
 
 
 def test_an_admission_settles_once(limits: Limits) -> None:
@@ -145,13 +142,14 @@ def test_tokens_are_reserved_at_admission_and_replaced_at_settle(limits: Limits)
     assert refused.value.retry_after == 60
     limits.settle(first, 300, 0.0)  # it used less than it reserved
     second = limits.admit(ci, 500)
-    assert (second.tpm_remaining, limits.usage("ci")) == (200, Usage(requests=2, tokens=800))
+    assert second.remaining() == (None, 200, None, None)
+    assert limits.usage("ci") == Usage(requests=2, tokens=800)
 
 
 def test_an_estimate_over_tpm_is_admitted_only_into_an_empty_window(limits: Limits, clock: Clock) -> None:
     ci = key(tpm=1000)
     big = limits.admit(ci, 5000)
-    assert big.tpm_remaining == 0
+    assert big.remaining() == (None, 0, None, None)
     limits.settle(big, 4000, 0.0)
     assert outcomes(limits, ci, 1, estimate=1) == [
         "Rate limit reached for key 'ci': 1000 tokens per minute (4000 counted in the last minute, 1"
@@ -166,7 +164,8 @@ def test_a_settle_after_its_window_counts_the_tokens_now(limits: Limits, clock: 
     long_call = limits.admit(ci, 100)
     clock.now = T0 + 90
     limits.settle(long_call, 400, 0.0)
-    assert (long_call.tpm_remaining, limits.usage("ci")) == (600, Usage(requests=0, tokens=400))
+    assert long_call.remaining() == (None, 600, None, None)
+    assert limits.usage("ci") == Usage(requests=0, tokens=400)
     clock.now = T0 + 150
     assert limits.usage("ci") == Usage()
 

@@ -163,19 +163,17 @@ class Account:
         written as OTLP `KeyValue`s: the key's limits encoded once (`Rules.encoded`), what remains
         here (an int, or for a budget a float: what `otlp.attributes` would write)."""
         a = self.admission
-        assert a.rules is not None  # every admission is made by `Rules.admission`
-        rpm, tpm, day, month = a.rules.encoded
+        rpm, tpm, day, month = a.rules.encoded  # None where not configured
+        rpm_left, tpm_left, day_left, month_left = a.remaining()
         out: list[dict[str, Any]] = []
-        if a.rpm is not None:
-            out += rpm, {"key": LIMIT_RPM_REMAINING, "value": {"intValue": str(a.rpm_remaining)}}
-        if a.tpm is not None:
-            out += tpm, {"key": LIMIT_TPM_REMAINING, "value": {"intValue": str(a.tpm_remaining)}}
-        if a.budget_usd_day is not None:
-            left = a.budget_day_remaining_usd
-            out += day, {"key": BUDGET_DAY_REMAINING, "value": {"doubleValue": left}}
-        if a.budget_usd_month is not None:
-            left = a.budget_month_remaining_usd
-            out += month, {"key": BUDGET_MONTH_REMAINING, "value": {"doubleValue": left}}
+        if rpm is not None:
+            out += rpm, {"key": LIMIT_RPM_REMAINING, "value": {"intValue": str(rpm_left)}}
+        if tpm is not None:
+            out += tpm, {"key": LIMIT_TPM_REMAINING, "value": {"intValue": str(tpm_left)}}
+        if day is not None:
+            out += day, {"key": BUDGET_DAY_REMAINING, "value": {"doubleValue": day_left}}
+        if month is not None:
+            out += month, {"key": BUDGET_MONTH_REMAINING, "value": {"doubleValue": month_left}}
         self.span.encoded = out
 
 

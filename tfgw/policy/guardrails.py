@@ -185,9 +185,10 @@ class _Pii:
             for char, head, rx in _KEYS:
                 if char in text and head in text:
                     spans += [(m.start(m.lastindex or 0), m.end(), "api_key") for m in rx.finditer(text, pos)]
-        if self.numbers and _NINE in (shape := _digit_runs(text)):
+        # `find`, not `in`: `bytes in bytes` raises and clears a TypeError first (tfgw.providers.http.CR)
+        if self.numbers and (shape := _digit_runs(text)).find(_NINE) >= 0:
             for name, rx, check, run in self.numbers:
-                if run in shape:
+                if shape.find(run) >= 0:
                     spans += _checked(rx, check, name, text, pos, len(text))
         return _merge(spans) if len(spans) > 1 else spans
 

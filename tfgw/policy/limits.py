@@ -61,28 +61,47 @@ MICRO = 1_000_000
 Expiry = Callable[[int, int, int], int]
 
 
-@dataclass(slots=True)
 class Admission:
-    """An admitted request: each configured limit (None where not configured) and what remains of
-    it after this request (after `settle`, with its real tokens and cost), for the trace."""
+    """An admitted request: the key's rules it was admitted by, its slot's counts right after it was
+    counted, and after `settle` the counts after its real tokens and cost. What remains of each
+    limit (`remaining`) is computed from them when it is read, once a request (`tfgw.gateway.policy
+    .Account.record`), not when it is counted."""
 
-    key: str
-    rpm: int | None = None
-    rpm_remaining: int | None = None
-    tpm: int | None = None
-    tpm_remaining: int | None = None
-    budget_usd_day: float | None = None
-    budget_day_remaining_usd: float | None = None
-    budget_usd_month: float | None = None
-    budget_month_remaining_usd: float | None = None
-    estimated_tokens: int = 0
-    #: the second its estimate was counted in
-    second: int = field(default=0, repr=False, compare=False)
-    settled: bool = field(default=False, repr=False, compare=False)
-    #: counted in NATS with the other gateways' requests (`tfgw.policy.shared`), not in the table
-    shared: bool = field(default=False, repr=False, compare=False)
-    #: the key's rules it was admitted by (`Rules.encoded`: its limits as the trace writes them)
-    rules: _Rules | None = field(default=None, repr=False, compare=False)
+    __slots__ = ("after", "counts", "estimated_tokens", "key", "rules", "settled", "shared")
+
+    def __init__(self, rules: _Rules, counts: Counts, estimated_tokens: int) -> None:
+        self.rules, self.counts, self.estimated_tokens = rules, counts, estimated_tokens
+        self.key = rules.key.name
+        #: the counts after its settle (None until then, and for a `shared` one, whose remaining
+        #: counts stay those at admission)
+        self.after: Counts | None = None
+        self.settled = False
+        #: counted in NATS with the other gateways' requests (`tfgw.policy.shared`), not in the table
+        self.shared = False
+
+    def __repr__(self) -> str:
+        return f"Admission(key={self.key!r}, counts={self.counts!r}, after={self.after!r})"
+
+    @property
+    def second(self) -> int:
+        """The second its estimate was counted in."""
+        return self.counts[0]
+
+    def remaining(self) -> tuple[int | None, int | None, float | None, float | None]:
+        """What remains of the key's rpm, tpm, daily and monthly budget (USD), None where not
+        configured: the requests as counted at admission (at most rpm then), the tokens and spend
+        after its settle (at admission before), never below zero."""
+        rules = self.rules
+        key = rules.key
+        requests = self.counts[1]
+        _, _, tokens, day_spent, month_spent = self.after or self.counts
+        day_left, month_left = rules.day_micro - day_spent, rules.month_micro - month_spent
+        return (
+            None if key.rpm is None else rules.rpm - requests,
+            None if key.tpm is None else rules.tpm - tokens if tokens < rules.tpm else 0,
+            None if key.budget_usd_day is None else day_left / MICRO if day_left > 0 else 0.0,
+            None if key.budget_usd_month is None else month_left / MICRO if month_left > 0 else 0.0,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,25 +145,6 @@ class _Rules:
         )
         rates = _kv(LIMIT_RPM, key.rpm), _kv(LIMIT_TPM, key.tpm)
         return cls(key, *limits, limits, (*rates, _kv(BUDGET_DAY, day), _kv(BUDGET_MONTH, month)))
-
-    def admission(self, counts: Counts, estimate: int) -> Admission:
-        """The admission of a request just counted (`counts`: its slot after it)."""
-        second, requests, tokens, day_spent, month_spent = counts
-        key = self.key
-        return Admission(
-            key.name,
-            key.rpm,
-            None if key.rpm is None else self.rpm - requests,  # admitted: at most rpm now
-            key.tpm,
-            None if key.tpm is None else self.tpm - tokens if tokens < self.tpm else 0,
-            key.budget_usd_day,
-            None if key.budget_usd_day is None else (self.day_micro - day_spent) / MICRO,  # admitted: > 0
-            key.budget_usd_month,
-            None if key.budget_usd_month is None else (self.month_micro - month_spent) / MICRO,
-            estimate,
-            second,
-            rules=self,
-        )
 
 
 class _Calendar:
@@ -207,7 +207,7 @@ class Limits:
         offset, counts, taken = self._table.take(key.name, now_s, now_s // DAY, month, estimate, rules.limits)
         if not taken:
             raise self.refusal(rules, now, counts, estimate, functools.partial(self._expiry, offset))
-        return rules.admission(counts, estimate)
+        return Admission(rules, counts, estimate)
 
     def rules_of(self, key: KeySettings) -> _Rules:
         rules = self._rules.get(key.name)
@@ -232,26 +232,16 @@ class Limits:
         now, calendar = self._clock(), self._calendar
         month = calendar.month if calendar.start <= now < calendar.end else calendar.month_of(now)
         now_s, micro = int(now), round(cost_usd * MICRO) if cost_usd > 0 else 0
-        _, _, in_window, day_spent, month_spent = self._table.settle(
+        admission.after = self._table.settle(
             admission.key,
             now_s,
             now_s // DAY,
             month,
-            admission.second,
+            admission.counts[0],
             admission.estimated_tokens,
             tokens,
             micro,
         )
-        # what is left of its tpm and budgets, from the counts after its settle
-        if admission.tpm is not None:
-            admission.tpm_remaining = admission.tpm - in_window if in_window < admission.tpm else 0
-        if (rules := admission.rules) is not None:  # the rules it was admitted by
-            if admission.budget_usd_day is not None:
-                left = rules.day_micro - day_spent
-                admission.budget_day_remaining_usd = left / MICRO if left > 0 else 0.0
-            if admission.budget_usd_month is not None:
-                left = rules.month_micro - month_spent
-                admission.budget_month_remaining_usd = left / MICRO if left > 0 else 0.0
 
     def usage(self, name: str) -> Usage:
         """What the key `name` has used (zeros for a name never counted)."""

@@ -179,7 +179,7 @@ class SharedLimits:
         reserved = state.take_reserved(int(self._clock()))
         if reserved is not None:  # counted already: no round trip on the request path
             self._reserve(key, rules, state)
-            return _shared(rules.admission(reserved, 0))
+            return _shared(Admission(rules, reserved, 0))
         if state.reserving is not None or state.lock.locked():  # faster than counted ahead: more
             state.depth = min(state.depth * 2, RESERVE_MAX)
         now = self._clock()
@@ -198,7 +198,7 @@ class SharedLimits:
             self._failed(exc)
             return local.admit(key, estimated_tokens)
         self._reserve(key, rules, state)
-        return _shared(rules.admission(counts, estimate))
+        return _shared(Admission(rules, counts, estimate))
 
     async def _count(
         self, kv: KeyValue, key: KeySettings, state: _Key, rules: Rules, now: float, estimate: int

@@ -47,6 +47,8 @@ __all__ = [
     "sse_event",
 ]
 
+LF = 10  # b"\n" as an int, for `in` (see `tfgw.providers.http.CR`)
+
 Rewrite = Callable[[str], str]
 Walk = Callable[[Any, Rewrite], Any]
 
@@ -310,7 +312,7 @@ class Frame:
 
 def sse_event(raw: bytes) -> tuple[str | None, bytes | None]:
     """The name and data of one SSE event (its bytes without the blank line); comments: no data."""
-    if raw.startswith(b"data: ") and b"\n" not in raw:
+    if raw.startswith(b"data: ") and LF not in raw:
         return None, raw[6:]
     name, data = None, []
     for line in raw.split(b"\n"):
@@ -377,7 +379,9 @@ class StreamTexts:
         _, data = sse_event(raw)
         if data == b"[DONE]":
             return self._chat_held(list(self._blocks)) + raw + SEP
-        if data is None or not (b'"content"' in data or (self._blocks and b"finish_reason" in data)):
+        if data is None or not (
+            data.find(b'"content"') >= 0 or (self._blocks and data.find(b"finish_reason") >= 0)
+        ):
             return raw + SEP
         chunk = _loads(data)
         if not isinstance(chunk, dict) or not isinstance(chunk.get("choices"), list):
@@ -409,7 +413,7 @@ class StreamTexts:
 
     def _messages(self, raw: bytes) -> bytes:
         name, data = sse_event(raw)
-        if name == "content_block_delta" and data is not None and b'"text_delta"' in data:
+        if name == "content_block_delta" and data is not None and data.find(b'"text_delta"') >= 0:
             event = _loads(data)
             delta = event.get("delta") if isinstance(event, dict) else None
             if isinstance(delta, dict) and isinstance(text := delta.get("text"), str):

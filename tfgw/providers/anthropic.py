@@ -345,7 +345,7 @@ class StreamTranslator:
         """The text of a `text_delta` event, Anthropic's most common, read without `feed`'s dispatch
         or a chunk of its own (for a stream passed on, `tfgw.providers.http.PassThrough`); "" for
         the start of an empty text block, which says nothing."""
-        if not data.startswith(TEXT_DELTA_START) or b'"text_delta"' not in data:
+        if not data.startswith(TEXT_DELTA_START) or data.find(b'"text_delta"') < 0:  # not `in`: http.CR
             return "" if data.startswith(TEXT_BLOCK_START) and data.endswith(TEXT_BLOCK_EMPTY) else None
         try:
             delta = orjson.loads(data).get("delta")

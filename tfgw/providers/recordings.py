@@ -300,7 +300,7 @@ def load(paths: Sequence[str | Path]) -> Recordings:
 def _read(recordings: Recordings, index: int, name: str, lines: Iterator[bytes]) -> None:
     loads = orjson.loads
     for number, raw in enumerate(lines, 1):
-        if _NEEDLE not in raw and raw.endswith(b"\n"):  # no LLM span on this line: not worth parsing
+        if raw.find(_NEEDLE) < 0 and raw.endswith(b"\n"):  # no LLM span here: not worth parsing
             recordings.spans += raw.count(b'"spanId"')
             continue
         try:

@@ -209,8 +209,10 @@ class Encoder:
         """The span of `Constant` attributes (a passed guardrail's), made once and kept on them, with
         this request's ids and times put in: as JSON (an `orjson.Fragment`) for a file line."""
         if fragment:
-            text = attrs.json or self._constant_json(span, attrs)
-            return orjson.Fragment(text % (trace_id, span.span_id, span.start, span.end, span.parent_id))
+            a, b, c, d, e, f = attrs.json or self._constant_json(span, attrs)
+            parent = span.parent_id or ""
+            parts = (a, trace_id, b, span.span_id, c, str(span.start), d, str(span.end), e, parent, f)
+            return orjson.Fragment("".join(parts))  # a join copies; `%` would parse the whole template
         line = (attrs.span or self._constant_span(span, attrs)).copy()
         line["traceId"], line["spanId"], line["parentSpanId"] = trace_id, span.span_id, span.parent_id
         line["startTimeUnixNano"], line["endTimeUnixNano"] = str(span.start), str(span.end)
@@ -222,18 +224,19 @@ class Encoder:
         attrs.span = self._span("", span, attrs)
         return attrs.span
 
-    def _constant_json(self, span: Span, attrs: Constant) -> str:
-        """`_constant_span` as JSON, kept on the attributes: a `%` template of its trace id, span
-        id, start, end and parent span id (%s, %s, %d, %d, %s), in the order `_span` writes them."""
+    def _constant_json(self, span: Span, attrs: Constant) -> tuple[str, ...]:
+        """`_constant_span` as JSON, kept on the attributes: the six pieces around its trace id,
+        span id, start, end and parent span id, in the order `_span` writes them."""
         line = (attrs.span or self._constant_span(span, attrs)).copy()
         marks = [f"\x00{_MARK}{i}\x00" for i in range(5)]  # a random token: in no rule's name
         line["traceId"], line["spanId"], line["startTimeUnixNano"] = marks[:3]
         line["endTimeUnixNano"], line["parentSpanId"] = marks[3:]
-        text = orjson.dumps(line).decode().replace("%", "%%")
-        for mark, spec in zip(marks, ("%s", "%s", "%d", "%d", "%s"), strict=True):
-            text = text.replace(orjson.dumps(mark).decode()[1:-1], spec, 1)
-        attrs.json = text
-        return text
+        text, pieces = orjson.dumps(line).decode(), []
+        for mark in marks:
+            before, text = text.split(orjson.dumps(mark).decode()[1:-1], 1)
+            pieces.append(before)
+        attrs.json = (*pieces, text)
+        return attrs.json
 
     def _root_attributes(self, call: LlmCall | None, attrs: dict[str, Any]) -> None:
         attrs[sc.OI_SPAN_KIND] = "CHAIN"

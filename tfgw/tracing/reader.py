@@ -368,7 +368,7 @@ def _find_in_file(path: Path, prefix: str, warn: Warn) -> Iterator[Trace]:
         start = end
     needle = prefix.encode()
     for n, _, raw in _lines(path, start, line):
-        if needle in raw:
+        if raw.find(needle) >= 0:  # not `in`: see `tfgw.providers.http.CR`
             yield from _matching(line_traces(path, n, raw, warn), prefix)
 
 
@@ -376,7 +376,7 @@ def _find_in_foreign(path: Path, prefix: str, warn: Warn) -> Iterator[Trace]:
     needle = prefix.encode()
     merged: dict[str, tuple[int, list[Pair]]] = {}
     for line, _, raw in _lines(path):
-        if needle not in raw:
+        if raw.find(needle) < 0:
             continue
         data = _decode(path, line, raw, warn)
         for trace_id, pairs in _groups(path, line, data or {}, warn).items():

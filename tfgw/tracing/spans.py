@@ -76,7 +76,7 @@ class Constant(dict[str, Any]):
         #: `guardrails` lists for them
         self.encoded: list[dict[str, Any]] | None = None
         self.span: dict[str, Any] | None = None
-        self.json: str | None = None
+        self.json: tuple[str, ...] | None = None
         self.row: list[Any] | None = None
 
 
