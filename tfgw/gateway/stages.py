@@ -10,6 +10,7 @@ APIs clients speak is their `Wire`: how an error looks in a body and inside a st
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 from quart import Response, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestTimeout
 
 from tfgw.config import KeySettings, Settings
 from tfgw.errors import BadRequestError, PayloadTooLargeError, ProviderError, TfgwError
@@ -437,7 +438,7 @@ async def json_body(settings: Settings) -> dict[str, Any]:
     length = request.content_length
     if length is not None and length > settings.server.max_body_bytes:
         raise too_large(settings)
-    raw = await request.get_data(cache=False)
+    raw = await whole_body()
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -445,6 +446,21 @@ async def json_body(settings: Settings) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequestError("The request body must be a JSON object.")
     return body
+
+
+async def whole_body() -> bytes:
+    """The request's body once all of it has come, as `request.get_data(cache=False)` reads it
+    (408 past `[server] body_timeout`, the app's BODY_TIMEOUT), but under a timer, not through
+    `asyncio.wait_for`, which makes every request a task of its own for it and wakes it through
+    the event loop twice, even when the body came with the headers, as it mostly does."""
+    body = request.body
+    try:
+        async with asyncio.timeout(request.body_timeout):
+            data = await body
+    except TimeoutError as exc:
+        raise RequestTimeout() from exc
+    body.clear()
+    return data
 
 
 def total_tokens(usage: Any) -> int:
