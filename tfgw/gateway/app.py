@@ -227,8 +227,9 @@ def _error_handlers(app: Quart, settings: Settings) -> None:
     async def trace_headers(response: Response) -> Response:
         trace: RequestTrace | None = g.get("tfgw_trace")
         if trace is not None:
-            response.headers["x-tfgw-trace-id"] = trace.trace_id
-            response.headers["x-tfgw-overhead-ms"] = f"{trace.overhead_ms():.3f}"
+            # `add`: no response has them yet, and `set` looks for each first (~70 bytecodes)
+            response.headers.add("x-tfgw-trace-id", trace.trace_id)
+            response.headers.add("x-tfgw-overhead-ms", f"{trace.overhead_ms():.3f}")
         return response
 
 

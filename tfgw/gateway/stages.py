@@ -98,6 +98,17 @@ def _responses_stream_error(exc: TfgwError) -> bytes:
 
 OPENAI = Wire(_openai_error, _openai_stream_error, "chat")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def event_stream(frames: AsyncIterator[bytes]) -> Response:
+    """A `text/event-stream` response of `frames`, with SSE_HEADERS. They are added to its headers
+    one by one: werkzeug's `Headers(...)` from a dict (`Response(headers=...)`) costs ~350
+    bytecodes for two, `add` 80 (`set`, which first looks for the name, 220)."""
+    response = Response(frames, content_type="text/event-stream")
+    add = response.headers.add
+    for name, value in SSE_HEADERS.items():
+        add(name, value)
+    return response
 RESPONSES = Wire(_openai_error, _responses_stream_error, "responses")
 ANTHROPIC = Wire(messages_format.error_body, messages_format.error_event, "messages")
 EMBEDDINGS = Wire(_openai_error, _openai_stream_error, "embeddings")
@@ -336,7 +347,7 @@ async def answer(
         )
         guard = policy.stream_guard() if policy is not None else None
         frames = relay(trace, span, upstream, wire, guard, account)
-        return Response(frames, content_type="text/event-stream", headers=SSE_HEADERS)
+        return event_stream(frames)
     span, reply = await call_provider(
         rt, trace, attempts, body, operation, sends.create, view=view, headers=headers
     )
@@ -392,7 +403,7 @@ def from_cache(
         span.close()
         trace.finish()
 
-    return Response(policy.replay(done), content_type="text/event-stream", headers=SSE_HEADERS)
+    return event_stream(policy.replay(done))
 
 
 class ChatForm:

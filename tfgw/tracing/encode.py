@@ -151,10 +151,12 @@ class Encoder:
         return line, summarize_decoded(spans, 0, self.project)
 
     def _spans(self, trace: RequestTrace, fragments: bool = False) -> list[tuple[Any, dict[str, Any]]]:
+        last_llm = None  # a loop, not `next(<generator>)`: closing a generator throws into it
         for span in trace.spans:  # the request is over: a stream's chunks are final now
-            if span.llm is not None and isinstance(span.llm.response, StreamFold):
-                span.llm.response = span.llm.response.completion()
-        last_llm = next((s.llm for s in reversed(trace.spans) if s.llm is not None), None)
+            if span.llm is not None:
+                last_llm = span.llm
+                if isinstance(last_llm.response, StreamFold):
+                    last_llm.response = last_llm.response.completion()
         # OpenInference context attributes go on every LLM span too, as its instrumentors put them
         context = {k: trace.root.attributes[k] for k in CONTEXT if k in trace.root.attributes}
         if sc.SESSION_ID in context:
