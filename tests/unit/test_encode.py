@@ -493,3 +493,51 @@ def test_a_file_line_is_the_json_of_the_line_whatever_was_written_as_json_alread
         ], serial
         assert decode_attributes(spans[1]["attributes"]) == {"tfgw.auth.outcome": "ok", "tfgw.limit.rpm": 10}
         assert [decode_attributes(s["attributes"]) for s in spans[2:]] == [dict(passed)] * 2
+
+
+def test_stream_fold_add_all_folds_as_add_does_chunk_by_chunk() -> None:
+    """`add_all` takes the common text chunk in a loop of its own: every other shape (a role, a
+    finish reason, two choices, a tool call, usage, an index not begun, a bare text, "usage": null,
+    an empty text) must come out as `add` one chunk at a time makes it."""
+    base = {"id": "chatcmpl-1", "model": "m"}
+
+    def text(piece: str, index: int = 0, **more: object) -> dict[str, object]:
+        return {**base, "choices": [{"index": index, "delta": {"content": piece}, **more}], "usage": None}
+
+    chunks: list[dict[str, object] | str] = [
+        text("before the role"),  # no id yet: `add`
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        text("Hello"),
+        text(""),
+        text(" world", logprobs=None, finish_reason=None),
+        text("late", index=1),  # a choice not begun: `add`
+        {**base, "choices": [{"index": 1, "delta": {"role": "assistant"}}]},
+        text("second", index=1),
+        {**base, "choices": [{"index": 0, "delta": {"content": "!"}},
+                             {"index": 1, "delta": {"content": "?"}}]},
+        {**base, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "t", "function": {
+            "name": "f", "arguments": "{}"}}]}}]},
+        " bare",
+        text(".", finish_reason="stop"),
+        {**base, "choices": [{"index": 1, "delta": {}, "finish_reason": "length"}]},
+        {**base, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}},
+    ]  # fmt: skip
+    one_by_one, all_at_once = StreamFold(), StreamFold()
+    for chunk in chunks:
+        one_by_one.add(chunk)
+    all_at_once.add_all(chunks[:5])
+    all_at_once.add_all(chunks[5:])
+    assert (all_at_once.completion(), all_at_once.chunks) == (one_by_one.completion(), one_by_one.chunks)
+    assert one_by_one.completion()["choices"] == [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "before the roleHello world! bare.",
+                "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            },
+            "finish_reason": "stop",
+        },
+        {"index": 1, "message": {"role": "assistant", "content": "latesecond?"}, "finish_reason": "length"},
+    ]
+    assert one_by_one.chunks == len(chunks)

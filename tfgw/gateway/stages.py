@@ -109,6 +109,8 @@ def event_stream(frames: AsyncIterator[bytes]) -> Response:
     for name, value in SSE_HEADERS.items():
         add(name, value)
     return response
+
+
 RESPONSES = Wire(_openai_error, _responses_stream_error, "responses")
 ANTHROPIC = Wire(messages_format.error_body, messages_format.error_event, "messages")
 EMBEDDINGS = Wire(_openai_error, _openai_stream_error, "embeddings")
@@ -275,8 +277,8 @@ async def relay(
     first, ok = True, False
     try:
         async for frames, chunks in stream:
-            for chunk in chunks:
-                fold.add(chunk)
+            if chunks:
+                fold.add_all(chunks)
             if policy is not None:
                 frames = policy.frames(frames)
             if not frames:

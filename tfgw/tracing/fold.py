@@ -56,6 +56,26 @@ class StreamFold:
             if choice.get("finish_reason"):
                 state["finish"] = choice["finish_reason"]
 
+    def add_all(self, chunks: list[dict[str, Any] | str]) -> None:
+        """`add` each chunk. The most of a stream's chunks, text for the one choice already begun
+        (`{"choices": [{"index": 0, "delta": {"content": "..."}, ...}], ...}`, no usage, no finish
+        reason), are folded here, in a third of `add`'s bytecodes."""
+        states = self._choices
+        for chunk in chunks:
+            if type(chunk) is dict and not chunk.get("usage") and self.id is not None:
+                choices = chunk.get("choices")
+                if type(choices) is list and len(choices) == 1:
+                    choice = choices[0]
+                    delta = choice.get("delta") if type(choice) is dict else None
+                    if type(delta) is dict and len(delta) == 1 and not choice.get("finish_reason"):
+                        content, state = delta.get("content"), states.get(choice.get("index", 0))
+                        if type(content) is str and state is not None:
+                            if content:
+                                state["content"].append(content)
+                            self.chunks += 1
+                            continue
+            self.add(chunk)
+
     def _choice(self, index: int) -> dict[str, Any]:
         state = self._choices[index] = {"role": None, "content": [], "tools": {}, "finish": None}
         return state
