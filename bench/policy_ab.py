@@ -283,7 +283,10 @@ def count_instructions(gateway: Endpoint, dump: Path, path: str, kind: str, coun
 def callgrind_rows(
     gateways: list[Gateway], directory: Path, upstream: Endpoint, kinds: list[str], count: int
 ) -> list[dict[str, Any]]:
-    """Each gateway in its turn under callgrind (stopped before the next): its paths' instructions."""
+    """Each gateway in its turn under callgrind (stopped before the next): its paths' instructions.
+    Nothing else of the run is up meanwhile but the upstream (the gateways of the sequential runs
+    are stopped first): a gateway's timers run by the wall clock, which valgrind stretches, so what
+    else runs beside it moves its count."""
     counted: dict[tuple[str, str], float] = {}
     for gateway in gateways:
         with running([]) as processes:
@@ -374,23 +377,24 @@ def measure(args: argparse.Namespace, directory: Path, gateways: list[Gateway], 
     """The sequential runs (and the load runs) with every gateway up; then each under callgrind."""
     with running([]) as processes:
         upstream = start_upstream(directory, "upstream", 0, processes)
-        started = {g.name: start_plain(g, directory, upstream, processes) for g in gateways}
-        try:
-            for kind, _ in itertools.product(args.kinds, range(args.rounds)):  # ORDER `rounds` times a kind
-                report.sequential += [sequential_run(started, p, kind, args.sequential) for p in ORDER]
-            if args.load:
-                report.load_runs = [load_run(started, p, k, args) for k in args.kinds for p in ORDER]
-        except (BenchError, LoadError):
-            progress("\n".join(f"{name} log tail:\n{log_tail(e.log)}" for name, e in started.items()))
-            raise
-        for name, gateway in started.items():
-            if not alive(gateway.pid):
-                raise BenchError(f"{name} exited during the runs:\n{log_tail(gateway.log)}")
-        sent = sum(
-            r["requests"] + callgrind.WARMUP for r in report.sequential if r["path"] in ("policy", "hit")
-        )
-        sent += sum(run.answered for run in report.load_runs if run.path in ("policy", "hit"))
-        report.policy_seen = policy_seen(started["policy"], directory, sent)
+        with running([]) as plain:  # stopped before callgrind: see `callgrind_rows`
+            started = {g.name: start_plain(g, directory, upstream, plain) for g in gateways}
+            try:
+                for kind, _ in itertools.product(args.kinds, range(args.rounds)):  # ORDER `rounds` times
+                    report.sequential += [sequential_run(started, p, kind, args.sequential) for p in ORDER]
+                if args.load:
+                    report.load_runs = [load_run(started, p, k, args) for k in args.kinds for p in ORDER]
+            except (BenchError, LoadError):
+                progress("\n".join(f"{name} log tail:\n{log_tail(e.log)}" for name, e in started.items()))
+                raise
+            for name, gateway in started.items():
+                if not alive(gateway.pid):
+                    raise BenchError(f"{name} exited during the runs:\n{log_tail(gateway.log)}")
+            sent = sum(
+                r["requests"] + callgrind.WARMUP for r in report.sequential if r["path"] in ("policy", "hit")
+            )
+            sent += sum(run.answered for run in report.load_runs if run.path in ("policy", "hit"))
+            report.policy_seen = policy_seen(started["policy"], directory, sent)
         if args.callgrind:
             report.callgrind = callgrind_rows(gateways, directory, upstream, args.kinds, args.callgrind)
     report.load_rows = rows_of(report.load_runs)

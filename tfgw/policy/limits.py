@@ -30,9 +30,10 @@ counted across both (each applies the limits of its own config).
 
 A `Limits` is used by one thread of a process (a worker's event loop; see `counters` on the lock).
 
-Cost: an admit and its settle take 6.0-6.6 us of CPU together on the project's 2-core machine
-(about 52,000 instructions under callgrind), the two `flock` holds 1.1 us of it; up to twice that
-while another process runs on the same core's other hardware thread.
+Cost: an admit, its settle and `remaining()` take about 44,000 instructions together under
+callgrind (7.1-7.5 us of CPU in a loop on the project's 2-core machine), the table's four `flock`
+calls 2,500 of them (and about 1.1 us in the kernel); in a request, with the estimate, the
+`Account` and the attributes written, about 70,000 (bench/README.md, "Policy against none").
 """
 
 from __future__ import annotations
