@@ -114,10 +114,14 @@ def child_env() -> dict[str, str]:
 def start(
     command: list[str], log: Path, stdout_pipe: bool = False, cpus: set[int] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start `command` with its output in `log` (stdout piped if asked), on `cpus` if given."""
+    """Start `command` with its output in `log` (stdout piped if asked), on `cpus` if given, in
+    the log's directory: never in a checkout, whose `tfgw/` a `python -m` (such as an older
+    tfgw's `tfgw serve`, which runs on as `python -m tfgw.serving`) would import ahead of the
+    tfgw on PYTHONPATH that a bench sets against this one."""
     with log.open("ab") as sink:
         return subprocess.Popen(
             command,
+            cwd=log.parent,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout_pipe else sink,
             stderr=sink,

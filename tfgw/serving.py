@@ -54,7 +54,9 @@ def exec_serve(options: ServeOptions) -> None:
 
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "tfgw.serving", options.to_json()])
+    # -P: not the working directory first on sys.path, as `-m` would put it: a `tfgw/` there (an
+    # old checkout) would be served instead of the tfgw that was started
+    os.execv(sys.executable, [sys.executable, "-P", "-m", "tfgw.serving", options.to_json()])
 
 
 def start(options: ServeOptions) -> int:
