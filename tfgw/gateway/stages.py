@@ -97,6 +97,9 @@ def _responses_stream_error(exc: TfgwError) -> bytes:
 
 
 OPENAI = Wire(_openai_error, _openai_stream_error, "chat")
+RESPONSES = Wire(_openai_error, _responses_stream_error, "responses")
+ANTHROPIC = Wire(messages_format.error_body, messages_format.error_event, "messages")
+EMBEDDINGS = Wire(_openai_error, _openai_stream_error, "embeddings")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -109,11 +112,6 @@ def event_stream(frames: AsyncIterator[bytes]) -> Response:
     for name, value in SSE_HEADERS.items():
         add(name, value)
     return response
-
-
-RESPONSES = Wire(_openai_error, _responses_stream_error, "responses")
-ANTHROPIC = Wire(messages_format.error_body, messages_format.error_event, "messages")
-EMBEDDINGS = Wire(_openai_error, _openai_stream_error, "embeddings")
 
 
 class request_span:
