@@ -7,17 +7,21 @@ of it configured against none.
     python bench/policy_ab.py --before HEAD        # against another commit (a `git archive` of it)
     python bench/policy_ab.py --tree /tmp/other    # against a tree holding tfgw/
     python bench/policy_ab.py --here HEAD          # this checkout's HEAD, not its working tree
+    python bench/policy_ab.py --limits budget      # the key with its daily budget only (the issue's case)
 
 One run starts, on 127.0.0.1, `bench/fake_upstream.py` and three `tfgw serve` (one worker, tracing
 on, the model `bench` on an `openai` provider at the fake upstream, one gateway key):
 `before`, the other tree (default: commit ecc465c by `git archive`) on the plain config (the key
 without limits, no cache, no guardrails); `none`, this checkout's tfgw/ (copied at the start, so
 edits during the run do not reach it) on the same config; `policy`, this checkout with all of it:
-the key's `rpm`, `tpm` and `budget_usd_day` too high to refuse, the model's `cache = { ttl }`, two
-input guardrails (`pii` email + credit_card, `keywords`; redact) that match nothing. Every request
-is distinct (a serial in its question), so on `policy` each is a cache miss that is stored; path
-`hit` sends one request again and again to that gateway, each answered from the cache. Each tree
-is imported with PYTHONPATH ahead of the editable install (checked at the start).
+the key's `rpm`, `tpm` and `budget_usd_day` too high to refuse (with `--limits budget`, its
+`budget_usd_day` alone: a key, a budget, one cache rule and two guardrails), the model's
+`cache = { ttl }`, two input guardrails (`pii` email + credit_card, `keywords`; redact) that
+match nothing. Every request is distinct (a serial in its question), so on `policy` each is a
+cache miss that is stored; path `hit` sends one request again and again to that gateway, each
+answered from the cache. Each tree is imported with PYTHONPATH ahead of the editable install
+(checked at the start), every process started in the run's directory (no checkout's `tfgw/`
+ahead of it).
 
 Chat completions, JSON and streamed (with the usage chunk). `--callgrind N` counts the
 instructions of N sequential requests a path, each gateway in its turn under valgrind;
@@ -90,6 +94,8 @@ CACHE_TTL_S = 3600.0
 
 PLAIN_KEY = f'\n[[keys]]\nname = "bench"\nhash = "{hash_key(KEY)}"\n'
 LIMITS = "rpm = 100000000\ntpm = 100000000000\nbudget_usd_day = 1000000.0\n"
+#: `--limits`: the key's limits on the `policy` gateway
+KEY_LIMITS = {"all": LIMITS, "budget": "budget_usd_day = 1000000.0\n"}
 GUARDRAILS = """guardrails = [  # top-level: before the first table
   { name = "pii", kind = "pii", patterns = ["email", "credit_card"], stage = "input", action = "redact" },
   { name = "words", kind = "keywords", patterns = ["project bluebird", "top secret"], action = "redact" },
@@ -97,7 +103,9 @@ GUARDRAILS = """guardrails = [  # top-level: before the first table
 """
 
 
-def config_text(port: int, upstream: Endpoint, traces: Path, policy: bool, polled: bool = False) -> str:
+def config_text(
+    port: int, upstream: Endpoint, traces: Path, policy: bool, polled: bool = False, limits: str = LIMITS
+) -> str:
     """The plain config (run.py's: one model, tracing on) with one key; with `policy`, the key's
     limits and budget, the model's cache and the two guardrails too. `polled`: a tree whose
     gateway polls its config file (live config) has it off, `reload = false`: the poll every
@@ -113,7 +121,7 @@ def config_text(port: int, upstream: Endpoint, traces: Path, policy: bool, polle
     cached = text.replace("\n[tracing]", f"cache = {{ ttl = {CACHE_TTL_S:g} }}\n\n[tracing]", 1)
     if cached == text:
         raise BenchError("run.CONFIG_TEMPLATE has no [tracing] table to put the model's cache before")
-    return GUARDRAILS + cached + PLAIN_KEY + LIMITS
+    return GUARDRAILS + cached + PLAIN_KEY + limits
 
 
 # --- the requests --------------------------------------------------------------------------------
@@ -197,6 +205,7 @@ class Gateway:
     name: str  # before | none | policy
     tree: Path
     policy: bool
+    limits: str = LIMITS  # the key's, with `policy`
 
     @property
     def env(self) -> list[str]:
@@ -212,7 +221,7 @@ class Gateway:
         """Its config in `directory`, its trace log in `directory/traces-<port>`."""
         config = directory / f"{self.name}-{port}.toml"
         traces = directory / f"traces-{port}"
-        config.write_text(config_text(port, upstream, traces, self.policy, self.polled))
+        config.write_text(config_text(port, upstream, traces, self.policy, self.polled, self.limits))
         return config
 
 
@@ -336,6 +345,7 @@ class PolicyReport:
     trees: dict[str, str]  # gateway -> what its tfgw/ is
     callgrind_requests: int  # a path, under callgrind (0: not counted)
     sequential_requests: int  # a path and run, without valgrind
+    limits: str = "all"  # `--limits`: the key's on the policy gateway
     sequential: list[dict[str, Any]] = field(default_factory=list)
     callgrind: list[dict[str, Any]] = field(default_factory=list)
     us_per_instruction: dict[str, float | None] = field(default_factory=dict)
@@ -354,6 +364,7 @@ def bench(args: argparse.Namespace) -> PolicyReport:
         trees={},
         callgrind_requests=args.callgrind,
         sequential_requests=args.sequential,
+        limits=args.limits,
     )
     with tempfile.TemporaryDirectory(prefix="tfgw-policy-") as tmp:
         directory = Path(tmp)
@@ -365,7 +376,7 @@ def bench(args: argparse.Namespace) -> PolicyReport:
         for tree in (before, here):
             imported_from(tree.resolve(), directory)
         gateways = [Gateway("before", before.resolve(), False), Gateway("none", here, False)]
-        gateways.append(Gateway("policy", here, True))
+        gateways.append(Gateway("policy", here, True, KEY_LIMITS[args.limits]))
         measure(args, directory, gateways, report)
     report.machine["calibration_ms_at_end"] = calibration_ms()
     report.us_per_instruction = calibrations(report)
@@ -478,6 +489,15 @@ TREES = {"before": "before", "none": "this checkout", "policy": "this checkout",
 CONFIGS = {"before": "plain", "none": "plain", "policy": "all, distinct requests", "hit": "all, one request"}
 
 
+def config_label(report: PolicyReport, path: str) -> str:
+    label = CONFIGS[path]
+    return (
+        label.replace("all", "the key's budget, the cache, two guardrails", 1)
+        if report.limits == "budget"
+        else label
+    )
+
+
 def paths_table(report: PolicyReport) -> list[str]:
     lines = [
         "| kind | path | tree | config | instructions a request | CPU µs/req, sequential (each run) |",
@@ -490,7 +510,7 @@ def paths_table(report: PolicyReport) -> list[str]:
             ]
             runs, counted = " / ".join(fmt(v, 0) for v in each), fmt(instructions(report, kind, path), 0)
             lines.append(
-                f"| {kind} | {path} | {TREES[path]} | {CONFIGS[path]} | {counted} | "
+                f"| {kind} | {path} | {TREES[path]} | {config_label(report, path)} | {counted} | "
                 f"{fmt(mean_cpu(report, kind, path), 0)} ({runs}) |"
             )
     return lines
@@ -559,6 +579,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--before", default=BEFORE, help=f"the commit to set against (default {BEFORE})")
     parser.add_argument("--tree", help="a directory holding the tfgw/ to set against, instead of --before")
     parser.add_argument("--here", help="this commit's tfgw/ (git archive) instead of the working tree's")
+    parser.add_argument(
+        "--limits",
+        choices=sorted(KEY_LIMITS),
+        default="all",
+        help="the policy gateway key's limits: rpm, tpm and a daily budget (all), or the budget alone",
+    )
     parser.add_argument("--load", action="store_true", help="also CPU µs/request under load, interleaved")
     parser.add_argument("--concurrency", type=int, default=10, help="with --load (default 10)")
     parser.add_argument("--duration", type=float, default=5.0, help="with --load: seconds a run (default 5)")
