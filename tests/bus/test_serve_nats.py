@@ -37,7 +37,7 @@ def test_the_exporter_child_and_the_cursors_made_before_any_line(
 ) -> None:
     supervisor = ExporterSupervisor(settings(tmp_path, kind), ["otlp"], exporter=exporter)
     assert supervisor.command == [
-        sys.executable, "-m", "tfgw.export", "--nice", "10", "--parent", supervisor.command[6],
+        sys.executable, "-P", "-m", "tfgw.export", "--nice", "10", "--parent", supervisor.command[7],
         "--config", str(tmp_path / "tfgw.toml"), *extra,
     ]  # fmt: skip
     assert supervisor.cursors == cursors

@@ -21,11 +21,14 @@ class Gateway:
     /healthz answers, and stop it (SIGTERM, then SIGKILL) on exit; it dies with the test run
     (`tests.processes`)."""
 
-    def __init__(self, config: Path | None, *args: str, env: dict[str, str] | None = None) -> None:
-        command = [sys.executable, "-m", "tfgw", "serve", "--port", "0", *args]
+    def __init__(
+        self, config: Path | None, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        # -P: the working directory not on sys.path, as for the `tfgw` script (`cwd` may hold a tfgw/)
+        command = [sys.executable, "-P", "-m", "tfgw", "serve", "--port", "0", *args]
         if config is not None:
             command += ["--config", str(config)]
-        self.command = command
+        self.command, self.cwd = command, cwd
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
@@ -38,7 +41,7 @@ class Gateway:
     def __enter__(self) -> Gateway:
         self.stderr = self.stderr_path.open("w")
         self.process = spawn(
-            self.command, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=self.env
+            self.command, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=self.env, cwd=self.cwd
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()

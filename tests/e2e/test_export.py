@@ -68,6 +68,25 @@ def chat(gw: Gateway, n: int = 1) -> None:
             client.chat.completions.create(model="gpt", messages=HELLO)
 
 
+def test_serve_and_its_exporter_run_their_own_tfgw_whatever_the_working_directory_holds(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """`tfgw serve` runs on as `python -m tfgw.serving` and starts its exporter as `python -m
+    tfgw.export`: started in a directory that holds a `tfgw/` of its own (an old checkout, say),
+    both still run the tfgw that was started (with `-P`: `-m` alone puts the working directory
+    first on sys.path), so the request is answered and its spans delivered."""
+    here = tmp_path / "elsewhere"
+    (here / "tfgw").mkdir(parents=True)
+    (here / "tfgw" / "__init__.py").write_text('raise ImportError("the tfgw/ of the working directory")\n')
+    with OtlpHttpReceiver() as receiver:
+        with Gateway(write_config(tmp_path, upstream, mw_target(receiver)), env=ENV, cwd=here) as gw:
+            chat(gw)
+            spans = receiver.wait_for(4, timeout=10)
+        names = sorted(s["name"] for s in spans)
+        assert names == ["POST /v1/chat/completions", "auth", "chat gpt-4o-mini", "model.resolve"]
+        assert "the tfgw/ of the working directory" not in gw.logs()
+
+
 def test_middleware_gets_protobuf_with_its_raw_key_and_arize_gets_grpc_metadata(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:

@@ -55,38 +55,6 @@ def test_demo_quick_start_with_the_openai_sdk() -> None:
         assert [m.id for m in client.models.list()] == ["demo", "demo-embed"]
 
 
-def test_serve_runs_its_own_tfgw_whatever_the_working_directory_holds(tmp_path: Path) -> None:
-    """`tfgw serve` runs on as `python -m tfgw.serving`; started in a directory that holds a
-    `tfgw/` of its own (an old checkout, say), it still serves the tfgw that was started, not that
-    one (`-m` puts the working directory first on sys.path; the gateway runs with `-P`)."""
-    decoy = tmp_path / "tfgw"
-    decoy.mkdir()
-    (decoy / "__init__.py").write_text('raise ImportError("the tfgw/ of the working directory")\n')
-    command = [sys.executable, "-P", "-m", "tfgw", "serve", "--demo", "--port", "0"]
-    errors = tmp_path / "stderr"
-    with errors.open("w") as stderr:
-        process = spawn(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        port = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-        assert port is not None, (line, errors.read_text())
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                answer = httpx.get(f"http://127.0.0.1:{port.group(1)}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "never answered /healthz"
-                time.sleep(0.05)
-        assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
-    finally:
-        code = stop(process)
-        if process.stdout is not None:
-            process.stdout.close()
-    assert code == 0, errors.read_text()
-
-
 def test_demo_with_a_config_in_reach_says_it_ignores_it() -> None:
     """./tfgw.toml and its export targets are left out of --demo, said in one line on stderr; the
     first stdout line (which scripts parse) is exactly what it always was."""

@@ -65,8 +65,9 @@ class ExporterSupervisor:
         # bus the publisher alone (the targets read the stream)
         self.cursors = [PUBLISHER] if self.nats else targets
         # background work: at a lower CPU priority the gateway's requests go first (bench/README.md)
-        # `python -m tfgw.export`, not `tfgw exporter`: the same work without the CLI's imports
-        self.command = [sys.executable, "-m", "tfgw.export", "--nice", str(NICE)]
+        # `python -m tfgw.export`, not `tfgw exporter`: the same work without the CLI's imports;
+        # -P: not the working directory first on sys.path (a `tfgw/` there is not this tfgw)
+        self.command = [sys.executable, "-P", "-m", "tfgw.export", "--nice", str(NICE)]
         self.command += ["--parent", str(os.getpid())]  # it stops itself once this serve is gone
         self.command += ["--demo"] if demo or settings.path is None else ["--config", str(settings.path)]
         self.command += ["--exporter"] if exporter and self.nats else []
