@@ -486,16 +486,18 @@ def header(report: PolicyReport) -> str:
 
 
 TREES = {"before": "before", "none": "this checkout", "policy": "this checkout", "hit": "this checkout"}
-CONFIGS = {"before": "plain", "none": "plain", "policy": "all, distinct requests", "hit": "all, one request"}
+CONFIGS = {
+    "before": "plain",
+    "none": "plain",
+    "policy": "{policy}, distinct requests",
+    "hit": "{policy}, one request",
+}
+#: what the `policy` gateway has configured, by `--limits`
+POLICY_CONFIGS = {"all": "all", "budget": "the key's budget, the cache, two guardrails"}
 
 
 def config_label(report: PolicyReport, path: str) -> str:
-    label = CONFIGS[path]
-    return (
-        label.replace("all", "the key's budget, the cache, two guardrails", 1)
-        if report.limits == "budget"
-        else label
-    )
+    return CONFIGS[path].format(policy=POLICY_CONFIGS[report.limits])
 
 
 def paths_table(report: PolicyReport) -> list[str]:
