@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from quart import Quart, Response, g, request
+from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from tfgw import __version__
@@ -45,10 +45,13 @@ from tfgw.gateway.stages import (
     answer,
     authenticate,
     client_headers,
+    current_request,
+    current_trace,
     request_body,
     request_span,
     resolve,
     too_large,
+    traced,
 )
 from tfgw.metrics.snapshot import CONTENT_TYPE as METRICS_TYPE
 from tfgw.metrics.snapshot import snapshot_path
@@ -152,12 +155,13 @@ class GatewayState:
         """The runtime the request being handled keeps to its end, and its trace, with the
         caller's context from its headers."""
         assert self.runtime is not None, "requests come once serving has started"
-        headers = client_headers()
+        req = current_request()
+        headers = client_headers(req)
         trace = RequestTrace(name, self._sink, headers.get("traceparent"))
-        g.tfgw_trace = trace
+        traced(trace)
         root = trace.root.attributes
-        root[sc.HTTP_METHOD] = request.method
-        root[sc.URL_PATH] = request.path
+        root[sc.HTTP_METHOD] = req.method
+        root[sc.URL_PATH] = req.path
         if session := headers.get("x-tfgw-session-id"):
             root[sc.SESSION_ID] = session
         if user := headers.get("x-tfgw-user-id"):
@@ -225,8 +229,7 @@ def _error_handlers(app: Quart, settings: Settings) -> None:
 
     @app.after_request
     async def trace_headers(response: Response) -> Response:
-        trace: RequestTrace | None = g.get("tfgw_trace")
-        if trace is not None:
+        if (trace := current_trace()) is not None:
             # `add`: no response has them yet, and `set` looks for each first (~70 bytecodes)
             response.headers.add("x-tfgw-trace-id", trace.trace_id)
             response.headers.add("x-tfgw-overhead-ms", f"{trace.overhead_ms():.3f}")
