@@ -94,7 +94,7 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, dict[str, int]]]:
     counted: dict[str, dict[str, dict[str, int]]] = {}
     with tempfile.TemporaryDirectory(prefix="tfgw-bytecodes-") as tmp, running([]) as processes:
         directory = Path(tmp)
-        upstream = start_upstream(directory, "upstream", 0, processes)
+        upstream = start_upstream(directory, "upstream", args.pace_ms, processes)
         for server in SERVERS:
             port, log = free_port(), directory / f"{server}.log"
             process = start(server_command(server, directory, upstream, port), log)
@@ -177,6 +177,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=200, help="requests a server and kind (default 200)")
     parser.add_argument("--top", type=int, default=25, help="functions listed (default 25)")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of Markdown")
+    parser.add_argument(
+        "--pace-ms", type=float, default=0.0, help="the upstream's ms between a stream's events (default 0: one write)"
+    )
     args = parser.parse_args(argv)
     if args.requests < 1 or args.top < 0:
         parser.exit(2, "error: --requests must be at least 1 and --top at least 0\n")
