@@ -178,7 +178,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top", type=int, default=25, help="functions listed (default 25)")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of Markdown")
     parser.add_argument(
-        "--pace-ms", type=float, default=0.0, help="the upstream's ms between a stream's events (default 0: one write)"
+        "--pace-ms",
+        type=float,
+        default=0.0,
+        help="ms between a stream's events upstream (default 0: one write)",
     )
     args = parser.parse_args(argv)
     if args.requests < 1 or args.top < 0:

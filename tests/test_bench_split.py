@@ -95,12 +95,15 @@ def test_the_markdown_report() -> None:
     ]
 
 
+COUNTS = "error: --requests, --paced-requests must be at least 1, --pace-ms within 1..1000"
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
         (["--kinds", "json,sse"], "error: --kinds takes json, stream and paced, got 'json,sse'"),
-        (["--requests", "0"], "error: --requests, --paced-requests must be at least 1, --pace-ms within 1..1000"),
-        (["--pace-ms", "0"], "error: --requests, --paced-requests must be at least 1, --pace-ms within 1..1000"),
+        (["--requests", "0"], COUNTS),
+        (["--pace-ms", "0"], COUNTS),
     ],
 )
 def test_a_bad_flag_is_one_line_and_exit_code_2(flags: list[str], message: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -499,11 +498,11 @@ class FakeContent:
     """The body in reads of 37 bytes, so events arrive cut across reads, several in one read."""
 
     def __init__(self, raw: bytes) -> None:
-        self.raw = raw
+        self.reads = iter([raw[i : i + 37] for i in range(0, len(raw), 37)])
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for i in range(0, len(self.raw), 37):
-            yield self.raw[i : i + 37]
+    async def readany(self) -> bytes:
+        """The next read, b"" once the body has ended (as aiohttp's `StreamReader`)."""
+        return next(self.reads, b"")
 
 
 class FakeResponse:

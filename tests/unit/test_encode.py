@@ -510,6 +510,9 @@ def test_stream_fold_add_all_folds_as_add_does_chunk_by_chunk() -> None:
         text("Hello"),
         text(""),
         text(" world", logprobs=None, finish_reason=None),
+        text(None),  # type: ignore[arg-type]  # a null text: nothing to add
+        {**base, "choices": [{"index": 0, "delta": {"content": ",", "refusal": None}}]},  # two keys
+        {**base, "choices": [{"index": 0, "delta": {"content": " and"}}], "usage": {"total_tokens": 1}},
         text("late", index=1),  # a choice not begun: `add`
         {**base, "choices": [{"index": 1, "delta": {"role": "assistant"}}]},
         text("second", index=1),
@@ -533,7 +536,7 @@ def test_stream_fold_add_all_folds_as_add_does_chunk_by_chunk() -> None:
             "index": 0,
             "message": {
                 "role": "assistant",
-                "content": "before the roleHello world! bare.",
+                "content": "before the roleHello world, and! bare.",
                 "tool_calls": [{"id": "t", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
             },
             "finish_reason": "stop",

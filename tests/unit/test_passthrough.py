@@ -6,7 +6,6 @@ other block, is read event by event as before: both ways give the same chunks an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -23,12 +22,12 @@ class Reads:
     """An aiohttp response whose body arrives in the given reads."""
 
     def __init__(self, *reads: bytes) -> None:
-        self.reads = reads
+        self.reads = iter(reads)
         self.content = self
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for data in self.reads:
-            yield data
+    async def readany(self) -> bytes:
+        """The next read, b"" once the body has ended (as aiohttp's `StreamReader`)."""
+        return next(self.reads, b"")
 
     def release(self) -> None:
         pass

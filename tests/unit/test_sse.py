@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 
 from tfgw.errors import ProviderError
-from tfgw.providers.http import sse_events
+from tfgw.providers.http import sse_data, sse_events
 from tfgw.providers.openai import OpenAIStream
 
 
@@ -17,13 +16,13 @@ class Reads:
     """An aiohttp response whose body arrives in the given reads."""
 
     def __init__(self, *reads: bytes) -> None:
-        self.reads = reads
+        self.reads = iter(reads)
         self.released = False
         self.content = self
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for data in self.reads:
-            yield data
+    async def readany(self) -> bytes:
+        """The next read, b"" once the body has ended (as aiohttp's `StreamReader`)."""
+        return next(self.reads, b"")
 
     def release(self) -> None:
         self.released = True
@@ -118,3 +117,31 @@ def test_a_block_of_named_events_only_is_read_in_one_pass() -> None:
     block = b'event: message_start\ndata: {"a":1}\n\nevent: ping \ndata: {}\n\nevent: e\ndata:  x\n\n'
     assert sse_events(block) == [("message_start", b'{"a":1}'), ("ping", b"{}"), ("e", b" x")]
     assert sse_events(block + b": keep-alive\n\n") == sse_events(block)  # not only named events
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n',  # what OpenAI sends: split in C
+        b"data: x\n\n",
+        b"data: \n\n",  # an empty data line
+        b'data: {"a":1}\n\n: keep-alive\n\ndata: x\n\n',  # a comment between two events
+        b'data: {"a":\ndata: 1}\n\ndata: x\n\n',  # an event of two data lines
+        b"data: a\n\n\n\ndata: b\n\n",  # two blank lines in a row
+        b"data: a\n\nevent: e\ndata: b\n\n",  # a named event after a plain one
+        b"data:x\n\ndata: y\n\n",  # no space after the colon
+        b"data: a\n\nid: 3\n\ndata: b\n\n",
+        b"data: a\n\ndata: b\n\nretry: 10\n\n",
+    ],
+)
+def test_the_data_of_each_event_is_what_sse_events_reads(block: bytes) -> None:
+    assert sse_data(block) == [data for _, data in sse_events(block)]
+
+
+def test_a_block_of_one_line_data_events_is_split_whole() -> None:
+    assert sse_data(b'data: {"a":1}\n\ndata: {"b":2}\n\ndata: [DONE]\n\n') == [
+        b'{"a":1}',
+        b'{"b":2}',
+        b"[DONE]",
+    ]
+    assert sse_data(b'data: {"a":\ndata: 1}\n\ndata: x\n\n') == [b'{"a":\n1}', b"x"]

@@ -37,6 +37,7 @@ __all__ = [
     "create_session",
     "named_events",
     "proxy_for",
+    "sse_data",
     "sse_events",
 ]
 
@@ -188,8 +189,9 @@ class SseStream(Stream):
         """Each read as it came, with the whole events it completed (LF line ends; b"" when it
         completed none), for a stream passed on byte for byte and read on the side."""
         rest = b""
+        read = self.resp.content.readany  # what `iter_any()` awaits a read, one coroutine less
         try:
-            async for data in self.resp.content.iter_any():
+            while data := await read():  # b"" once the body has ended
                 block = rest + data if rest else data
                 if CR in block:
                     block = block.replace(b"\r\n", b"\n")
@@ -337,6 +339,22 @@ def named_events(text_event: bytes) -> re.Pattern[bytes]:
     it must match only events `text_of` reads as that text. Every other named event is matched as
     `(name, data)` (the groups a match leaves unset are b"")."""
     return re.compile(text_event + rb"|" + _NAMED_EVENT_SOURCE)
+
+
+def sse_data(block: bytes) -> list[bytes]:
+    """The data of every event in `block` (whole events, LF line ends), in order, as `sse_events`
+    reads them, the events' names aside. A block of nothing but one-line `data: ` events, what
+    OpenAI sends, is split in C: each of its LFs is one of a blank line's pair (no event has a
+    second line) and each blank line but the last is followed by `data: `."""
+    events = block.count(b"\n\n")
+    if (
+        block.startswith(b"data: ")
+        and block[-1] == block[-2] == LF
+        and block.count(LF) == 2 * events
+        and block.count(b"\n\ndata: ") == events - 1
+    ):
+        return block[6:-2].split(b"\n\ndata: ")
+    return [data for _, data in sse_events(block)]
 
 
 def sse_events(block: bytes) -> list[tuple[str | None, bytes]]:

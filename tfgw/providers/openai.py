@@ -22,7 +22,7 @@ from tfgw.providers.base import (
     StreamBatch,
     wants_usage,
 )
-from tfgw.providers.http import HttpClient, PassThrough, SseStream, sse_events
+from tfgw.providers.http import HttpClient, PassThrough, SseStream, sse_data
 from tfgw.providers.responses import ResponsesReader, from_response
 
 __all__ = ["OpenAIProvider", "OpenAIStream"]
@@ -41,20 +41,23 @@ class OpenAIStream(SseStream):
         self.client_wants_usage = client_wants_usage
 
     async def batches(self) -> AsyncIterator[StreamBatch]:
-        done = False
+        done, hides_usage, loads = False, not self.client_wants_usage, orjson.loads
         async for _, block in self.reads():
             if not block:  # no event ended in this read yet
                 continue
             chunks: list[Chunk] = []
             hidden: bytes | None = None
-            for _, data in sse_events(block):
+            for data in sse_data(block):
                 if data == b"[DONE]":
                     done = True
                     continue
-                chunk = self.parse(data)
-                if not isinstance(chunk, dict):
+                try:  # `parse`, without a call a chunk
+                    chunk = loads(data)
+                except orjson.JSONDecodeError as exc:
+                    raise self.invalid() from exc
+                if type(chunk) is not dict:
                     raise self.invalid()
-                if not self.client_wants_usage and chunk.get("usage") and not chunk.get("choices"):
+                if hides_usage and chunk.get("usage") and not chunk.get("choices"):
                     hidden = data
                 chunks.append(chunk)
             yield (block if hidden is None else _without(block, hidden)), chunks

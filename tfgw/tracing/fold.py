@@ -59,22 +59,30 @@ class StreamFold:
     def add_all(self, chunks: list[dict[str, Any] | str]) -> None:
         """`add` each chunk. The most of a stream's chunks, text for the one choice already begun
         (`{"choices": [{"index": 0, "delta": {"content": "..."}, ...}], ...}`, no usage, no finish
-        reason), are folded here: a stream of 21 chunks in 104,000 instructions under callgrind,
-        against 122,000 through `add` (more bytecodes, but their type tests are cheap in C)."""
-        states = self._choices
+        reason), are folded here with a third fewer bytecodes than through `add`: looked up by
+        subscript in a `try`, which costs nothing unless a chunk of another shape raises (once or
+        twice a stream: the finish chunk's empty delta, the usage chunk's empty choices)."""
+        state_of = self._choices.get
         for chunk in chunks:
-            if type(chunk) is dict and not chunk.get("usage") and self.id is not None:
-                choices = chunk.get("choices")
-                if type(choices) is list and len(choices) == 1:
-                    choice = choices[0]
-                    delta = choice.get("delta") if type(choice) is dict else None
-                    if type(delta) is dict and len(delta) == 1 and not choice.get("finish_reason"):
-                        content, state = delta.get("content"), states.get(choice.get("index", 0))
-                        if type(content) is str and state is not None:
-                            if content:
-                                state["content"].append(content)
-                            self.chunks += 1
-                            continue
+            if type(chunk) is dict and self.id is not None:
+                try:
+                    (choice,) = chunk["choices"]
+                    delta = choice["delta"]
+                    content = delta["content"]
+                except (KeyError, TypeError, ValueError):  # not one choice with a text delta
+                    self.add(chunk)
+                    continue
+                if (
+                    type(content) is str
+                    and len(delta) == 1
+                    and not choice.get("finish_reason")
+                    and not chunk.get("usage")
+                    and (state := state_of(choice.get("index", 0))) is not None
+                ):
+                    if content:
+                        state["content"].append(content)
+                    self.chunks += 1
+                    continue
             self.add(chunk)
 
     def _choice(self, index: int) -> dict[str, Any]:
