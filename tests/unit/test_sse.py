@@ -132,6 +132,8 @@ def test_a_block_of_named_events_only_is_read_in_one_pass() -> None:
         b"data:x\n\ndata: y\n\n",  # no space after the colon
         b"data: a\n\nid: 3\n\ndata: b\n\n",
         b"data: a\n\ndata: b\n\nretry: 10\n\n",
+        b"data: a\n\ndata: b",  # no blank line at its end
+        b"data: a\ndata: b\n\n",  # one event of two data lines
     ],
 )
 def test_the_data_of_each_event_is_what_sse_events_reads(block: bytes) -> None:

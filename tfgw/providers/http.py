@@ -195,6 +195,10 @@ class SseStream(Stream):
                 block = rest + data if rest else data
                 if CR in block:
                     block = block.replace(b"\r\n", b"\n")
+                if block.endswith(b"\n\n"):  # the most reads: whole events, nothing left over
+                    rest = b""
+                    yield data, block
+                    continue
                 cut = block.rfind(b"\n\n") + 2
                 if cut == 1:  # no event ends in it yet
                     rest = block
@@ -344,16 +348,12 @@ def named_events(text_event: bytes) -> re.Pattern[bytes]:
 def sse_data(block: bytes) -> list[bytes]:
     """The data of every event in `block` (whole events, LF line ends), in order, as `sse_events`
     reads them, the events' names aside. A block of nothing but one-line `data: ` events, what
-    OpenAI sends, is split in C: each of its LFs is one of a blank line's pair (no event has a
-    second line) and each blank line but the last is followed by `data: `."""
-    events = block.count(b"\n\n")
-    if (
-        block.startswith(b"data: ")
-        and block[-1] == block[-2] == LF
-        and block.count(LF) == 2 * events
-        and block.count(b"\n\ndata: ") == events - 1
-    ):
-        return block[6:-2].split(b"\n\ndata: ")
+    OpenAI sends, is split in C: cut at each blank line followed by `data: `, it is that if its LFs
+    are only those blank lines' and its last one's (no event has a second line, or another field)."""
+    if block.startswith(b"data: ") and block.endswith(b"\n\n"):
+        data = block[6:-2].split(b"\n\ndata: ")
+        if block.count(LF) == 2 * len(data):
+            return data
     return [data for _, data in sse_events(block)]
 
 
