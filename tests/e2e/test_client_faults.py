@@ -142,6 +142,31 @@ def test_a_client_gone_mid_stream_cancels_the_upstream_and_finishes_the_trace(
     ) == usage
 
 
+def test_a_client_gone_before_a_whole_answer_cancels_the_upstream_call(
+    gw: Gateway, faulty: FaultyUpstream, traces: TraceFiles
+) -> None:
+    """Not a stream: the client sends its request and closes while the provider is still silent.
+    The upstream call is closed at once, long before its first-token timeout would have, and the
+    trace (its id the client's `traceparent`) is written with the root marked cancelled."""
+    calls, before = faulty.calls["slow_headers"], faulty.disconnects["slow_headers"]
+    trace_id = "5f0c9d3e0b9a4f1d8c7b6a5948372615"
+    body = orjson.dumps({"model": "fo-slow_headers", "messages": [{"role": "user", "content": "hi"}]})
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n{AUTH}content-type: application/json\r\n"
+        f"traceparent: 00-{trace_id}-00f067aa0ba902b7-01\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    with connect(gw) as sock:
+        sock.sendall(head.encode() + body)
+        until(lambda: faulty.calls["slow_headers"] == calls + 1)  # the gateway is waiting on it
+    until(lambda: faulty.disconnects["slow_headers"] == before + 1)
+    root = next(s for s in traces.spans(trace_id) if s["parent"] == "<caller>")
+    assert (root["status"], root["attributes"]["error.type"]) == (
+        {"code": 2, "message": "CancelledError"},
+        "CancelledError",
+    )
+    assert root["attributes"]["tfgw.stream.cancelled"] is True
+
+
 def test_a_content_length_over_the_limit_is_refused_before_the_body(gw: Gateway) -> None:
     too_large = f"Request body is larger than the gateway's limit of {MAX_BODY} bytes."
     openai_error = {

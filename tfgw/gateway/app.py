@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from quart import Quart, Response, request
+from quart import Quart, Response
 from werkzeug.exceptions import HTTPException
 
 from tfgw import __version__
@@ -41,6 +41,7 @@ from tfgw.gateway.stages import (
     EMBEDDINGS,
     JSON,
     OPENAI,
+    Handler,
     Wire,
     answer,
     authenticate,
@@ -52,6 +53,7 @@ from tfgw.gateway.stages import (
     resolve,
     too_large,
     traced,
+    traced_post,
 )
 from tfgw.metrics.snapshot import CONTENT_TYPE as METRICS_TYPE
 from tfgw.metrics.snapshot import snapshot_path
@@ -91,6 +93,8 @@ class GatewayState:
     limits: Limits | None = None
     #: with `[bus] kind = "nats"`: the limits counted with every other gateway's
     shared: SharedLimits | None = None
+    #: the traced POST routes by path, which `tfgw.gateway.fast` serves on bare ASGI
+    routes: dict[str, Handler] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:
@@ -197,22 +201,18 @@ def create_app(settings: Settings, *, exports: Exports = NO_EXPORTS) -> Quart:
 
 def wire() -> Wire:
     """The API the request being handled speaks, by its path."""
-    return ANTHROPIC if request.path.startswith(messages.PREFIX) else OPENAI
+    return ANTHROPIC if current_request().path.startswith(messages.PREFIX) else OPENAI
 
 
-def _error_handlers(app: Quart, settings: Settings) -> None:
-    """Every error leaves in the route's API's error shape; every answer to a traced request names
-    its trace."""
-
-    @app.errorhandler(TfgwError)
-    async def tfgw_error(exc: TfgwError) -> Response:
+def error_response(exc: BaseException, settings: Settings) -> Response:
+    """The answer to a request that raised `exc`, in the route's API's error shape: a `TfgwError`
+    with its status, a werkzeug `HTTPException` (413, 408, ...) with its own, anything else 500."""
+    if isinstance(exc, TfgwError):
         body = wire().error_body(exc)
         return Response(body, status=exc.status, headers=exc.headers(), content_type=JSON)
-
-    @app.errorhandler(HTTPException)
-    async def http_error(exc: HTTPException) -> Response:
+    if isinstance(exc, HTTPException):
         if exc.code == 413:
-            return await tfgw_error(too_large(settings))
+            return error_response(too_large(settings), settings)
         status, message = exc.code or 500, exc.description or exc.name
         if wire() is ANTHROPIC:
             kind = ANTHROPIC_ERROR_TYPES.get(status, "invalid_request_error")
@@ -221,19 +221,39 @@ def _error_handlers(app: Quart, settings: Settings) -> None:
         code = exc.name.lower().replace(" ", "_")
         error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
         return Response(orjson.dumps({"error": error}), status=status, content_type=JSON)
+    req = current_request()
+    log.error("unexpected error while serving %s %s", req.method, req.path, exc_info=exc)
+    return error_response(TfgwError("The gateway hit an unexpected error; see its log."), settings)
+
+
+def with_trace_headers(response: Response) -> Response:
+    """Every answer to a traced request names its trace."""
+    if (trace := current_trace()) is not None:
+        # `add`: no response has them yet, and `set` looks for each first (~70 bytecodes)
+        response.headers.add("x-tfgw-trace-id", trace.trace_id)
+        response.headers.add("x-tfgw-overhead-ms", f"{trace.overhead_ms():.3f}")
+    return response
+
+
+def _error_handlers(app: Quart, settings: Settings) -> None:
+    """Every error leaves in the route's API's error shape (`error_response`); every answer to a
+    traced request names its trace (`with_trace_headers`)."""
+
+    @app.errorhandler(TfgwError)
+    async def tfgw_error(exc: TfgwError) -> Response:
+        return error_response(exc, settings)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        return error_response(exc, settings)
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
-        log.exception("unexpected error while serving %s %s", request.method, request.path)
-        return await tfgw_error(TfgwError("The gateway hit an unexpected error; see its log."))
+        return error_response(exc, settings)
 
     @app.after_request
     async def trace_headers(response: Response) -> Response:
-        if (trace := current_trace()) is not None:
-            # `add`: no response has them yet, and `set` looks for each first (~70 bytecodes)
-            response.headers.add("x-tfgw-trace-id", trace.trace_id)
-            response.headers.add("x-tfgw-overhead-ms", f"{trace.overhead_ms():.3f}")
-        return response
+        return with_trace_headers(response)
 
 
 def _probe_routes(app: Quart, state: GatewayState) -> None:
@@ -329,7 +349,7 @@ def _unavailable(reason: str) -> Response:
 def _openai_routes(app: Quart, state: GatewayState) -> None:
     """The traced routes: chat completions (JSON or SSE) and embeddings."""
 
-    @app.post("/v1/chat/completions")
+    @traced_post(app, state.routes, "/v1/chat/completions")
     async def chat_completions() -> Response:
         rt, trace = state.begin("POST /v1/chat/completions")
         with request_span(trace):
@@ -342,7 +362,7 @@ def _openai_routes(app: Quart, state: GatewayState) -> None:
             attempts = resolve(rt, trace, body)
             return await answer(rt, trace, key, attempts, body, _CHAT, account=account)
 
-    @app.post("/v1/embeddings")
+    @traced_post(app, state.routes, "/v1/embeddings")
     async def embeddings() -> Response:
         rt, trace = state.begin("POST /v1/embeddings")
         with request_span(trace):

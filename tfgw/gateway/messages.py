@@ -30,6 +30,7 @@ from tfgw.gateway.stages import (
     request_body,
     request_span,
     resolve,
+    traced_post,
 )
 from tfgw.providers.base import Call, NativeMessages, Provider, Reply, Stream
 from tfgw.tracing import semconv as sc
@@ -46,7 +47,7 @@ PASSED_ON = ("anthropic-version", "anthropic-beta")
 
 
 def routes(app: Quart, state: GatewayState) -> None:
-    @app.post(PREFIX)
+    @traced_post(app, state.routes, PREFIX)
     async def create_message() -> Response:
         rt, trace = state.begin(f"POST {PREFIX}")
         with request_span(trace):
@@ -69,7 +70,7 @@ def routes(app: Quart, state: GatewayState) -> None:
                 account=account,
             )
 
-    @app.post(f"{PREFIX}/count_tokens")
+    @traced_post(app, state.routes, f"{PREFIX}/count_tokens")
     async def count_tokens() -> Response:
         rt, trace = state.begin(f"POST {PREFIX}/count_tokens")
         with request_span(trace):

@@ -25,6 +25,7 @@ from tfgw.gateway.stages import (
     request_body,
     request_span,
     resolve,
+    traced_post,
 )
 from tfgw.providers.base import Call, Provider, Reply, Stream, takes_responses
 
@@ -37,7 +38,7 @@ PATH = "/v1/responses"
 
 
 def routes(app: Quart, state: GatewayState) -> None:
-    @app.post(PATH)
+    @traced_post(app, state.routes, PATH)
     async def create_response() -> Response:
         rt, trace = state.begin(f"POST {PATH}")
         with request_span(trace):

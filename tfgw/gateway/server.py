@@ -25,6 +25,7 @@ from hypercorn.utils import wrap_app
 
 from tfgw.config import Settings
 from tfgw.gateway.app import create_app
+from tfgw.gateway.fast import Front
 from tfgw.tracing.exports import NO_EXPORTS, Exports
 
 __all__ = ["bind", "serve"]
@@ -77,8 +78,9 @@ def _run_worker(settings: Settings, config: Config, sockets: Sockets, exports: E
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await worker_serve(wrap_app(app, config.wsgi_max_body_size, "asgi"), config, sockets=sockets,
-                           shutdown_trigger=stop.wait)  # fmt: skip
+        front = Front(app, app.extensions["tfgw"])  # the traced routes on bare ASGI, the rest Quart's
+        app_ = wrap_app(front, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+        await worker_serve(app_, config, sockets=sockets, shutdown_trigger=stop.wait)
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(main())

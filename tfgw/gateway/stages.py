@@ -18,12 +18,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
-from quart import Request, Response, request
+from quart import Quart, Request, Response, request
 from werkzeug.exceptions import HTTPException, RequestTimeout
 
 from tfgw.config import KeySettings, Settings
 from tfgw.errors import BadRequestError, PayloadTooLargeError, ProviderError, TfgwError
 from tfgw.formats import messages as messages_format
+from tfgw.gateway.incoming import Incoming
 from tfgw.gateway.policy import Account, Answering, StreamPolicy
 from tfgw.gateway.routing import Attempt, Try, plan_attributes
 from tfgw.providers import Provider, Stream
@@ -43,6 +44,7 @@ __all__ = [
     "RESPONSES",
     "SSE_HEADERS",
     "ChatForm",
+    "Handler",
     "Sends",
     "Wire",
     "answer",
@@ -57,9 +59,11 @@ __all__ = [
     "request_span",
     "resolve",
     "respond",
+    "serving",
     "too_large",
     "total_tokens",
     "traced",
+    "traced_post",
 ]
 
 T = TypeVar("T")
@@ -153,20 +157,46 @@ _HEADERS: ContextVar[dict[str, str] | None] = ContextVar("tfgw_headers", default
 _TRACE: ContextVar[RequestTrace | None] = ContextVar("tfgw_trace", default=None)
 
 
-def current_request() -> Request:
-    """The request being handled, its proxy resolved once for the several reads that follow."""
-    return request._get_current_object()  # type: ignore[attr-defined,no-any-return]
+_INCOMING: ContextVar[Incoming | None] = ContextVar("tfgw_incoming", default=None)
 
 
-def client_headers(req: Request | None = None) -> dict[str, str]:
+def current_request() -> Request | Incoming:
+    """The request being handled: served on bare ASGI (`tfgw.gateway.fast`), or else Quart's, its
+    proxy resolved once for the several reads that follow."""
+    return _INCOMING.get() or request._get_current_object()  # type: ignore[attr-defined]
+
+
+def serving(incoming: Incoming) -> None:
+    """Make `incoming` the request being handled (`current_request`), in its task's context."""
+    _INCOMING.set(incoming)
+
+
+def client_headers(req: Request | Incoming | None = None) -> dict[str, str]:
     """The request's headers by lower-case name, made once a request: werkzeug's own look-up of an
     absent header raises and catches an exception (about 2 µs, and a request asks for five)."""
     headers = _HEADERS.get()
     if headers is None:
-        items = (req or current_request()).headers.items()
-        headers = {name.lower(): value for name, value in items}
+        req = req or current_request()
+        if type(req) is Incoming:
+            headers = req.headers  # lower-case already
+        else:
+            headers = {name.lower(): value for name, value in req.headers.items()}
         _HEADERS.set(headers)
     return headers
+
+
+Handler = Callable[[], Awaitable[Response]]
+
+
+def traced_post(app: Quart, routes: dict[str, Handler], path: str) -> Callable[[Handler], Handler]:
+    """A traced POST route: the Quart app's, and in `routes`, which `tfgw.gateway.fast` serves on
+    bare ASGI in front of the app."""
+
+    def register(handler: Handler) -> Handler:
+        routes[path] = handler
+        return app.post(path)(handler)
+
+    return register
 
 
 def traced(trace: RequestTrace) -> None:
@@ -488,11 +518,13 @@ async def json_body(settings: Settings) -> dict[str, Any]:
     return body
 
 
-async def whole_body(req: Request) -> bytes:
+async def whole_body(req: Request | Incoming) -> bytes:
     """The request's body once all of it has come, as `request.get_data(cache=False)` reads it
     (408 past `[server] body_timeout`, the app's BODY_TIMEOUT), but under a timer, not through
     `asyncio.wait_for`, which makes every request a task of its own for it and wakes it through
     the event loop twice, even when the body came with the headers, as it mostly does."""
+    if isinstance(req, Incoming):
+        return await req.read()
     body = req.body
     try:
         async with asyncio.timeout(req.body_timeout):
