@@ -202,6 +202,29 @@ def test_in_an_event_loop_traces_are_encoded_between_requests_and_written_soon(
     assert asyncio.run(serve()) == (3, 2, 3)
 
 
+def test_a_step_runs_over_its_time_budget_until_no_more_than_max_waiting_are_left(
+    settings: TracingSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a load the 0.5 ms budget cannot keep up with, the backlog must not grow: a step leaves
+    at most MAX_WAITING traces; under it, the time budget alone says how many go."""
+    monkeypatch.setattr(trace_log, "MAX_WAITING", 4)
+
+    async def serve() -> list[int]:
+        log = TraceLog(settings)
+        log.start()
+        for _ in range(10):
+            make_trace(log.submit).finish()
+        waiting = []
+        for budget in (0.0, 0.0, 1.0):  # none, none, then a second: enough for the rest
+            monkeypatch.setattr(trace_log, "STEP_S", budget)
+            log._encode_step()
+            waiting.append(len(log._pending))
+        log.close()
+        return waiting
+
+    assert asyncio.run(serve()) == [4, 4, 0]
+
+
 def test_an_encoding_bug_loses_one_trace_not_the_log(settings: TracingSettings) -> None:
     log = TraceLog(settings)
     log.start()

@@ -15,7 +15,8 @@ Contract of the files (readers, exporters and `tfgw traces` rely on it; only eve
 Where the work happens, measured (bench/README.md): `submit()` is all the request path does,
 an append to a bounded deque (past `MAX_PENDING` traces are dropped and counted). A millisecond
 later, after the answer went out, the event loop encodes pending traces in steps of at most half a
-millisecond between requests, and every 50 ms hands the encoded lines to the writer thread, whose
+millisecond between requests (longer only while more than `MAX_WAITING` wait: the backlog stays
+bounded under any load), and every 50 ms hands the encoded lines to the writer thread, whose
 only work is the two `write()`s per batch, with the GIL released. Encoding in a thread instead
 cost more: waking it for every request and passing the GIL back and forth added ~350 µs of CPU
 per request at concurrency 1. A write that fails (a full disk, a removed directory) is counted,
@@ -57,8 +58,13 @@ log = logging.getLogger("tfgw.tracing")
 MAX_PENDING = 50_000
 #: a finished trace is encoded this long after it was submitted: after its answer went out
 ENCODE_DELAY_S = 0.001
-#: the event loop encodes for at most this long at a time before it serves requests again
+#: the event loop encodes for at most this long at a time before it serves requests again...
 STEP_S = 0.0005
+#: ...unless more traces than this are waiting: then a step encodes until only these are left, so
+#: that under a load the time budget cannot keep up with (requests answered faster than 0.5 ms of
+#: encoding a loop iteration covers) the backlog stays bounded instead of growing with every
+#: second of it, in memory and towards MAX_PENDING, and the encoding is paid for while it lasts
+MAX_WAITING = 64
 #: encoded lines go to the writer thread every HANDOFF_S, or sooner once HANDOFF_BYTES are waiting
 HANDOFF_S = 0.05
 HANDOFF_BYTES = 256 * 1024
@@ -150,9 +156,9 @@ class TraceLog:
         """Encode for at most `STEP_S`, then let requests run; carry on in the next loop iteration."""
         assert self._loop is not None
         self._step = None
-        deadline = time.perf_counter() + STEP_S
-        while self._pending and time.perf_counter() < deadline:
-            self._encode(self._pending.popleft())
+        pending, deadline = self._pending, time.perf_counter() + STEP_S
+        while pending and (len(pending) > MAX_WAITING or time.perf_counter() < deadline):
+            self._encode(pending.popleft())
         if self._pending:
             self._step = self._loop.call_soon(self._encode_step)
         if self._encoded_bytes >= HANDOFF_BYTES:
