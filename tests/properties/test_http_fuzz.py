@@ -1,6 +1,8 @@
 """schemathesis against the gateway's own OpenAPI document (tfgw/gateway/openapi.json), in process:
 cases made from each operation's schema, valid and invalid ones, sent through the Quart app's test
-client to a gateway on the built-in mock provider, with and without a valid gateway key.
+client to a gateway on the built-in mock provider, with and without a valid gateway key; the
+client's ASGI calls go through `Front`, as `tfgw serve` serves them (the traced routes on bare
+ASGI, the rest the app's).
 
 Properties: never a 5xx (the documented 503 of /metrics aside), nothing logged as an error (an
 unexpected exception, a trace that could not be encoded), and every 4xx in the route's own error
@@ -32,6 +34,7 @@ from schemathesis.generation.case import Case
 
 from tfgw.config import KeySettings, ServerSettings, TracingSettings, demo_settings
 from tfgw.gateway import create_app
+from tfgw.gateway.fast import Front
 from tfgw.keys import hash_key
 
 KEY = "tfgw-fuzz-key-0123456789abcdef"
@@ -74,6 +77,20 @@ class Gateway:
     errors: list[logging.LogRecord]
 
 
+class Served:
+    """The app as `tfgw serve` serves it, for Quart's test client: its ASGI calls through `Front`
+    (the traced routes on bare ASGI, the rest the app's), everything else the app's own."""
+
+    def __init__(self, app: Any, front: Front) -> None:
+        self._app, self._front = app, front
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._app, name)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._front(scope, receive, send)
+
+
 class _Collect(logging.Handler):
     def __init__(self, records: list[logging.LogRecord]) -> None:
         super().__init__(logging.ERROR)
@@ -100,7 +117,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     handler = _Collect(errors)
     logging.getLogger("tfgw").addHandler(handler)
     try:
-        yield Gateway(loop, test_app.test_client(), errors)
+        client = app.test_client_class(Served(app, Front(app, app.extensions["tfgw"])))  # type: ignore[arg-type]
+        yield Gateway(loop, client, errors)
     finally:
         logging.getLogger("tfgw").removeHandler(handler)
         loop.run_until_complete(test_app.__aexit__(None, None, None))
