@@ -104,15 +104,22 @@ GUARDRAILS = """guardrails = [  # top-level: before the first table
 
 
 def config_text(
-    port: int, upstream: Endpoint, traces: Path, policy: bool, polled: bool = False, limits: str = LIMITS
+    port: int,
+    upstream: Endpoint,
+    traces: Path,
+    policy: bool,
+    polled: bool = False,
+    limits: str = LIMITS,
+    tracing: bool = True,
 ) -> str:
-    """The plain config (run.py's: one model, tracing on) with one key; with `policy`, the key's
-    limits and budget, the model's cache and the two guardrails too. `polled`: a tree whose
-    gateway polls its config file (live config) has it off, `reload = false`: the poll every
+    """The plain config (run.py's: one model, tracing on unless `tracing` is false) with one key;
+    with `policy`, the key's limits and budget, the model's cache and the two guardrails too.
+    `polled`: a tree whose gateway polls its config file (live config) has it off,
+    `reload = false`: the poll every
     0.25 s costs in proportion to wall time, which valgrind and a loaded machine stretch by a
     different factor for each gateway (+50 k instructions a request seen on the slower one)."""
     text = CONFIG_TEMPLATE.format(
-        host=HOST, port=port, upstream_port=upstream.port, tracing="true", traces=traces
+        host=HOST, port=port, upstream_port=upstream.port, tracing=str(tracing).lower(), traces=traces
     )
     if polled:
         text = text.replace("[server]\n", "[server]\nreload = false\n", 1)

@@ -43,7 +43,6 @@ SERVERS = ("floor", "untraced", "tfgw")
 KINDS = ("json", "stream", "paced")
 #: the upstream's events of a stream: 20 chunks, the usage chunk and `[DONE]`, each a write when paced
 EVENTS = 22
-TRACING_ON = "[tracing]\nenabled = true\n"
 
 
 def server_command(server: str, directory: Path, upstream: Endpoint, port: int) -> list[str]:
@@ -52,11 +51,8 @@ def server_command(server: str, directory: Path, upstream: Endpoint, port: int) 
     if server == "floor":
         floor = [sys.executable, str(BENCH_DIR / "framework_floor.py"), "--serve-quart", str(port)]
         return [*counted, *floor, str(upstream.port), str(upstream.port)]
-    text = policy_ab.config_text(port, upstream, directory / f"traces-{server}-{port}", False, polled=True)
-    if server == "untraced":
-        if TRACING_ON not in text:
-            raise BenchError("run.CONFIG_TEMPLATE has no `[tracing] enabled = true` to turn off")
-        text = text.replace(TRACING_ON, "[tracing]\nenabled = false\n", 1)
+    traces = directory / f"traces-{server}-{port}"
+    text = policy_ab.config_text(port, upstream, traces, False, polled=True, tracing=server != "untraced")
     config = directory / f"{server}-{port}.toml"
     config.write_text(text)
     return [*counted, *tfgw_command(None), "serve", "--config", str(config), "--port", str(port)]

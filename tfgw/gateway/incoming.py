@@ -2,10 +2,11 @@
 
 What the routes read of a request is its method, path, headers, `Content-Length` and body
 (`stages.current_request()`): `Incoming` has those from the ASGI scope and `receive`, with Quart's
-limits and errors for the body (413 past `[server] max_body_bytes`, 408 past `[server]
-body_timeout`, werkzeug's own exceptions). Once the body has come it watches, in a task of its
-own, for the client to go away, and then cancels the request's task, as Quart's receiver task does:
-an upstream call or stream the client no longer waits for is closed, and its trace says so.
+limit and error for the body (413 past `[server] max_body_bytes`, werkzeug's own exception; the
+408 past `[server] body_timeout` is `stages.whole_body`'s, for this request as for Quart's). Once
+the body has come it watches, in a task of its own, for the client to go away, and then cancels
+the request's task, as Quart's receiver task does: an upstream call or stream the client no
+longer waits for is closed, and its trace says so.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
+from werkzeug.exceptions import RequestEntityTooLarge
 
 __all__ = ["Incoming"]
 
@@ -53,12 +54,9 @@ class Incoming:
         self._watcher: asyncio.Task[None] | None = None
 
     async def read(self) -> bytes:
-        """The whole body; then the watch for the client going away begins."""
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                body = await self._body()
-        except TimeoutError as exc:
-            raise RequestTimeout() from exc
+        """The whole body (under `body_timeout`, which `stages.whole_body` applies to any request);
+        then the watch for the client going away begins."""
+        body = await self._body()
         self.task = asyncio.current_task()
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
         return body

@@ -150,14 +150,13 @@ class request_span:
         self.trace.finish()
 
 
-#: The request being handled's headers (`client_headers`) and trace (`current_trace`). Each request
-#: runs in a task, and so a context, of its own, as Quart's `request` and `g` do; those are werkzeug
-#: proxies that cost ~35 bytecodes an access, a context variable's `get` one call in C.
+#: The request being handled (`current_request`, when it is served on bare ASGI), its headers
+#: (`client_headers`) and its trace (`current_trace`). Each request runs in a task, and so a
+#: context, of its own, as Quart's `request` and `g` do; those are werkzeug proxies that cost ~35
+#: bytecodes an access, a context variable's `get` one call in C.
+_INCOMING: ContextVar[Incoming | None] = ContextVar("tfgw_incoming", default=None)
 _HEADERS: ContextVar[dict[str, str] | None] = ContextVar("tfgw_headers", default=None)
 _TRACE: ContextVar[RequestTrace | None] = ContextVar("tfgw_trace", default=None)
-
-
-_INCOMING: ContextVar[Incoming | None] = ContextVar("tfgw_incoming", default=None)
 
 
 def current_request() -> Request | Incoming:
@@ -523,11 +522,11 @@ async def whole_body(req: Request | Incoming) -> bytes:
     (408 past `[server] body_timeout`, the app's BODY_TIMEOUT), but under a timer, not through
     `asyncio.wait_for`, which makes every request a task of its own for it and wakes it through
     the event loop twice, even when the body came with the headers, as it mostly does."""
-    if isinstance(req, Incoming):
-        return await req.read()
-    body = req.body
     try:
         async with asyncio.timeout(req.body_timeout):
+            if isinstance(req, Incoming):
+                return await req.read()
+            body = req.body
             data = await body
     except TimeoutError as exc:
         raise RequestTimeout() from exc

@@ -159,7 +159,7 @@ class TraceLog:
         pending, deadline = self._pending, time.perf_counter() + STEP_S
         while pending and (len(pending) > MAX_WAITING or time.perf_counter() < deadline):
             self._encode(pending.popleft())
-        if self._pending:
+        if pending:
             self._step = self._loop.call_soon(self._encode_step)
         if self._encoded_bytes >= HANDOFF_BYTES:
             self._handoff()
