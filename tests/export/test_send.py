@@ -435,5 +435,6 @@ def test_the_public_surface() -> None:
         "SenderTarget",
         "clean_message",
         "deliver",
+        "gzipped",
         "sender_for",
     ]

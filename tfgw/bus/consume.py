@@ -45,6 +45,7 @@ from tfgw.export import encode, send
 from tfgw.export.targets import ResolvedTarget, enabled_targets
 from tfgw.export.worker import BATCH_BYTES, count_delivery, count_dropped, count_retry
 from tfgw.retry import Backoff
+from tfgw.slices import give_way
 
 __all__ = [
     "ACK_WAIT_S",
@@ -235,6 +236,7 @@ class _Lines:
     def __iter__(self) -> Iterator[Any]:
         for msg in self.msgs:
             self.read += 1
+            give_way()  # between two lines: encoding a batch is milliseconds (tfgw.slices)
             try:
                 line = orjson.loads(msg.data)
             except orjson.JSONDecodeError:

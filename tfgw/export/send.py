@@ -45,6 +45,7 @@ from tfgw import __version__
 from tfgw.export.encode import JSON, EncodedBatch
 from tfgw.retry import Backoff, parse_retry_after
 from tfgw.secrets import scrub
+from tfgw.slices import give_way
 
 if TYPE_CHECKING:
     from tfgw.export.grpc_send import GrpcSender
@@ -60,6 +61,7 @@ __all__ = [
     "SenderTarget",
     "clean_message",
     "deliver",
+    "gzipped",
     "sender_for",
 ]
 
@@ -72,6 +74,21 @@ MAX_MESSAGE = 500
 #: 1,080 gateway spans: 2.1 against 4.3 µs a span, 6.9 % against 6.0 % of the protobuf); the
 #: exporter shares the gateway's cores
 GZIP_LEVEL = 1
+#: a body is compressed this much at a time, the CPU handed over between blocks (`tfgw.slices`):
+#: at level 1 a 4 MiB batch is ~7 ms of compressing, ~0.1 ms a block
+GZIP_BLOCK = 64 * 1024
+
+
+def gzipped(body: bytes) -> bytes:
+    """`gzip.compress(body, GZIP_LEVEL, mtime=0)`, the same bytes, compressed a block at a time
+    with `give_way()` between blocks (zlib's stream makes no block boundaries without a flush)."""
+    stream = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: the gzip header and trailer
+    view, parts = memoryview(body), []
+    for start in range(0, len(body), GZIP_BLOCK):
+        parts.append(stream.compress(view[start : start + GZIP_BLOCK]))
+        give_way()
+    parts.append(stream.flush())
+    return b"".join(parts)
 
 
 class SenderTarget(Protocol):
@@ -178,7 +195,7 @@ class HttpSender:
         headers = {"content-type": batch.content_type}
         body = batch.body
         if self.target.compression == "gzip":
-            body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+            body = gzipped(body)
             headers["content-encoding"] = "gzip"
         start = time.perf_counter()
         try:

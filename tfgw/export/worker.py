@@ -38,6 +38,7 @@ from tfgw.export.cursor import Cursor, Pending
 from tfgw.export.targets import ResolvedTarget, enabled_targets
 from tfgw.metrics.snapshot import state_dir
 from tfgw.retry import Backoff
+from tfgw.slices import give_way
 from tfgw.tracing.segments import dropped_spans
 
 __all__ = ["Delivering", "TargetExporter", "Work", "exporter_main", "run_exporter"]
@@ -129,6 +130,7 @@ class TargetExporter:
                     "stopped mid-write", target.name, p.torn, p.segment,
                 )  # fmt: skip
             for raw in p.lines:
+                give_way()  # between two lines: encoding a batch is milliseconds (tfgw.slices)
                 try:
                     line = orjson.loads(raw)
                 except orjson.JSONDecodeError:

@@ -25,6 +25,7 @@ from tfgw.metrics.aggregate import Aggregate
 from tfgw.metrics.follow import RowsFollower, end_of_log
 from tfgw.metrics.prometheus import Prefixes, render
 from tfgw.metrics.snapshot import SNAPSHOT, START, state_dir
+from tfgw.slices import give_way
 from tfgw.tracing.segments import writer_drops
 
 __all__ = ["Deriver", "prepare"]
@@ -89,6 +90,7 @@ class Deriver:
             with self.lock:
                 for row in rows:
                     self.aggregate.add(row)
+                    give_way()  # the exporter's thread (tfgw.slices)
             self._dirty = True
         self.write()
         return len(rows) > 0 and self._behind()

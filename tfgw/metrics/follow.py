@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from tfgw.slices import give_way
+
 __all__ = ["ROWS_GLOB", "RowsFollower", "end_of_log"]
 
 log = logging.getLogger("tfgw.metrics")
@@ -65,6 +67,7 @@ class RowsFollower:
 
     def _rows(self, path: Path, data: bytes) -> Iterator[dict[str, Any]]:
         for raw in data.split(b"\n")[:-1]:  # `data` ends with its last line's newline
+            give_way()  # the exporter's thread: a poll's rows are milliseconds (tfgw.slices)
             try:
                 row = orjson.loads(raw)
             except orjson.JSONDecodeError:
