@@ -45,8 +45,10 @@ __all__ = ["Delivering", "TargetExporter", "Work", "exporter_main", "run_exporte
 
 log = logging.getLogger("tfgw.exporter")
 
-#: how much of the log one batch reads (before encoding; a batch is split under 4 MiB to send)
-BATCH_BYTES = 2 * 1024 * 1024
+#: how much of the log one batch reads (before encoding; a batch is split under 4 MiB to send):
+#: 1 MiB, ~600-800 spans of the gateway's. 2 MiB cost the same CPU a span and ~4 MiB more of the
+#: exporter's peak RSS (bench/README.md, "Memory of the tree")
+BATCH_BYTES = 1024 * 1024
 #: how often an idle target looks for new lines
 POLL_S = 0.2
 #: the status in the cursor file is refreshed at least this often (a heartbeat for `otel status`)
