@@ -328,6 +328,8 @@ class FloorReport:
     rss_mib: dict[str, float] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     targets: dict[str, Any] = field(default_factory=dict)
+    #: the floor's own figures for the targets that hold tfgw to itself, not to the floor
+    floor_own: dict[str, float | None] = field(default_factory=dict)
 
 
 def mean(values: list[float]) -> float | None:
@@ -395,6 +397,19 @@ def target_values(report: FloorReport) -> dict[str, float | None]:
     }
 
 
+def floor_own(report: FloorReport) -> dict[str, float | None]:
+    """The floor's req/s at c=50 over c=10: whether the stack itself, on this machine and in this
+    run, falls as concurrency rises (the two "must not fall" targets hold tfgw to its own c=10)."""
+
+    def rps(scenario: str) -> float | None:
+        return row_value(report.rows, scenario, "floor", "rps")
+
+    return {
+        "rps_c50_over_c10_json": ratio(rps("json-50"), rps("json-10")),
+        "rps_c50_over_c10_stream": ratio(rps("stream-50"), rps("stream-10")),
+    }
+
+
 def check_targets(report: FloorReport) -> dict[str, Any]:
     """Every target with its value and verdict (`ok` None when its runs were not made)."""
     out = {}
@@ -447,6 +462,7 @@ def bench(args: argparse.Namespace) -> FloorReport:
     report.machine["calibration_ms_at_end"] = calibration_ms()
     report.rows = aggregate(report.runs)
     report.targets = check_targets(report)
+    report.floor_own = floor_own(report)
     return report
 
 
@@ -532,7 +548,12 @@ def export_table(report: FloorReport) -> list[str]:
 
 def markdown(report: FloorReport) -> str:
     tables = (runs_table(report.rows), targets_table(report.targets), export_table(report))
-    return "\n\n".join([header(report), *("\n".join(table) for table in tables)])
+    own = report.floor_own
+    floor = (
+        f"The floor's own req/s c=50 / c=10 in this run: JSON {fmt(own.get('rps_c50_over_c10_json'), 2)}, "
+        f"stream {fmt(own.get('rps_c50_over_c10_stream'), 2)}."
+    )
+    return "\n\n".join([header(report), *("\n".join(table) for table in tables), floor])
 
 
 def as_json(report: FloorReport) -> str:

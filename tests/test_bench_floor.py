@@ -62,12 +62,32 @@ def test_floor_reports_every_row_and_every_span_reaches_the_receiver() -> None:
     assert {key for key, t in targets.items() if t["ok"] is not None} == MEASURED
     assert {key for key, t in targets.items() if t["value"] is not None} == MEASURED
     assert set(report["rss_mib"]) == {"direct", "direct_paced", "floor", "tfgw", "tfgw_2_workers"}
+    # json-10/50 and stream-10/50 were not run: the floor's own c=50 / c=10 has nothing to say
+    assert report["floor_own"] == {"rps_c50_over_c10_json": None, "rps_c50_over_c10_stream": None}
 
     for group, spans in (("json", 4), ("stream", 5)):
         export = report["export"][group]
         answered = export["requests_answered"]
         assert answered > 0
         assert (export["traces_written"], export["spans_delivered"]) == (answered, spans * answered)
+
+
+def test_the_floors_own_fall_from_c10_to_c50_is_reported_beside_the_targets() -> None:
+    sys.path.insert(0, str(BENCH))
+    import floor
+
+    report = floor.FloorReport("now", {}, 1.0, 0.0, [])
+    for scenario, path, rps in (
+        ("json-10", "floor", 2000.0),
+        ("json-50", "floor", 1600.0),
+        ("json-50", "tfgw", 1500.0),
+        ("stream-10", "tfgw", 900.0),
+        ("stream-50", "floor", 1000.0),
+    ):
+        report.rows.append({"scenario": scenario, "path": path, "rps": rps})
+
+    # tfgw's rows and a scenario the floor did not run have no part in it
+    assert floor.floor_own(report) == {"rps_c50_over_c10_json": 0.8, "rps_c50_over_c10_stream": None}
 
 
 # -- the fake upstream's paced mode ---------------------------------------------------------------
