@@ -51,6 +51,7 @@ from run import (
     calibration_ms,
     chat_body,
     cpu_seconds,
+    export_stats,
     fmt,
     free_port,
     log_tail,
@@ -72,6 +73,10 @@ PACE_MS = 1.0
 SETTLE_QUIET_S = 0.5  # the receiver's count unchanged this long once everything expected arrived
 SETTLE_GIVE_UP_QUIET_S = 3.0  # ... or this long whatever arrived
 SETTLE_DEADLINE_S = 30.0
+#: before a run, tfgw's exporters are given this long to deliver what earlier runs left them
+IDLE_DEADLINE_S = 30.0
+#: ... and a status written this long after the wait began: the trace log's last lines are out
+IDLE_AFTER_S = 0.2
 SPANS_PER_REQUEST = {"json": 4, "stream": 5}  # SERVER, auth, model.resolve, chat (+ stream)
 SPANS_TOLERANCE = 0.05
 
@@ -250,12 +255,29 @@ def measure_run(scenario: Scenario, path: str, url: str, pid: int, settings: Set
 
 
 def scenario_runs(stack: Stack, scenario: Scenario, settings: Settings) -> list[FloorRun]:
-    """Direct once, then floor, tfgw, tfgw, floor."""
+    """Direct once, then floor, tfgw, tfgw, floor, each once tfgw's exporter is idle."""
     runs = []
     for path in ("direct", "floor", "tfgw", "tfgw", "floor"):
         url, pid = stack.url_and_pid(path, scenario)
+        exporters_idle([stack.tfgw.port])
         runs.append(measure_run(scenario, path, url, pid, settings))
     return runs
+
+
+def exporters_idle(ports: list[int]) -> float:
+    """Wait (polled, `IDLE_DEADLINE_S`) until the exporter of each tfgw on `ports` has delivered all
+    its trace log holds: every target's `pending_bytes` 0 in a status saved `IDLE_AFTER_S` or more
+    after the wait began. Then no run shares the cores with the catch-up of the runs before it,
+    which at nice 10 can last seconds past a c=50 run and fell on whatever ran next, the floor's
+    runs included. Each run's own export still counts: in the tree's CPU of its window, and in
+    the group's CPU "incl. catch-up". Returns the seconds waited."""
+    start_s, since = time.monotonic(), time.time() + IDLE_AFTER_S
+    while time.monotonic() - start_s < IDLE_DEADLINE_S:
+        targets = [t for port in ports for t in export_stats(port).values()]
+        if all(t.get("pending_bytes") == 0 and (t.get("updated") or 0) >= since for t in targets):
+            break
+        time.sleep(0.05)
+    return time.monotonic() - start_s
 
 
 def settle(stack: Stack, before: int, written_before: int, spans_per_trace: int) -> tuple[int, int]:
@@ -307,9 +329,10 @@ def workers_runs(args: argparse.Namespace, stack: Stack, settings: Settings) -> 
     url = f"http://{HOST}:{two.port}{CHAT_PATH}"
     one_url, one_pid = stack.url_and_pid("tfgw", WORKERS)
     paths = {"tfgw": (one_url, one_pid), "tfgw-2w": (url, two.pid)}
-    runs = [
-        measure_run(WORKERS, path, *paths[path], settings) for path in ("tfgw", "tfgw-2w", "tfgw-2w", "tfgw")
-    ]
+    runs = []
+    for path in ("tfgw", "tfgw-2w", "tfgw-2w", "tfgw"):
+        exporters_idle([stack.tfgw.port, two.port])
+        runs.append(measure_run(WORKERS, path, *paths[path], settings))
     return runs, rss_mib(two.pid)
 
 

@@ -306,10 +306,19 @@ def export_runs(
 def trace_log_stats(port: int, key: str | None = None) -> dict[str, Any]:
     """The gateway's trace log counters from `GET /readyz` (written, dropped, errors); with keys
     configured the details need one, `key`."""
+    return dict(readyz(port, key).get("tracing") or {})
+
+
+def export_stats(port: int, key: str | None = None) -> dict[str, dict[str, Any]]:
+    """Each export target's counters from `GET /readyz` (delivered, pending_bytes, updated...)."""
+    return dict(readyz(port, key).get("export") or {})
+
+
+def readyz(port: int, key: str | None = None) -> dict[str, Any]:
     connection = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
         connection.request("GET", "/readyz", headers={"authorization": f"Bearer {key}"} if key else {})
-        return dict(json.loads(connection.getresponse().read()).get("tracing") or {})
+        return dict(json.loads(connection.getresponse().read()))
     finally:
         connection.close()
 
