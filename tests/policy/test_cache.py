@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.clock import Clock
 from tfgw.config import CacheSettings
 from tfgw.policy import cache as cache_module
 from tfgw.policy.cache import (
@@ -46,14 +47,6 @@ def entry(size: int, name: str = "m") -> Cached:
         provider="openai",
         stored_at=1_700_000_000.0,
     )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def same(

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.fakes.clock import Clock
 from tfgw.config import KeySettings
 from tfgw.errors import BudgetExceededError, RateLimitError, TfgwError
 from tfgw.policy.limits import Limits, Usage, read_usage
@@ -20,14 +21,6 @@ from tfgw.policy.limits import Limits, Usage, read_usage
 HASH = "sha256:" + "ab" * 32
 #: 2025-10-09T12:00:00Z, a whole second
 T0 = datetime(2025, 10, 9, 12, tzinfo=UTC).timestamp()
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def key(name: str = "ci", **limits: float) -> KeySettings:
@@ -41,7 +34,7 @@ def path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -348,7 +341,7 @@ def _admit_in_a_loop(
 ) -> None:
     """A worker: once all are started, admit as fast as it can, 1000 times; put how many were
     admitted. Without `limits` it opens its own, as a second gateway on the same state dir would."""
-    own = limits or Limits([key(rpm=100)], path, Clock())
+    own = limits or Limits([key(rpm=100)], path, Clock(T0))
     go.wait(timeout=30)
     admitted = 0
     for _ in range(1000):
@@ -363,7 +356,7 @@ def _admit_in_a_loop(
 @pytest.mark.parametrize("shared", [True, False], ids=["forked-workers", "separate-gateways"])
 def test_processes_counting_in_one_table_admit_exactly_rpm_in_all(path: Path, shared: bool) -> None:
     ctx = multiprocessing.get_context("fork")
-    limits = Limits([key(rpm=100)], path, Clock()) if shared else None  # made before the fork
+    limits = Limits([key(rpm=100)], path, Clock(T0)) if shared else None  # made before the fork
     go, results = ctx.Event(), ctx.Queue()
     workers = [ctx.Process(target=_admit_in_a_loop, args=(limits, path, go, results)) for _ in range(4)]
     for worker in workers:
@@ -374,6 +367,6 @@ def test_processes_counting_in_one_table_admit_exactly_rpm_in_all(path: Path, sh
         worker.join(timeout=10)
     assert [w.exitcode for w in workers] == [0] * 4
     assert sum(counts) == 100
-    assert read_usage(path, ["ci"], Clock()) == {
+    assert read_usage(path, ["ci"], Clock(T0)) == {
         "ci": Usage(requests=100, tokens=1000, spent_usd_day=0.1, spent_usd_month=0.1)
     }

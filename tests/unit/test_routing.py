@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.fakes.clock import Clock
 from tfgw.config import ModelSettings, ProviderSettings, Settings, Target, Timeouts
 from tfgw.errors import BadRequestError, ModelNotFoundError, ProviderError, UpstreamStatusError
 from tfgw.gateway import routing
@@ -155,16 +156,6 @@ def test_retries_without_retry_after_back_off_exponentially(slept: list[float]) 
 
 
 # -- strategies and health ---------------------------------------------------------------------
-
-
-class Clock:
-    """The router's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def governed(clock: Clock) -> Router:

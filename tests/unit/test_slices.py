@@ -13,19 +13,12 @@ import orjson
 import pytest
 
 from tests.export.target_stub import TargetStub
+from tests.fakes.clock import Clock
 from tests.samples import T0, Request, segment_name, trace_line
 from tfgw import slices
 from tfgw.export import send, worker
 from tfgw.export.cursor import Pending
 from tfgw.metrics.follow import RowsFollower
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def in_a_thread(run: Any) -> None:
@@ -62,7 +55,7 @@ def test_a_thread_hands_its_core_over_once_a_slice_has_passed_and_not_before(
         slices.give_way()
 
     in_a_thread(run)
-    assert handed == [100.0, 100.0 + slices.SLICE_S]
+    assert handed == [1000.0, 1000.0 + slices.SLICE_S]
 
 
 @pytest.fixture

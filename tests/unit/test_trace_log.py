@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.fakes.clock import Clock
 from tfgw.config import TracingSettings
 from tfgw.tracing import log as trace_log
 from tfgw.tracing.log import TraceLog, segment_name
@@ -27,14 +28,6 @@ def make_trace(sink, name: str = "POST /v1/chat/completions") -> RequestTrace:
     trace.child("auth").close()
     trace.root.attributes["http.response.status_code"] = 200
     return trace
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def write(log: TraceLog, count: int = 1) -> list[str]:
