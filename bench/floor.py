@@ -264,20 +264,19 @@ def scenario_runs(stack: Stack, scenario: Scenario, settings: Settings) -> list[
     return runs
 
 
-def exporters_idle(ports: list[int]) -> float:
+def exporters_idle(ports: list[int]) -> None:
     """Wait (polled, `IDLE_DEADLINE_S`) until the exporter of each tfgw on `ports` has delivered all
     its trace log holds: every target's `pending_bytes` 0 in a status saved `IDLE_AFTER_S` or more
     after the wait began. Then no run shares the cores with the catch-up of the runs before it,
     which at nice 10 can last seconds past a c=50 run and fell on whatever ran next, the floor's
     runs included. Each run's own export still counts: in the tree's CPU of its window, and in
-    the group's CPU "incl. catch-up". Returns the seconds waited."""
+    the group's CPU "incl. catch-up"."""
     start_s, since = time.monotonic(), time.time() + IDLE_AFTER_S
     while time.monotonic() - start_s < IDLE_DEADLINE_S:
         targets = [t for port in ports for t in export_stats(port).values()]
         if all(t.get("pending_bytes") == 0 and (t.get("updated") or 0) >= since for t in targets):
-            break
+            return
         time.sleep(0.05)
-    return time.monotonic() - start_s
 
 
 def settle(stack: Stack, before: int, written_before: int, spans_per_trace: int) -> tuple[int, int]:

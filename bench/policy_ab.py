@@ -114,10 +114,10 @@ def config_text(
 ) -> str:
     """The plain config (run.py's: one model, tracing on unless `tracing` is false) with one key;
     with `policy`, the key's limits and budget, the model's cache and the two guardrails too.
-    `polled`: a tree whose gateway polls its config file (live config) has it off,
-    `reload = false`: the poll every
-    0.25 s costs in proportion to wall time, which valgrind and a loaded machine stretch by a
-    different factor for each gateway (+50 k instructions a request seen on the slower one)."""
+    `polled`: a tree whose gateway polls its config file (live config) has it off, `reload =
+    false`: the poll every 0.25 s costs in proportion to wall time, which valgrind and a loaded
+    machine stretch by a different factor for each gateway (+50 k instructions a request seen on
+    the slower one)."""
     text = CONFIG_TEMPLATE.format(
         host=HOST, port=port, upstream_port=upstream.port, tracing=str(tracing).lower(), traces=traces
     )
